@@ -119,9 +119,11 @@ fetch_one() {
   (cd "$work/deb" && apt-get "${apt_opts[@]}" download containerd) >"$work/download.log" 2>&1 \
     || { cat "$work/download.log" >&2; die "$ver: apt-get download containerd failed"; }
 
-  local deb
-  deb=$(ls "$work"/deb/containerd_*.deb 2>/dev/null | head -n1)
-  [ -n "$deb" ] || die "$ver: no .deb downloaded"
+  local -a debs
+  shopt -s nullglob
+  debs=("$work"/deb/containerd_*.deb)
+  [ ${#debs[@]} -ge 1 ] || die "$ver: no .deb downloaded"
+  local deb=${debs[0]}
 
   local stage="$work/root"
   mkdir -p "$stage"

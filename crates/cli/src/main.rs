@@ -1,1 +1,43 @@
-fn main(){}
+//! `wasmcell`: the command-line tool. Packages wasm programs as OCI images and artifacts and
+//! inspects image archives; later issues add `import`, `worlds` and `containerd-config`.
+//!
+//! Errors go to stderr with exit status 1; usage errors exit 2 (clap's convention).
+
+mod inspect;
+mod package;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run WebAssembly under containerd: package and inspect wasm OCI images.
+#[derive(Debug, Parser)]
+#[command(name = "wasmcell", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Package a wasm module or component as an OCI image-layout tar.
+    Package(package::PackageArgs),
+    /// Show what an image archive holds: references, media types, digests, sizes, and the
+    /// wasm config's os, imports and exports.
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Package(args) => package::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("wasmcell: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -31,7 +31,11 @@ pub enum BlobMismatch {
 }
 
 /// Checks size first (cheap, and catches truncation), then the sha256.
-pub fn verify_blob(expected_digest: &str, expected_size: u64, bytes: &[u8]) -> Result<(), BlobMismatch> {
+pub fn verify_blob(
+    expected_digest: &str,
+    expected_size: u64,
+    bytes: &[u8],
+) -> Result<(), BlobMismatch> {
     let actual_size = bytes.len() as u64;
     if actual_size != expected_size {
         return Err(BlobMismatch::Size {
@@ -72,8 +76,14 @@ mod tests {
     fn verify_reports_size_before_digest() {
         let d = sha256_digest(b"abc");
         assert_eq!(verify_blob(&d, 3, b"abc"), Ok(()));
-        assert!(matches!(verify_blob(&d, 4, b"abc"), Err(BlobMismatch::Size { .. })));
-        assert!(matches!(verify_blob(&d, 3, b"abd"), Err(BlobMismatch::Digest { .. })));
+        assert!(matches!(
+            verify_blob(&d, 4, b"abc"),
+            Err(BlobMismatch::Size { .. })
+        ));
+        assert!(matches!(
+            verify_blob(&d, 3, b"abd"),
+            Err(BlobMismatch::Digest { .. })
+        ));
     }
 
     #[test]

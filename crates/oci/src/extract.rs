@@ -203,7 +203,10 @@ pub fn extract_layers(
 }
 
 fn staging_path(dest: &Path) -> PathBuf {
-    let name = dest.file_name().unwrap_or(OsStr::new("rootfs")).to_string_lossy();
+    let name = dest
+        .file_name()
+        .unwrap_or(OsStr::new("rootfs"))
+        .to_string_lossy();
     dest.with_file_name(format!(".{name}.extract-{}", std::process::id()))
 }
 
@@ -290,7 +293,11 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    fn entry<R: Read>(&mut self, layer: &str, mut entry: tar::Entry<'_, R>) -> Result<(), ExtractError> {
+    fn entry<R: Read>(
+        &mut self,
+        layer: &str,
+        mut entry: tar::Entry<'_, R>,
+    ) -> Result<(), ExtractError> {
         let raw_path = entry.path().map_err(|source| ExtractError::Io {
             layer: layer.to_owned(),
             context: "decoding entry path".to_owned(),
@@ -342,7 +349,11 @@ impl Extractor<'_> {
                 });
             }
         }
-        let file_name = relative.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let file_name = relative
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let parent = relative.parent().unwrap_or(Path::new("")).to_owned();
         self.ensure_real_dirs(layer, &shown, &parent)?;
 
@@ -404,7 +415,8 @@ impl Extractor<'_> {
                     });
                 }
                 replace_existing(&target).map_err(io("replacing"))?;
-                std::os::unix::fs::symlink(&link_target, &target).map_err(io("creating symlink"))?;
+                std::os::unix::fs::symlink(&link_target, &target)
+                    .map_err(io("creating symlink"))?;
             }
             tar::EntryType::Link => {
                 let link_target = entry
@@ -453,7 +465,12 @@ impl Extractor<'_> {
     }
 
     /// Creates the directories of `parent` inside the root, refusing to pass through symlinks.
-    fn ensure_real_dirs(&self, layer: &str, entry: &str, parent: &Path) -> Result<(), ExtractError> {
+    fn ensure_real_dirs(
+        &self,
+        layer: &str,
+        entry: &str,
+        parent: &Path,
+    ) -> Result<(), ExtractError> {
         let mut path = self.root.to_path_buf();
         let mut shown = PathBuf::new();
         for component in parent.components() {
@@ -530,10 +547,19 @@ mod tests {
 
     #[test]
     fn relative_paths_are_normalised() {
-        assert_eq!(safe_relative_path(Path::new("./a/./b")), Ok(Some(PathBuf::from("a/b"))));
+        assert_eq!(
+            safe_relative_path(Path::new("./a/./b")),
+            Ok(Some(PathBuf::from("a/b")))
+        );
         assert_eq!(safe_relative_path(Path::new("./")), Ok(None));
-        assert_eq!(safe_relative_path(Path::new("/etc")), Err(UnsafePath::Absolute));
-        assert_eq!(safe_relative_path(Path::new("a/../../b")), Err(UnsafePath::Parent));
+        assert_eq!(
+            safe_relative_path(Path::new("/etc")),
+            Err(UnsafePath::Absolute)
+        );
+        assert_eq!(
+            safe_relative_path(Path::new("a/../../b")),
+            Err(UnsafePath::Parent)
+        );
     }
 
     #[test]
@@ -542,7 +568,13 @@ mod tests {
             resolve_link_target(Path::new("a/b"), Path::new("../c")),
             Some(PathBuf::from("a/c"))
         );
-        assert_eq!(resolve_link_target(Path::new("a"), Path::new("../../etc")), None);
-        assert_eq!(resolve_link_target(Path::new("a"), Path::new("/etc/passwd")), None);
+        assert_eq!(
+            resolve_link_target(Path::new("a"), Path::new("../../etc")),
+            None
+        );
+        assert_eq!(
+            resolve_link_target(Path::new("a"), Path::new("/etc/passwd")),
+            None
+        );
     }
 }

@@ -19,6 +19,8 @@ pub mod wasm;
 pub mod wasm_config;
 pub mod write;
 
+/// Descriptors appear in this crate's public types; re-exported so users need no oci-spec.
+pub use oci_spec::image::Descriptor;
 pub use read::{Archive, ArchiveFormat, Config, Image, Layer, ReadError, ReadLimits, read_archive};
 pub use wasm::{WasmInfo, WasmKind, inspect_wasm};
 pub use wasm_config::WasmConfig;

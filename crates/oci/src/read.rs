@@ -126,7 +126,9 @@ pub enum ReadError {
         source: std::io::Error,
     },
     /// Neither `index.json` nor `manifest.json`.
-    #[error("{path} is not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)")]
+    #[error(
+        "{path} is not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)"
+    )]
     UnknownLayout {
         /// The archive.
         path: PathBuf,
@@ -216,7 +218,9 @@ pub enum ReadError {
         limit: usize,
     },
     /// A descriptor in an index that is neither an index nor a manifest.
-    #[error("index entry {digest} has media type {media_type}, which is neither an image index nor a manifest")]
+    #[error(
+        "index entry {digest} has media type {media_type}, which is neither an image index nor a manifest"
+    )]
     UnknownManifestMediaType {
         /// The entry.
         digest: String,
@@ -278,7 +282,9 @@ pub enum ReadError {
         source: WasmError,
     },
     /// A legacy Docker layer whose content does not hash to the config's diff id.
-    #[error("docker archive layer {path}: uncompressed content hashes to {actual}, config rootfs.diff_ids says {expected}")]
+    #[error(
+        "docker archive layer {path}: uncompressed content hashes to {actual}, config rootfs.diff_ids says {expected}"
+    )]
     DiffIdMismatch {
         /// The layer's path in the archive.
         path: String,
@@ -384,7 +390,10 @@ impl Source {
                     });
                 }
                 let mut bytes = Vec::with_capacity(claimed as usize);
-                (&mut entry).take(claimed).read_to_end(&mut bytes).map_err(io)?;
+                (&mut entry)
+                    .take(claimed)
+                    .read_to_end(&mut bytes)
+                    .map_err(io)?;
                 total += bytes.len() as u64;
                 files.insert(relative, bytes);
             } else if entry_type.is_symlink() {
@@ -567,8 +576,11 @@ impl Reader {
             }
         };
         if let Config::Wasm(wasm_config) = &config {
-            let layer_types: Vec<String> =
-                manifest.layers().iter().map(|l| l.media_type().to_string()).collect();
+            let layer_types: Vec<String> = manifest
+                .layers()
+                .iter()
+                .map(|l| l.media_type().to_string())
+                .collect();
             if layer_types != [mt::WASM_LAYER] {
                 return Err(ReadError::ArtifactLayers {
                     manifest: digest,
@@ -576,8 +588,11 @@ impl Reader {
                     media_types: layer_types,
                 });
             }
-            let layer_digests: Vec<String> =
-                manifest.layers().iter().map(|l| l.digest().to_string()).collect();
+            let layer_digests: Vec<String> = manifest
+                .layers()
+                .iter()
+                .map(|l| l.digest().to_string())
+                .collect();
             wasm_config
                 .validate(&layer_digests)
                 .map_err(|source| ReadError::WasmConfig {
@@ -686,7 +701,11 @@ impl Reader {
                         actual,
                     });
                 }
-                let media_type = if gzip { mt::DOCKER_LAYER_TAR_GZIP } else { mt::DOCKER_LAYER_TAR };
+                let media_type = if gzip {
+                    mt::DOCKER_LAYER_TAR_GZIP
+                } else {
+                    mt::DOCKER_LAYER_TAR
+                };
                 layers.push(Layer {
                     descriptor: descriptor_for(media_type, &bytes),
                     bytes,
@@ -700,14 +719,17 @@ impl Reader {
                 "layers": layers.iter().map(|l| &l.descriptor).collect::<Vec<_>>(),
             });
             let manifest: ImageManifest =
-                serde_json::from_value(manifest_value.clone()).map_err(|source| ReadError::Json {
+                serde_json::from_value(manifest_value.clone()).map_err(|source| {
+                    ReadError::Json {
+                        what: "synthesised docker manifest".to_owned(),
+                        source,
+                    }
+                })?;
+            let manifest_bytes =
+                serde_json::to_vec(&manifest_value).map_err(|source| ReadError::Json {
                     what: "synthesised docker manifest".to_owned(),
                     source,
                 })?;
-            let manifest_bytes = serde_json::to_vec(&manifest_value).map_err(|source| ReadError::Json {
-                what: "synthesised docker manifest".to_owned(),
-                source,
-            })?;
             images.push(Image {
                 names: entry.repo_tags.unwrap_or_default(),
                 manifest_descriptor: descriptor_for(mt::DOCKER_MANIFEST, &manifest_bytes),
@@ -733,10 +755,12 @@ impl Reader {
                 });
             }
         };
-        self.source.get(&relative)?.ok_or_else(|| ReadError::MissingBlob {
-            digest: name.to_owned(),
-            what: what.to_owned(),
-        })
+        self.source
+            .get(&relative)?
+            .ok_or_else(|| ReadError::MissingBlob {
+                digest: name.to_owned(),
+                what: what.to_owned(),
+            })
     }
 }
 

@@ -35,7 +35,9 @@ pub enum ReferenceError {
         component: String,
     },
     /// The tag breaks the grammar.
-    #[error("image reference {reference:?}: tag {tag:?} must be 1-128 of [A-Za-z0-9_.-], not starting with . or -")]
+    #[error(
+        "image reference {reference:?}: tag {tag:?} must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"
+    )]
     Tag {
         /// The input.
         reference: String,
@@ -163,9 +165,18 @@ mod tests {
     #[test]
     fn rejects_bad_references() {
         assert_eq!(Reference::parse(""), Err(ReferenceError::Empty));
-        assert!(matches!(Reference::parse("Demo/App"), Err(ReferenceError::Component { .. })));
-        assert!(matches!(Reference::parse("a/../b"), Err(ReferenceError::Component { .. })));
-        assert!(matches!(Reference::parse("demo:-x"), Err(ReferenceError::Tag { .. })));
+        assert!(matches!(
+            Reference::parse("Demo/App"),
+            Err(ReferenceError::Component { .. })
+        ));
+        assert!(matches!(
+            Reference::parse("a/../b"),
+            Err(ReferenceError::Component { .. })
+        ));
+        assert!(matches!(
+            Reference::parse("demo:-x"),
+            Err(ReferenceError::Tag { .. })
+        ));
         assert!(matches!(
             Reference::parse("demo@sha256:00"),
             Err(ReferenceError::Digest { .. })

@@ -92,8 +92,14 @@ pub fn inspect_wasm(bytes: &[u8]) -> Result<WasmInfo, WasmError> {
     };
     Validator::new()
         .validate_all(bytes)
-        .map_err(|source| WasmError::Invalid { kind: claimed, source })?;
-    decode_interface(bytes).map_err(|source| WasmError::Invalid { kind: claimed, source })
+        .map_err(|source| WasmError::Invalid {
+            kind: claimed,
+            source,
+        })?;
+    decode_interface(bytes).map_err(|source| WasmError::Invalid {
+        kind: claimed,
+        source,
+    })
 }
 
 /// Collects top-level imports and exports; nested modules and components are skipped by
@@ -189,13 +195,21 @@ mod tests {
 
     #[test]
     fn text_is_not_wasm() {
-        let err = inspect_wasm(b"#!/bin/sh\necho hi\n").err().map(|e| e.to_string());
+        let err = inspect_wasm(b"#!/bin/sh\necho hi\n")
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("not a wasm binary")));
     }
 
     #[test]
     fn truncated_wasm_is_invalid() {
-        let err = inspect_wasm(b"\0asm\x01\0\0\0\x01\x05").err().map(|e| e.to_string());
-        assert!(err.as_deref().is_some_and(|e| e.contains("invalid wasm module")), "{err:?}");
+        let err = inspect_wasm(b"\0asm\x01\0\0\0\x01\x05")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("invalid wasm module")),
+            "{err:?}"
+        );
     }
 }

@@ -161,12 +161,18 @@ mod tests {
         let mut cfg: WasmConfig = serde_json::from_str(
             r#"{"architecture":"amd64","os":"wasip1","layerDigests":["sha256:aa"]}"#,
         )?;
-        assert!(matches!(cfg.validate(&[]), Err(WasmConfigError::Architecture { .. })));
+        assert!(matches!(
+            cfg.validate(&[]),
+            Err(WasmConfigError::Architecture { .. })
+        ));
         cfg.architecture = "wasm".into();
         cfg.os = "linux".into();
         assert!(matches!(cfg.validate(&[]), Err(WasmConfigError::Os { .. })));
         cfg.os = "wasip1".into();
-        assert!(matches!(cfg.validate(&[]), Err(WasmConfigError::LayerDigests { .. })));
+        assert!(matches!(
+            cfg.validate(&[]),
+            Err(WasmConfigError::LayerDigests { .. })
+        ));
         Ok(())
     }
 }

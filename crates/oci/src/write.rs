@@ -262,17 +262,27 @@ pub fn build_package(spec: &PackageSpec, wasm_source: &str) -> Result<Package, P
         .media_type(MediaType::ImageManifest)
         .config(config.clone())
         .layers(vec![layer.clone()])
-        .annotations(manifest_annotations.into_iter().collect::<std::collections::HashMap<_, _>>())
+        .annotations(
+            manifest_annotations
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
         .build()
         .map_err(|source| PackageError::Spec {
             what: "manifest",
             source,
         })?;
-    let mut manifest_desc = blobs.add(MediaType::ImageManifest, canonical_json(&manifest, "manifest")?);
+    let mut manifest_desc = blobs.add(
+        MediaType::ImageManifest,
+        canonical_json(&manifest, "manifest")?,
+    );
     manifest_desc.set_platform(Some(platform));
     manifest_desc.set_annotations(Some(
         [
-            (ANNOTATION_CONTAINERD_IMAGE_NAME.to_owned(), reference.to_string()),
+            (
+                ANNOTATION_CONTAINERD_IMAGE_NAME.to_owned(),
+                reference.to_string(),
+            ),
             (ANNOTATION_REF_NAME.to_owned(), reference.tag.clone()),
         ]
         .into_iter()
@@ -304,7 +314,10 @@ pub fn build_package(spec: &PackageSpec, wasm_source: &str) -> Result<Package, P
             repo_tags: vec![reference.to_string()],
             layers: vec![blob_path(&layer_digest)],
         }];
-        files.insert("manifest.json".to_owned(), canonical_json(&docker, "docker manifest.json")?);
+        files.insert(
+            "manifest.json".to_owned(),
+            canonical_json(&docker, "docker manifest.json")?,
+        );
     }
     for (digest, bytes) in blobs.0 {
         files.insert(blob_path(&digest), bytes);
@@ -342,7 +355,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -400,7 +416,8 @@ fn blob_path(digest: &str) -> String {
 /// JSON with object keys sorted (via `serde_json::Value`, whose maps are ordered), so the
 /// `HashMap`s inside oci-spec's types cannot make the bytes vary between runs.
 fn canonical_json<T: Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>, PackageError> {
-    let value = serde_json::to_value(value).map_err(|source| PackageError::Json { what, source })?;
+    let value =
+        serde_json::to_value(value).map_err(|source| PackageError::Json { what, source })?;
     serde_json::to_vec(&value).map_err(|source| PackageError::Json { what, source })
 }
 
@@ -432,10 +449,14 @@ fn single_file_tar(path: &str, bytes: &[u8], mtime: u64) -> Result<Vec<u8>, Pack
         parent.push_str(dir);
         parent.push('/');
         let mut header = tar_header(tar::EntryType::Directory, 0o755, 0, mtime);
-        builder.append_data(&mut header, &parent, std::io::empty()).map_err(tar_io)?;
+        builder
+            .append_data(&mut header, &parent, std::io::empty())
+            .map_err(tar_io)?;
     }
     let mut header = tar_header(tar::EntryType::Regular, 0o755, bytes.len() as u64, mtime);
-    builder.append_data(&mut header, relative, bytes).map_err(tar_io)?;
+    builder
+        .append_data(&mut header, relative, bytes)
+        .map_err(tar_io)?;
     builder.into_inner().map_err(tar_io)
 }
 
@@ -444,11 +465,15 @@ fn layout_tar(files: &BTreeMap<String, Vec<u8>>, mtime: u64) -> Result<Vec<u8>, 
     let mut builder = tar::Builder::new(Vec::new());
     for dir in ["blobs/", "blobs/sha256/"] {
         let mut header = tar_header(tar::EntryType::Directory, 0o755, 0, mtime);
-        builder.append_data(&mut header, dir, std::io::empty()).map_err(tar_io)?;
+        builder
+            .append_data(&mut header, dir, std::io::empty())
+            .map_err(tar_io)?;
     }
     for (path, bytes) in files {
         let mut header = tar_header(tar::EntryType::Regular, 0o644, bytes.len() as u64, mtime);
-        builder.append_data(&mut header, path, bytes.as_slice()).map_err(tar_io)?;
+        builder
+            .append_data(&mut header, path, bytes.as_slice())
+            .map_err(tar_io)?;
     }
     builder.into_inner().map_err(tar_io)
 }
@@ -489,6 +514,10 @@ mod tests {
     #[test]
     fn format_names_parse() {
         assert_eq!("wasm-layer".parse(), Ok(PackageFormat::WasmLayer));
-        assert!("zip".parse::<PackageFormat>().is_err_and(|e| e.contains("zip")));
+        assert!(
+            "zip"
+                .parse::<PackageFormat>()
+                .is_err_and(|e| e.contains("zip"))
+        );
     }
 }

@@ -1,0 +1,38 @@
+# wasmcell — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# Every cargo invocation sees the same value, so demo-app's build script never reruns just
+# because one target set it and another did not.
+export WASMCELL_OCI_OUT := $(CURDIR)/target/oci
+# containerd release lines the integration tests run against (see test/fetch-containerd.sh).
+CONTAINERD_VERSIONS ?= 2.1 1.7 1.6
+
+.PHONY: help build demo-images test lint fmt clean containerd
+
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: demo-images ## Build the wasmcell command and the demo images (debug).
+	$(CARGO) build --workspace --locked
+
+demo-images: ## Build demo-app and write its three OCI tars to target/oci/ (one cargo build).
+	$(CARGO) build -p demo-app --locked
+	@ls -l target/oci/*.tar
+
+containerd: ## Fetch private containerd binaries (2.1, 1.7, 1.6) into the user cache; no system change.
+	@test/fetch-containerd.sh $(CONTAINERD_VERSIONS) >/dev/null
+
+test: demo-images containerd ## Unit and integration tests (integration tests start their own containerd).
+	$(CARGO) test --workspace --locked
+
+lint: ## rustfmt check and clippy with warnings as errors.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## Format the code.
+	$(CARGO) fmt --all
+
+clean: ## Remove build outputs (target/, including target/oci).
+	$(CARGO) clean
