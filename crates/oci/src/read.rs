@@ -125,6 +125,15 @@ pub enum ReadError {
         #[source]
         source: std::io::Error,
     },
+    /// A file that is not a tar archive.
+    #[error("{path} is not an image archive: not a readable tar ({source})")]
+    NotTar {
+        /// The file.
+        path: PathBuf,
+        /// The tar reader's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Neither `index.json` nor `manifest.json`.
     #[error(
         "{path} is not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)"
@@ -345,7 +354,7 @@ enum Source {
 
 impl Source {
     fn tar(path: &Path, reader: impl Read, limits: ReadLimits) -> Result<Source, ReadError> {
-        let io = |source| ReadError::Io {
+        let io = |source| ReadError::NotTar {
             path: path.to_owned(),
             source,
         };
@@ -396,10 +405,10 @@ impl Source {
                     .map_err(io)?;
                 total += bytes.len() as u64;
                 files.insert(relative, bytes);
-            } else if entry_type.is_symlink() {
-                if let Some(target) = entry.link_name().map_err(io)? {
-                    symlinks.insert(relative, target.into_owned());
-                }
+            } else if entry_type.is_symlink()
+                && let Some(target) = entry.link_name().map_err(io)?
+            {
+                symlinks.insert(relative, target.into_owned());
             }
         }
         Ok(Source::Tar { files, symlinks })
@@ -620,16 +629,15 @@ impl Reader {
                 wasm,
             });
         }
-        if let Config::Wasm(wasm_config) = &config {
-            if let Some(info) = layers.first().and_then(|l| l.wasm.as_ref()) {
-                if info.kind.wasi_os() != wasm_config.os {
-                    return Err(ReadError::OsKindMismatch {
-                        manifest: digest,
-                        os: wasm_config.os.clone(),
-                        kind: info.kind,
-                    });
-                }
-            }
+        if let Config::Wasm(wasm_config) = &config
+            && let Some(info) = layers.first().and_then(|l| l.wasm.as_ref())
+            && info.kind.wasi_os() != wasm_config.os
+        {
+            return Err(ReadError::OsKindMismatch {
+                manifest: digest,
+                os: wasm_config.os.clone(),
+                kind: info.kind,
+            });
         }
         Ok(Image {
             names: names_of(descriptor),

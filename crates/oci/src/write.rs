@@ -218,6 +218,12 @@ pub fn build_package(spec: &PackageSpec, wasm_source: &str) -> Result<Package, P
                     .unwrap_or(&spec.wasm_path)
                     .to_owned(),
             };
+            // diff_ids list filesystem changesets. A wasm layer is not one, and containerd 1.7+
+            // skips non-tar layers when unpacking, then insists the counts match.
+            let diff_ids = match spec.format {
+                PackageFormat::Image => vec![layer_digest.clone()],
+                _ => Vec::new(),
+            };
             let mut builder = ImageConfigurationBuilder::default()
                 .created(created.clone())
                 .architecture(Arch::Wasm)
@@ -234,7 +240,7 @@ pub fn build_package(spec: &PackageSpec, wasm_source: &str) -> Result<Package, P
                 .rootfs(
                     RootFsBuilder::default()
                         .typ("layers")
-                        .diff_ids(vec![layer_digest.clone()])
+                        .diff_ids(diff_ids)
                         .build()
                         .map_err(|source| PackageError::Spec {
                             what: "rootfs",

@@ -1,0 +1,241 @@
+//! Private containerd instances: own root, state, sockets and `opt` dir in a temp directory,
+//! CRI and NRI off, never touching a system containerd. Dropping the handle stops the daemon,
+//! unmounts anything left under its directory and removes it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{in_ci, workspace_root};
+
+/// A containerd release line the tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// containerd 2.1 (Debian sid).
+    V2_1,
+    /// containerd 1.7 (Debian trixie).
+    V1_7,
+    /// containerd 1.6 (Debian bookworm).
+    V1_6,
+}
+
+impl Version {
+    /// The argument `test/fetch-containerd.sh` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V2_1 => "2.1",
+            Version::V1_7 => "1.7",
+            Version::V1_6 => "1.6",
+        }
+    }
+}
+
+/// Directory holding `usr/bin/containerd` and `usr/bin/ctr` for `version`, fetching it (into
+/// the user cache, via `test/fetch-containerd.sh`) when needed. `Err` explains why not.
+pub fn binaries(version: Version) -> Result<PathBuf, String> {
+    let script = workspace_root().join("test/fetch-containerd.sh");
+    let out = Command::new(&script)
+        .arg(version.as_str())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {} failed: {}",
+            script.display(),
+            version.as_str(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{}=", version.as_str())))
+        .ok_or_else(|| format!("fetch script printed no directory: {stdout}"))?;
+    Ok(PathBuf::from(dir.trim()))
+}
+
+/// A running private containerd.
+#[derive(Debug)]
+pub struct Containerd {
+    /// Which release line.
+    pub version: Version,
+    /// Its temp directory (root, state, sockets, log).
+    pub dir: PathBuf,
+    bin: PathBuf,
+    child: Option<Child>,
+    _temp: tempfile::TempDir,
+}
+
+/// Starts a private containerd of `version`, or skips the test (fails it under CI).
+#[macro_export]
+macro_rules! containerd_or_skip {
+    ($version:expr) => {
+        match $crate::containerd::Containerd::start($version) {
+            Ok(c) => c,
+            Err(reason) => $crate::skip_or_fail!("containerd {}: {reason}", $version.as_str()),
+        }
+    };
+}
+
+impl Containerd {
+    /// Starts the daemon and waits until it answers.
+    pub fn start(version: Version) -> Result<Containerd, String> {
+        if !nix_is_root() {
+            return Err("containerd needs root".to_owned());
+        }
+        let bin = binaries(version)?.join("usr/bin");
+        // Unix socket paths are limited to ~104 bytes: keep the directory short.
+        let temp = tempfile::Builder::new()
+            .prefix("wc.")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("tempdir: {e}"))?;
+        let dir = temp.path().to_owned();
+        let config = config_toml(version, &dir);
+        std::fs::write(dir.join("config.toml"), config).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dir.join("containerd.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(bin.join("containerd"))
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting containerd: {e}"))?;
+        let mut containerd = Containerd {
+            version,
+            dir,
+            bin,
+            child: Some(child),
+            _temp: temp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if containerd.ctr(&["version"]).status.success() {
+                return Ok(containerd);
+            }
+            if let Some(child) = containerd.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!(
+                    "containerd exited early ({status}); log:\n{}",
+                    containerd.log()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "containerd did not answer in 20 s; log:\n{}",
+                    containerd.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The gRPC socket.
+    pub fn address(&self) -> PathBuf {
+        self.dir.join("c.sock")
+    }
+
+    /// Runs `ctr --address … ARGS`.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join("ctr"))
+            .arg("--address")
+            .arg(self.address())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running ctr: {e}"))
+    }
+
+    /// Runs `ctr` and returns stdout, failing the test (with containerd's log) on error.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} on containerd {} failed ({}):\nstdout: {}\nstderr: {}\nlog tail:\n{}",
+            self.version.as_str(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 40)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// containerd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM lets containerd close its database cleanly; it takes ~1.5 s.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        unmount_below(&self.dir);
+    }
+}
+
+/// Lazily unmounts every mount at or below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").arg("-l").arg(m).status();
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn nix_is_root() -> bool {
+    // `id -u` avoids a libc dependency for one call.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        || in_ci()
+}
+
+fn config_toml(version: Version, dir: &Path) -> String {
+    let d = dir.display();
+    let disabled = match version {
+        Version::V2_1 => {
+            r#"["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
+  "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.grpc.v1.sandbox-controllers",
+  "io.containerd.nri.v1.nri"]"#
+        }
+        Version::V1_7 | Version::V1_6 => r#"["io.containerd.grpc.v1.cri"]"#,
+    };
+    let schema = if version == Version::V2_1 { 3 } else { 2 };
+    format!(
+        "version = {schema}\nroot = \"{d}/root\"\nstate = \"{d}/state\"\ndisabled_plugins = {disabled}\n\n\
+         [grpc]\n  address = \"{d}/c.sock\"\n\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\n\
+         [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n"
+    )
+}

@@ -1,0 +1,201 @@
+//! The `wasmcell` command as a user runs it.
+
+use wasmcell_tests::{demo_tar, run, run_ok, wasmcell_bin};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["package", "--help"],
+        &["inspect", "--help"],
+        &["help"],
+    ] {
+        let text = run_ok(wasmcell_bin(), args);
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let text = run_ok(wasmcell_bin(), &["package", "--help"]);
+    for flag in ["--format", "--name", "--module", "--annotation", "--output"] {
+        assert!(text.contains(flag), "package --help lacks {flag}");
+    }
+}
+
+/// The demo component, taken out of the wasm-layer demo image.
+fn demo_component(dir: &std::path::Path) -> std::path::PathBuf {
+    let archive = wasmcell_oci::read_archive(
+        &demo_tar("demo-app-wasm-layer.tar"),
+        wasmcell_oci::ReadLimits::default(),
+    )
+    .unwrap();
+    let layer = archive.images[0].wasm_layer().unwrap();
+    let path = dir.join("app.wasm");
+    std::fs::write(&path, &layer.bytes).unwrap();
+    path
+}
+
+#[test]
+fn package_then_inspect_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = demo_component(dir.path());
+    let out = dir.path().join("app.tar");
+    let module_arg = module.to_str().unwrap();
+    let out_arg = out.to_str().unwrap();
+    let printed = run_ok(
+        wasmcell_bin(),
+        &[
+            "package",
+            "--format",
+            "artifact",
+            "--name",
+            "127.0.0.1:5000/me/app:1.0",
+            "--module",
+            module_arg,
+            "--annotation",
+            "org.example.team=wasm",
+            "--target",
+            "wasi:cli/command@0.2.0",
+            "-o",
+            out_arg,
+        ],
+    );
+    assert!(
+        printed.contains("127.0.0.1:5000/me/app:1.0 component"),
+        "{printed}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(wasmcell_bin(), &["inspect", "--json", out_arg])).unwrap();
+    let image = &json["images"][0];
+    assert_eq!(image["names"][0], "127.0.0.1:5000/me/app:1.0");
+    assert_eq!(
+        image["config"]["descriptor"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(image["layers"][0]["mediaType"], "application/wasm");
+    assert_eq!(image["config"]["content"]["os"], "wasip2");
+    assert_eq!(
+        image["config"]["content"]["target"],
+        "wasi:cli/command@0.2.0"
+    );
+    assert_eq!(
+        image["config"]["content"]["imports"],
+        image["layers"][0]["wasm"]["imports"]
+    );
+
+    let text = run_ok(wasmcell_bin(), &["inspect", out_arg]);
+    for needle in [
+        "every blob verified",
+        "application/wasm",
+        "wasi:cli/run@0.2.0",
+        "os wasip2",
+    ] {
+        assert!(
+            text.contains(needle),
+            "inspect output lacks {needle:?}:\n{text}"
+        );
+    }
+
+    // Same inputs, same bytes.
+    let again = dir.path().join("again.tar");
+    run_ok(
+        wasmcell_bin(),
+        &[
+            "package",
+            "--format",
+            "artifact",
+            "--name",
+            "127.0.0.1:5000/me/app:1.0",
+            "--module",
+            module_arg,
+            "--annotation",
+            "org.example.team=wasm",
+            "--target",
+            "wasi:cli/command@0.2.0",
+            "-o",
+            again.to_str().unwrap(),
+        ],
+    );
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn bad_input_fails_clearly_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("script.sh");
+    std::fs::write(&not_wasm, "#!/bin/sh\necho hi\n").unwrap();
+    let out = dir.path().join("out.tar");
+    let result = run(
+        wasmcell_bin(),
+        &[
+            "package",
+            "--format",
+            "image",
+            "--name",
+            "x",
+            "--module",
+            not_wasm.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(result.status.code(), Some(1));
+    let err = stderr(&result);
+    assert!(
+        err.contains("script.sh") && err.contains("not a wasm binary"),
+        "{err}"
+    );
+    assert!(
+        !out.exists(),
+        "a failed package must not leave {}",
+        out.display()
+    );
+
+    let module = demo_component(dir.path());
+    for (args, expected) in [
+        (vec!["--name", "UPPER/case"], "path component \"UPPER\""),
+        (
+            vec!["--name", "ok", "--annotation", "novalue"],
+            "must be KEY=VALUE",
+        ),
+        (
+            vec!["--name", "ok", "--path", "relative.wasm"],
+            "must be absolute",
+        ),
+    ] {
+        let mut full = vec![
+            "package",
+            "--format",
+            "image",
+            "--module",
+            module.to_str().unwrap(),
+        ];
+        full.extend(args);
+        full.extend(["-o", out.to_str().unwrap()]);
+        let result = run(wasmcell_bin(), &full);
+        assert_eq!(result.status.code(), Some(1), "{full:?}");
+        assert!(
+            stderr(&result).contains(expected),
+            "{full:?}: {}",
+            stderr(&result)
+        );
+        assert!(!out.exists());
+    }
+
+    let result = run(
+        wasmcell_bin(),
+        &["package", "--format", "zip", "--name", "x"],
+    );
+    assert_eq!(result.status.code(), Some(2), "usage errors exit 2");
+    assert!(stderr(&result).contains("unknown package format \"zip\""));
+
+    let result = run(wasmcell_bin(), &["inspect", not_wasm.to_str().unwrap()]);
+    assert_eq!(result.status.code(), Some(1));
+    assert!(
+        stderr(&result).contains("is not an image archive"),
+        "{}",
+        stderr(&result)
+    );
+}
