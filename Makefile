@@ -25,6 +25,7 @@ containerd: ## Fetch private containerd binaries (2.1, 1.7, 1.6) into the user c
 	@test/fetch-containerd.sh $(CONTAINERD_VERSIONS) >/dev/null
 
 test: demo-images containerd ## Unit and integration tests (integration tests start their own containerd).
+	$(CARGO) build --workspace --bins --locked   # the integration tests run the real binaries
 	$(CARGO) test --workspace --locked
 
 lint: ## rustfmt check and clippy with warnings as errors.

@@ -76,7 +76,7 @@ pub fn wasmcell_bin() -> PathBuf {
     let bin = target_dir().join("debug/wasmcell");
     assert!(
         bin.is_file(),
-        "{} missing: cargo builds it before the tests",
+        "{} missing: `make test` builds the binaries before the tests (cargo build --workspace --bins)",
         bin.display()
     );
     bin
