@@ -27,6 +27,7 @@ fn main() {
 
 fn run() -> Result<(), String> {
     println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=wit");
     println!("cargo:rerun-if-env-changed=WASMCELL_OCI_OUT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     let var = |name: &str| env::var(name).map_err(|e| format!("${name}: {e}"));
@@ -111,6 +112,11 @@ fn compile_guest(rustc: &str, manifest_dir: &Path, out: &Path) -> Result<(), Str
         .arg(format!(
             "--remap-path-prefix={}=demo-app",
             manifest_dir.display()
+        ))
+        // Declares `exit-with-code` so the guest can report any exit status.
+        .arg(format!(
+            "-Clink-arg=--component-type={}",
+            manifest_dir.join("wit/exit-code.wit").display()
         ))
         .arg(&main_rs)
         .arg("-o")

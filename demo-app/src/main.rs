@@ -49,6 +49,8 @@ fn run(command: &str, rest: &[String]) -> Result<ExitCode, String> {
             let code: u8 = arg(0, "N")?
                 .parse()
                 .map_err(|e| format!("exit code must be 0-255: {e}"))?;
+            let _ = std::io::stdout().flush();
+            exit_with_code(code);
             return Ok(ExitCode::from(code));
         }
         "sleep" => {
@@ -142,6 +144,27 @@ fn run(command: &str, rest: &[String]) -> Result<ExitCode, String> {
     let _ = std::io::stdout().flush();
     Ok(ExitCode::SUCCESS)
 }
+
+/// WASI 0.2's `exit` only knows success and failure; `exit-with-code` (declared in
+/// `wit/exit-code.wit`) carries the number.
+#[cfg(all(target_os = "wasi", target_env = "p2"))]
+fn exit_with_code(code: u8) {
+    #[link(wasm_import_module = "wasi:cli/exit@0.2.6")]
+    unsafe extern "C" {
+        #[link_name = "exit-with-code"]
+        fn wasi_exit_with_code(status_code: i32);
+    }
+    // SAFETY: a plain import taking the status code as an i32 (the canonical ABI for u8);
+    // it does not return when the host implements it.
+    #[allow(unsafe_code)]
+    unsafe {
+        wasi_exit_with_code(i32::from(code));
+    }
+}
+
+/// Elsewhere `ExitCode` carries the number.
+#[cfg(not(all(target_os = "wasi", target_env = "p2")))]
+fn exit_with_code(_code: u8) {}
 
 #[cfg(target_arch = "wasm32")]
 fn trap() -> ! {

@@ -62,6 +62,7 @@ pub struct Containerd {
     /// Its temp directory (root, state, sockets, log).
     pub dir: PathBuf,
     bin: PathBuf,
+    cache: PathBuf,
     child: Option<Child>,
     _temp: tempfile::TempDir,
 }
@@ -78,8 +79,19 @@ macro_rules! containerd_or_skip {
 }
 
 impl Containerd {
-    /// Starts the daemon and waits until it answers.
+    /// Starts the daemon and waits until it answers. Shims share one compile cache across
+    /// all test instances (entries are content-addressed, so sharing is safe) so that only the
+    /// first run of a module pays for compiling it.
     pub fn start(version: Version) -> Result<Containerd, String> {
+        Containerd::start_with_cache(version, None)
+    }
+
+    /// Like [`Containerd::start`], with a compile cache of its own.
+    pub fn start_with_private_cache(version: Version) -> Result<Containerd, String> {
+        Containerd::start_with_cache(version, Some(()))
+    }
+
+    fn start_with_cache(version: Version, private: Option<()>) -> Result<Containerd, String> {
         if !nix_is_root() {
             return Err("containerd needs root".to_owned());
         }
@@ -92,47 +104,107 @@ impl Containerd {
         let dir = temp.path().to_owned();
         let config = config_toml(version, &dir);
         std::fs::write(dir.join("config.toml"), config).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.join("containerd.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(bin.join("containerd"))
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .arg("--log-level")
-            .arg("debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("starting containerd: {e}"))?;
+        let cache = match private {
+            Some(()) => dir.join("cache"),
+            None => crate::target_dir().join("wasmcell-test-cache"),
+        };
+        std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
+        let child = spawn_daemon(&bin, &dir, &cache)?;
         let mut containerd = Containerd {
             version,
             dir,
             bin,
+            cache,
             child: Some(child),
             _temp: temp,
         };
+        containerd.wait_ready()?;
+        Ok(containerd)
+    }
+
+    /// Stops the daemon (not its shims) and starts it again on the same state.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop_daemon();
+        self.child = Some(spawn_daemon(&self.bin, &self.dir, &self.cache)?);
+        self.wait_ready()
+    }
+
+    /// The compile cache the shim uses under this containerd.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache.clone()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if containerd.ctr(&["version"]).status.success() {
-                return Ok(containerd);
+            if self.ctr(&["version"]).status.success() {
+                return Ok(());
             }
-            if let Some(child) = containerd.child.as_mut()
+            if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
                 return Err(format!(
                     "containerd exited early ({status}); log:\n{}",
-                    containerd.log()
+                    self.log()
                 ));
             }
             if Instant::now() > deadline {
                 return Err(format!(
                     "containerd did not answer in 20 s; log:\n{}",
-                    containerd.log()
+                    self.log()
                 ));
             }
             std::thread::sleep(Duration::from_millis(25));
         }
     }
 
+    fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM lets containerd close its database cleanly; it takes ~1.5 s.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts containerd with the freshly built shim first on its PATH and a private compile cache.
+fn spawn_daemon(bin: &Path, dir: &Path, cache: &Path) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .map_err(|e| e.to_string())?;
+    let path = format!(
+        "{}:{}",
+        crate::target_dir().join("debug").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(bin.join("containerd"))
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .arg("--log-level")
+        .arg("debug")
+        .env("PATH", path)
+        .env("WASMCELL_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("starting containerd: {e}"))
+}
+
+impl Containerd {
     /// The gRPC socket.
     pub fn address(&self) -> PathBuf {
         self.dir.join("c.sock")
@@ -145,6 +217,49 @@ impl Containerd {
             .arg(self.address())
             .args(args)
             .output()
+            .unwrap_or_else(|e| panic!("running ctr: {e}"))
+    }
+
+    /// The `ctr` binary.
+    pub fn ctr_path(&self) -> PathBuf {
+        self.bin.join("ctr")
+    }
+
+    /// Runs `ctr … ARGS` with `stdin` as its standard input.
+    pub fn ctr_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self.ctr_command_piped(args);
+        if let Some(mut input) = child.stdin.take() {
+            use std::io::Write as _;
+            let _ = input.write_all(stdin);
+        }
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for ctr: {e}"))
+    }
+
+    /// Starts `ctr … ARGS` with piped stdio, not waiting for it.
+    pub fn ctr_command_piped(&self, args: &[&str]) -> Child {
+        Command::new(self.ctr_path())
+            .arg("--address")
+            .arg(self.address())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running ctr: {e}"))
+    }
+
+    /// Starts `ctr … ARGS` with stdio discarded, not waiting for it.
+    pub fn ctr_command(&self, args: &[&str]) -> Child {
+        Command::new(self.ctr_path())
+            .arg("--address")
+            .arg(self.address())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
             .unwrap_or_else(|e| panic!("running ctr: {e}"))
     }
 
@@ -171,22 +286,18 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGTERM lets containerd close its database cleanly; it takes ~1.5 s.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        // Tasks first, so no shim or guest outlives the test.
+        let namespaces =
+            String::from_utf8_lossy(&self.ctr(&["namespaces", "ls", "-q"]).stdout).into_owned();
+        for ns in namespaces.lines() {
+            let tasks = String::from_utf8_lossy(&self.ctr(&["-n", ns, "task", "ls", "-q"]).stdout)
+                .into_owned();
+            for task in tasks.lines() {
+                let _ = self.ctr(&["-n", ns, "task", "kill", "-s", "SIGKILL", task]);
+                let _ = self.ctr(&["-n", ns, "task", "delete", "-f", task]);
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
+        self.stop_daemon();
         unmount_below(&self.dir);
     }
 }

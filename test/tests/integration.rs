@@ -5,3 +5,4 @@
 
 mod cli;
 mod demo_images;
+mod shim;

@@ -1,1 +1,217 @@
-pub fn placeholder() {}
+//! wasmcell-engine: wasmtime and nothing else.
+//!
+//! - [`WasmEngine`] owns one wasmtime engine (configured in [`config`]) and, optionally, the
+//!   on-disk compile cache (`cache`).
+//! - [`WasmEngine::load`] turns wasm bytes into a [`Program`], from the cache when it can.
+//! - [`WasmEngine::run`] runs a program to completion under WASI with a [`RunSpec`] and
+//!   reports an [`ExitStatus`] (module: `wasi_snapshot_preview1`; component: the WASI 0.2
+//!   command world).
+//!
+//! No containerd, OCI or process-management types here: the shim maps bundles and specs onto
+//! a [`RunSpec`] and exit statuses onto process exits.
+
+mod cache;
+pub mod config;
+mod error;
+mod run;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use cache::{Cache, Kind, Lookup};
+pub use error::{BoxError, EngineError};
+pub use run::{ExitStatus, Preopen, RunSpec, Stdio};
+
+/// How to build a [`WasmEngine`]. The default has no disk cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Root of the compile cache; `None` (the default) compiles every load in memory. The
+    /// directory is created with mode 0700 if missing (and tightened to 0700 if not); it must
+    /// belong to the process's effective uid.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A compiled program, ready to run.
+#[derive(Debug, Clone)]
+pub enum Program {
+    /// A core module, run under `wasi_snapshot_preview1`.
+    Module(wasmtime::Module),
+    /// A component, run as a WASI 0.2 command.
+    Component(Component),
+}
+
+/// Where [`WasmEngine::load`] got the program from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// Not in the cache: compiled and stored.
+    Compiled,
+    /// Loaded (mapped) from the cache without compiling.
+    CacheHit,
+    /// The cache entry failed its integrity check or did not load: compiled again and replaced.
+    CacheCorruptRecompiled,
+    /// No cache configured: compiled in memory.
+    CacheDisabled,
+}
+
+impl fmt::Display for LoadOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LoadOutcome::Compiled => "compiled",
+            LoadOutcome::CacheHit => "cache hit",
+            LoadOutcome::CacheCorruptRecompiled => "cache entry corrupt, recompiled",
+            LoadOutcome::CacheDisabled => "compiled (cache disabled)",
+        })
+    }
+}
+
+/// One wasmtime engine and its compile cache.
+pub struct WasmEngine {
+    engine: Engine,
+    fingerprint: String,
+    cache: Option<Cache>,
+}
+
+impl fmt::Debug for WasmEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WasmEngine")
+            .field("fingerprint", &self.fingerprint)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmEngine {
+    /// Creates the engine with [`config::engine_config`] and opens (creating if needed) the
+    /// cache directory `<cache_dir>/<fingerprint>`.
+    pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
+        let engine = Engine::new(&config::engine_config())
+            .map_err(|e| EngineError::Engine { source: e.into() })?;
+        let fingerprint = config::fingerprint(&engine);
+        let cache = match &options.cache_dir {
+            Some(root) => Some(Cache::open(root, &fingerprint)?),
+            None => None,
+        };
+        Ok(WasmEngine {
+            engine,
+            fingerprint,
+            cache,
+        })
+    }
+
+    /// Compiles `wasm` (a core module or a component, as raw bytes) or loads it from the cache.
+    ///
+    /// With a cache, compiled code is always run from the mmapped cache file, so processes
+    /// running the same program share its pages. Failing to write the cache (full disk,
+    /// read-only file system) is logged and the freshly compiled code is used from memory.
+    pub fn load(&self, wasm: &[u8]) -> Result<(Program, LoadOutcome), EngineError> {
+        let kind = if wasmparser::Parser::is_component(wasm) {
+            Kind::Component
+        } else if wasmparser::Parser::is_core_wasm(wasm) {
+            Kind::Module
+        } else {
+            return Err(EngineError::NotWasm {
+                found: wasm.iter().take(8).copied().collect(),
+            });
+        };
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        let Some(cache) = &self.cache else {
+            let program = match kind {
+                Kind::Module => {
+                    wasmtime::Module::from_binary(&self.engine, wasm).map(Program::Module)
+                }
+                Kind::Component => {
+                    Component::from_binary(&self.engine, wasm).map(Program::Component)
+                }
+            }
+            .map_err(|e| compile_error(kind, &sha256, e))?;
+            return Ok((program, LoadOutcome::CacheDisabled));
+        };
+
+        let outcome = match cache.lookup(&sha256) {
+            Lookup::Verified { path, file } => {
+                let code = cache::Code::Entry {
+                    path: &path,
+                    hashed: Some(&file),
+                };
+                match cache::deserialize(&self.engine, kind, code) {
+                    Ok(program) => {
+                        log::debug!(
+                            "cache hit for sha256:{sha256} (fingerprint {})",
+                            self.fingerprint
+                        );
+                        return Ok((program, LoadOutcome::CacheHit));
+                    }
+                    Err(reason) => {
+                        log::warn!(
+                            "cache entry {} does not load ({reason}); recompiling",
+                            path.display()
+                        );
+                        LoadOutcome::CacheCorruptRecompiled
+                    }
+                }
+            }
+            Lookup::Corrupt { path, reason } => {
+                log::warn!(
+                    "cache entry {} is corrupt ({reason}); recompiling",
+                    path.display()
+                );
+                LoadOutcome::CacheCorruptRecompiled
+            }
+            Lookup::Missing => LoadOutcome::Compiled,
+        };
+
+        log::debug!(
+            "compiling {} sha256:{sha256} (fingerprint {})",
+            kind.name(),
+            self.fingerprint
+        );
+        let code = match kind {
+            Kind::Module => self.engine.precompile_module(wasm),
+            Kind::Component => self.engine.precompile_component(wasm),
+        }
+        .map_err(|e| compile_error(kind, &sha256, e))?;
+        let stored = cache.store(&sha256, &code);
+        let from = match &stored {
+            Ok(path) => cache::Code::Entry { path, hashed: None },
+            Err(e) => {
+                log::warn!("cannot store sha256:{sha256} in the compile cache: {e}");
+                cache::Code::Fresh(&code)
+            }
+        };
+        let program = cache::deserialize(&self.engine, kind, from).map_err(|reason| {
+            EngineError::LoadCompiled {
+                path: stored.as_ref().ok().cloned(),
+                source: reason.into(),
+            }
+        })?;
+        Ok((program, outcome))
+    }
+
+    /// Runs `program` to completion on the current thread and returns how the guest ended.
+    /// Errors are reserved for failures to start it (bad preopen, missing import, missing
+    /// entry point, ...).
+    pub fn run(&self, program: &Program, spec: &RunSpec) -> Result<ExitStatus, EngineError> {
+        match program {
+            Program::Module(module) => run::run_module(&self.engine, module, spec),
+            Program::Component(component) => run::run_component(&self.engine, component, spec),
+        }
+    }
+
+    /// Hex sha256 identifying the engine configuration and wasmtime version; the name of this
+    /// engine's directory in the cache.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+fn compile_error(kind: Kind, sha256: &str, error: wasmtime::Error) -> EngineError {
+    EngineError::Compile {
+        kind: kind.name(),
+        sha256: sha256.to_owned(),
+        source: error.into(),
+    }
+}

@@ -1,0 +1,222 @@
+//! The on-disk compile cache, and [`deserialize`], the crate's one `unsafe` function.
+//!
+//! Layout: `<cache_dir>/<fingerprint>/<wasm-sha256>.cwasm` holds the output of
+//! `Engine::precompile_*`, and `<wasm-sha256>.sha256` beside it holds the hex sha256 of those
+//! bytes. Directories are mode 0700 and must belong to this process's effective uid; files are
+//! 0600.
+//!
+//! Writes go to a temporary file in the same directory, are fsynced and renamed into place
+//! (sidecar first, then the `.cwasm`, then the directory is fsynced). The `.cwasm` rename is
+//! the commit point: a crash leaves at most a sidecar without code, which reads as a miss.
+//! Entries are never modified in place, only replaced by rename, so a process that has an
+//! entry mapped keeps its (unlinked) inode intact.
+
+use std::fs::{self, DirBuilder, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::{EngineError, Program};
+
+/// Which kind of program an entry holds; the wasm's sha256 already determines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Module,
+    Component,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Module => "module",
+            Kind::Component => "component",
+        }
+    }
+}
+
+/// One fingerprint's directory of the cache.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    dir: PathBuf,
+}
+
+/// The result of looking an entry up.
+pub(crate) enum Lookup {
+    /// The entry exists and its `.cwasm` hashes to the sidecar's value; the open file is the one
+    /// that was hashed.
+    Verified { path: PathBuf, file: File },
+    /// No `.cwasm` (a lone sidecar from an interrupted write counts as missing).
+    Missing,
+    /// The entry exists but cannot be trusted.
+    Corrupt { path: PathBuf, reason: String },
+}
+
+impl Cache {
+    /// Creates (or secures) `<root>/<fingerprint>`, both mode 0700 and owned by the effective uid.
+    pub(crate) fn open(root: &Path, fingerprint: &str) -> Result<Self, EngineError> {
+        secure_dir(root)?;
+        let dir = root.join(fingerprint);
+        secure_dir(&dir)?;
+        Ok(Cache { dir })
+    }
+
+    fn cwasm_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.cwasm"))
+    }
+
+    fn sidecar_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.sha256"))
+    }
+
+    /// Opens the entry for `key` (the wasm's hex sha256) and checks the `.cwasm` against its
+    /// sidecar.
+    pub(crate) fn lookup(&self, key: &str) -> Lookup {
+        let path = self.cwasm_path(key);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Missing,
+            Err(e) => return corrupt(path, format!("cannot open: {e}")),
+        };
+        let expected = match fs::read_to_string(self.sidecar_path(key)) {
+            Ok(text) => text.trim().to_owned(),
+            Err(e) => return corrupt(path, format!("cannot read the .sha256 sidecar: {e}")),
+        };
+        match sha256_of(&mut file) {
+            Ok(actual) if actual == expected => Lookup::Verified { path, file },
+            Ok(actual) => corrupt(
+                path,
+                format!("content hashes to {actual}, the sidecar says {expected:?}"),
+            ),
+            Err(e) => corrupt(path, format!("cannot read: {e}")),
+        }
+    }
+
+    /// Atomically stores `code` as the entry for `key` and returns the `.cwasm` path.
+    pub(crate) fn store(&self, key: &str, code: &[u8]) -> io::Result<PathBuf> {
+        let sum = format!("{}\n", hex::encode(Sha256::digest(code)));
+        self.write_atomically(&self.sidecar_path(key), sum.as_bytes())?;
+        let path = self.cwasm_path(key);
+        self.write_atomically(&path, code)?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(path)
+    }
+
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        // tempfile creates the file with O_EXCL and mode 0600, and removes it if we fail.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(&self.dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+fn corrupt(path: PathBuf, reason: String) -> Lookup {
+    Lookup::Corrupt { path, reason }
+}
+
+fn sha256_of(file: &mut File) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Creates `dir` with mode 0700 if missing; otherwise requires it to be a directory owned by the
+/// effective uid and tightens its mode to 0700.
+fn secure_dir(dir: &Path) -> Result<(), EngineError> {
+    let err = |action, source| EngineError::CacheDir {
+        path: dir.to_owned(),
+        action,
+        source,
+    };
+    match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) => return Err(err("create", e)),
+    }
+    let meta = fs::metadata(dir).map_err(|e| err("inspect", e))?;
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(EngineError::CacheDirNotOwned {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            euid,
+        });
+    }
+    if meta.mode() & 0o7777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| err("set mode 0700", e))?;
+    }
+    Ok(())
+}
+
+/// Compiled code to turn into a [`Program`].
+pub(crate) enum Code<'a> {
+    /// A cache entry. `hashed` is the open file whose content [`Cache::lookup`] verified, or
+    /// `None` for an entry this process has just written.
+    Entry {
+        path: &'a Path,
+        hashed: Option<&'a File>,
+    },
+    /// Output of `Engine::precompile_*` from this process, kept in memory because it could not
+    /// be stored.
+    Fresh(&'a [u8]),
+}
+
+/// Loads compiled code: a cache entry is mapped from its file, fresh bytes are copied.
+#[allow(unsafe_code)]
+pub(crate) fn deserialize(engine: &Engine, kind: Kind, code: Code<'_>) -> Result<Program, String> {
+    // SAFETY: wasmtime trusts the bytes to be unmodified output of `Engine::precompile_*` for a
+    // compatible engine, and a mapped file to stay unchanged for as long as the code is mapped.
+    // - Content: `Fresh` bytes and a just-written entry come from `precompile_*` in this
+    //   process. A looked-up entry was hashed just now and equals the sidecar written together
+    //   with it. wasmtime itself also checks the header, version and engine compatibility.
+    // - Provenance: the cache directory and the fingerprint directory are mode 0700 and owned by
+    //   our effective uid (checked in `Cache::open`), so only this uid (root, for the shim) can
+    //   have put anything there.
+    // - Stability: entries are never written in place, only replaced by rename, so a mapped
+    //   inode never changes. Below we check that the path still names the inode we hashed (we
+    //   hold it open, so its number cannot be reused), ruling out a swap between hashing and
+    //   mapping.
+    let loaded = unsafe {
+        match (kind, &code) {
+            (Kind::Module, Code::Entry { path, .. }) => {
+                wasmtime::Module::deserialize_file(engine, path).map(Program::Module)
+            }
+            (Kind::Component, Code::Entry { path, .. }) => {
+                Component::deserialize_file(engine, path).map(Program::Component)
+            }
+            (Kind::Module, Code::Fresh(bytes)) => {
+                wasmtime::Module::deserialize(engine, bytes).map(Program::Module)
+            }
+            (Kind::Component, Code::Fresh(bytes)) => {
+                Component::deserialize(engine, bytes).map(Program::Component)
+            }
+        }
+    }
+    .map_err(|e| format!("{e:#}"))?;
+    if let Code::Entry {
+        path,
+        hashed: Some(file),
+    } = code
+    {
+        let hashed = file.metadata().map_err(|e| e.to_string())?;
+        let now = fs::metadata(path).map_err(|e| e.to_string())?;
+        if (hashed.dev(), hashed.ino()) != (now.dev(), now.ino()) {
+            return Err("the entry was replaced between verification and mapping".to_owned());
+        }
+    }
+    Ok(loaded)
+}

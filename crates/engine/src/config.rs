@@ -1,0 +1,120 @@
+//! The one wasmtime [`Config`] wasmcell runs with, and the fingerprint that names it.
+//!
+//! Everything that decides whether compiled code may be reused lives here: a setting changed in
+//! [`engine_config`] changes [`fingerprint`], which moves the compile cache to a fresh
+//! directory instead of loading code built for another configuration.
+
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::{Config, Engine, OptLevel, Strategy, WasmBacktraceDetails};
+
+/// The wasmtime release this crate is built against (the workspace pins it with `=`); a unit
+/// test checks it against `Cargo.lock`.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// Bumped whenever the cache layout or the meaning of an entry changes.
+const CACHE_FORMAT: &str = "wasmcell-engine cache v1";
+
+/// The engine configuration. Settings, with wasmtime's defaults where not stated otherwise:
+///
+/// - Cranelift, `OptLevel::Speed` (wasmtime's default).
+/// - Serial compilation: wasmtime's `parallel-compilation` feature (a rayon pool) is not built,
+///   so compiling never starts threads.
+/// - Component model on (the default with the `component-model` feature).
+/// - `memory_init_cow(true)` (the default): a module's initial heap image is mapped
+///   copy-on-write from the mmapped compiled code, so instantiation copies nothing and
+///   processes running the same cached code share those pages.
+/// - Memory reservation left at wasmtime's 64-bit defaults: 4 GiB of *virtual* address space
+///   per linear memory plus a 32 MiB guard, which removes bounds checks from 32-bit memories.
+///   Only touched pages cost resident memory; do not put the guest under an `RLIMIT_AS`.
+/// - Backtraces of at most 20 frames (wasmtime's default) so traps carry a wasm backtrace;
+///   `wasm_backtrace_details(Disable)` so the `WASMTIME_BACKTRACE_DETAILS` environment variable
+///   cannot change behaviour between processes (no DWARF is parsed).
+/// - Signals-based traps (default): wasmtime installs SIGSEGV/SIGBUS/SIGILL/SIGFPE handlers in
+///   the process when the first engine is created.
+/// - No epoch interruption or fuel: a guest is stopped by signalling its process.
+pub fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .strategy(Strategy::Cranelift)
+        .cranelift_opt_level(OptLevel::Speed)
+        .wasm_component_model(true)
+        .memory_init_cow(true)
+        .wasm_backtrace_max_frames(NonZeroUsize::new(20))
+        .wasm_backtrace_details(WasmBacktraceDetails::Disable);
+    config
+}
+
+/// Hex sha256 over the cache format, the wasmtime version and
+/// [`Engine::precompile_compatibility_hash`] (target, Cranelift and ISA flags, tunables, wasm
+/// features). Deterministic across processes on one machine; differs between CPUs with
+/// different detected ISA features, so hosts sharing a cache directory never mix code.
+pub fn fingerprint(engine: &Engine) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    hasher.write(CACHE_FORMAT.as_bytes());
+    hasher.write(&[0]);
+    hasher.write(WASMTIME_VERSION.as_bytes());
+    hasher.write(&[0]);
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(hasher.0.finalize())
+}
+
+/// Feeds a [`Hash`] implementation into sha256, so the result is stable across processes (std's
+/// `DefaultHasher` is not meant to be persisted).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Not used for the fingerprint (which takes the whole digest); the first 8 bytes of the
+    /// digest so far.
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_stable_and_hex() -> wasmtime::Result<()> {
+        let a = fingerprint(&Engine::new(&engine_config())?);
+        let b = fingerprint(&Engine::new(&engine_config())?);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        Ok(())
+    }
+
+    #[test]
+    fn fingerprint_follows_the_configuration() -> wasmtime::Result<()> {
+        let mut other = engine_config();
+        other.cranelift_opt_level(OptLevel::None);
+        assert_ne!(
+            fingerprint(&Engine::new(&engine_config())?),
+            fingerprint(&Engine::new(&other)?)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn wasmtime_version_matches_the_lock_file() {
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
+                .unwrap_or_default();
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .map(|v| v.trim_matches('"').to_owned());
+        assert_eq!(locked.as_deref(), Some(WASMTIME_VERSION));
+    }
+}

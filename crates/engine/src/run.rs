@@ -1,0 +1,417 @@
+//! Running a program: [`RunSpec`] → WASI context → instantiate → call → [`ExitStatus`].
+//!
+//! Core modules get `wasi_snapshot_preview1`; components get the WASI 0.2 command world. Both
+//! use wasmtime-wasi's synchronous bindings, which drive I/O on a tokio runtime; [`run`] starts
+//! a one-worker runtime for the duration of the run (wasmtime-wasi would otherwise start its
+//! own with one worker per CPU) and shuts it down afterwards without waiting for stuck
+//! blocking reads.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store, Trap, WasmBacktrace};
+use wasmtime_wasi::cli::{InputFile, OutputFile};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::sync::Command;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::EngineError;
+
+/// What to run a program with. `RunSpec::default()` is: no arguments, empty environment, no
+/// preopens, no cwd, unlimited memory, no network, `_start` (modules) or `wasi:cli/run`
+/// (components), inherited stdio.
+#[derive(Debug, Default)]
+pub struct RunSpec {
+    /// argv as the guest sees it (`args[0]` is the program name).
+    pub args: Vec<String>,
+    /// The guest's whole environment; nothing is inherited from the host.
+    pub env: Vec<(String, String)>,
+    /// Host directories the guest may reach; nothing else on the host is reachable.
+    pub preopens: Vec<Preopen>,
+    /// The guest's working directory. Reported to components as
+    /// `wasi:cli/environment.initial-cwd`, and added to the environment as `PWD` unless `env`
+    /// already has a `PWD` (preview1 has no cwd concept; wasi-libc starts every guest in `/`,
+    /// so relative paths resolve against the preopen mounted at `/`).
+    pub cwd: Option<String>,
+    /// Cap on the sum of all linear memories of the guest, in bytes. Growing past it traps
+    /// and the run ends with [`ExitStatus::MemoryLimit`]. `None`: only the wasm limits apply.
+    pub memory_limit_bytes: Option<u64>,
+    /// Allow WASI sockets: TCP, UDP and name lookup to any address the process's network
+    /// namespace reaches. Only components can use sockets (preview1 has none). Default `false`:
+    /// every socket operation is refused.
+    pub allow_network: bool,
+    /// Instead of the command entry point, call this exported function, which must take no
+    /// parameters and return nothing. For a module that also exports `_initialize` (a WASI
+    /// reactor), `_initialize` is called first.
+    pub entry: Option<String>,
+    /// Where the guest's stdin/stdout/stderr go. Default: the process's fds 0, 1 and 2.
+    pub stdio: Stdio,
+}
+
+/// A host directory made visible to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// Directory on the host, opened when the run starts.
+    pub host: PathBuf,
+    /// Absolute path under which the guest sees it (e.g. `/` or `/data`).
+    pub guest: String,
+    /// Read-only: the guest can neither create, modify nor delete anything below it.
+    pub read_only: bool,
+}
+
+/// The guest's standard streams.
+#[derive(Debug, Default)]
+pub enum Stdio {
+    /// The process's own fds 0, 1 and 2 (what the shim uses: they are containerd's FIFOs).
+    #[default]
+    Inherit,
+    /// Explicit files (duplicated per run). `stdin: None` is a closed stdin.
+    Files {
+        stdin: Option<File>,
+        stdout: File,
+        stderr: File,
+    },
+}
+
+/// How a guest run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// The guest returned from its entry point (0), called `proc_exit`/`exit` with a code,
+    /// or a component's `wasi:cli/run` returned `Err` (1).
+    Exited(i32),
+    /// The guest trapped; `message` is the trap (or host error) and the wasm backtrace.
+    Trapped { message: String },
+    /// The guest tried to grow its linear memory beyond `RunSpec::memory_limit_bytes`.
+    MemoryLimit { limit: u64 },
+}
+
+/// Runs `module` under preview1.
+pub(crate) fn run_module(
+    engine: &Engine,
+    module: &Module,
+    spec: &RunSpec,
+) -> Result<ExitStatus, EngineError> {
+    let runtime = wasi_runtime()?;
+    let status = {
+        let _entered = runtime.enter();
+        run_module_inner(engine, module, spec)
+    };
+    runtime.shutdown_background();
+    status
+}
+
+fn run_module_inner(
+    engine: &Engine,
+    module: &Module,
+    spec: &RunSpec,
+) -> Result<ExitStatus, EngineError> {
+    const KIND: &str = "module";
+    let mut linker: Linker<ModuleState> = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi).map_err(|e| {
+        EngineError::Link {
+            world: "preview1",
+            source: e.into(),
+        }
+    })?;
+    let state = ModuleState {
+        wasi: wasi_builder(spec)?.build_p1(),
+        limits: GuestLimits::new(spec.memory_limit_bytes),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+
+    let instance = match linker.instantiate(&mut store, module) {
+        Ok(instance) => instance,
+        Err(e) => return guest_failure(e, &store.data().limits, KIND),
+    };
+    let mut calls = Vec::with_capacity(2);
+    match spec.entry.as_deref() {
+        None => calls.push("_start"),
+        Some(entry) => {
+            if entry != "_initialize" && instance.get_func(&mut store, "_initialize").is_some() {
+                calls.push("_initialize");
+            }
+            calls.push(entry);
+        }
+    }
+    for name in calls {
+        let func = instance
+            .get_func(&mut store, name)
+            .ok_or_else(|| EngineError::EntryNotFound {
+                kind: KIND,
+                name: name.to_owned(),
+            })?
+            .typed::<(), ()>(&store)
+            .map_err(|e| EngineError::EntryType {
+                name: name.to_owned(),
+                source: e.into(),
+            })?;
+        if let Err(e) = func.call(&mut store, ()) {
+            return Ok(exit_status(e, &store.data().limits));
+        }
+    }
+    Ok(ExitStatus::Exited(0))
+}
+
+/// Runs `component` as a WASI 0.2 command (or calls `spec.entry`).
+pub(crate) fn run_component(
+    engine: &Engine,
+    component: &Component,
+    spec: &RunSpec,
+) -> Result<ExitStatus, EngineError> {
+    let runtime = wasi_runtime()?;
+    let status = {
+        let _entered = runtime.enter();
+        run_component_inner(engine, component, spec)
+    };
+    runtime.shutdown_background();
+    status
+}
+
+fn run_component_inner(
+    engine: &Engine,
+    component: &Component,
+    spec: &RunSpec,
+) -> Result<ExitStatus, EngineError> {
+    const KIND: &str = "component";
+    let mut linker = wasmtime::component::Linker::<ComponentState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| EngineError::Link {
+        world: "0.2",
+        source: e.into(),
+    })?;
+    let state = ComponentState {
+        wasi: wasi_builder(spec)?.build(),
+        table: ResourceTable::new(),
+        limits: GuestLimits::new(spec.memory_limit_bytes),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+
+    let Some(name) = spec.entry.as_deref() else {
+        let command = match Command::instantiate(&mut store, component, &linker) {
+            Ok(command) => command,
+            Err(e) => return guest_failure(e, &store.data().limits, KIND),
+        };
+        return Ok(match command.wasi_cli_run().call_run(&mut store) {
+            Ok(Ok(())) => ExitStatus::Exited(0),
+            Ok(Err(())) => ExitStatus::Exited(1),
+            Err(e) => exit_status(e, &store.data().limits),
+        });
+    };
+    let instance = match linker.instantiate(&mut store, component) {
+        Ok(instance) => instance,
+        Err(e) => return guest_failure(e, &store.data().limits, KIND),
+    };
+    let func = instance
+        .get_func(&mut store, name)
+        .ok_or_else(|| EngineError::EntryNotFound {
+            kind: KIND,
+            name: name.to_owned(),
+        })?
+        .typed::<(), ()>(&store)
+        .map_err(|e| EngineError::EntryType {
+            name: name.to_owned(),
+            source: e.into(),
+        })?;
+    Ok(match func.call(&mut store, ()) {
+        Ok(()) => ExitStatus::Exited(0),
+        Err(e) => exit_status(e, &store.data().limits),
+    })
+}
+
+/// One worker thread drives WASI's timers and sockets; blocking work (files behind p2
+/// streams, name lookups) goes to tokio's blocking pool, whose threads start on demand and
+/// exit after 10 s idle.
+fn wasi_runtime() -> Result<tokio::runtime::Runtime, EngineError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("wasi-io")
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|source| EngineError::Runtime { source })
+}
+
+fn wasi_builder(spec: &RunSpec) -> Result<WasiCtxBuilder, EngineError> {
+    let mut builder = WasiCtxBuilder::new();
+    // Must precede the preopens (each captures it): file operations run on the calling thread
+    // instead of a round trip through tokio's blocking pool.
+    builder.allow_blocking_current_thread(true);
+    builder.args(&spec.args).envs(&spec.env);
+    if let Some(cwd) = &spec.cwd {
+        builder.initial_cwd(cwd);
+        if !spec.env.iter().any(|(k, _)| k == "PWD") {
+            builder.env("PWD", cwd);
+        }
+    }
+    match &spec.stdio {
+        Stdio::Inherit => {
+            builder.inherit_stdio();
+        }
+        Stdio::Files {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let dup = |file: &File, stream| {
+                file.try_clone()
+                    .map_err(|source| EngineError::Stdio { stream, source })
+            };
+            if let Some(stdin) = stdin {
+                builder.stdin(InputFile::new(dup(stdin, "stdin")?));
+            }
+            builder
+                .stdout(OutputFile::new(dup(stdout, "stdout")?))
+                .stderr(OutputFile::new(dup(stderr, "stderr")?));
+        }
+    }
+    for preopen in &spec.preopens {
+        let perms = if preopen.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        builder
+            .preopened_dir(&preopen.host, &preopen.guest, perms)
+            .map_err(|e| EngineError::Preopen {
+                host: preopen.host.clone(),
+                guest: preopen.guest.clone(),
+                source: e.into(),
+            })?;
+    }
+    if spec.allow_network {
+        builder
+            .inherit_network()
+            .allow_tcp(true)
+            .allow_udp(true)
+            .allow_ip_name_lookup(true);
+    }
+    Ok(builder)
+}
+
+/// Instantiation failed: a trap in a start function, an exit or the memory limit is the
+/// guest's doing; anything else (typically a missing import) is an [`EngineError`].
+fn guest_failure(
+    error: wasmtime::Error,
+    limits: &GuestLimits,
+    kind: &'static str,
+) -> Result<ExitStatus, EngineError> {
+    let guest_caused = error.downcast_ref::<I32Exit>().is_some()
+        || error.downcast_ref::<Trap>().is_some()
+        || limits.exceeded;
+    if guest_caused {
+        Ok(exit_status(error, limits))
+    } else {
+        Err(EngineError::Instantiate {
+            kind,
+            source: error.into(),
+        })
+    }
+}
+
+/// Classifies the error a guest call ended with.
+fn exit_status(error: wasmtime::Error, limits: &GuestLimits) -> ExitStatus {
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return ExitStatus::Exited(exit.0);
+    }
+    if let (true, Some(limit)) = (limits.exceeded, limits.limit) {
+        return ExitStatus::MemoryLimit { limit };
+    }
+    let backtrace = error
+        .downcast_ref::<WasmBacktrace>()
+        .map(ToString::to_string);
+    let mut message = error
+        .chain()
+        .map(ToString::to_string)
+        .filter(|m| Some(m) != backtrace.as_ref())
+        .collect::<Vec<_>>()
+        .join(": ");
+    if let Some(backtrace) = backtrace {
+        message.push('\n');
+        message.push_str(&backtrace);
+    }
+    ExitStatus::Trapped { message }
+}
+
+struct ModuleState {
+    wasi: WasiP1Ctx,
+    limits: GuestLimits,
+}
+
+struct ComponentState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: GuestLimits,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps the total size of the guest's linear memories (a component can have several) and
+/// remembers whether the cap was what stopped it. Exceeding the cap traps instead of making
+/// `memory.grow` return -1, so the run ends with a clear [`ExitStatus::MemoryLimit`] rather
+/// than with whatever the guest's allocator does on failure. Growth beyond a memory's own
+/// declared maximum keeps wasm semantics (`memory.grow` returns -1). Tables and instance
+/// counts keep wasmtime's defaults (10 000 instances, tables and memories).
+struct GuestLimits {
+    limit: Option<u64>,
+    /// Bytes currently granted across all memories.
+    committed: u64,
+    exceeded: bool,
+}
+
+impl GuestLimits {
+    fn new(limit: Option<u64>) -> Self {
+        GuestLimits {
+            limit,
+            committed: 0,
+            exceeded: false,
+        }
+    }
+}
+
+impl ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let growth = desired.saturating_sub(current) as u64;
+        let total = self.committed.saturating_add(growth);
+        if let Some(limit) = self.limit
+            && total > limit
+        {
+            self.exceeded = true;
+            wasmtime::bail!(
+                "memory limit of {limit} bytes exceeded: growing a linear memory to {desired} \
+                 bytes would bring the total to {total} bytes"
+            );
+        }
+        self.committed = total;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(error.context("the host could not grow a linear memory"))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}

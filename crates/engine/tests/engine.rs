@@ -1,0 +1,680 @@
+//! End-to-end tests of the engine: preview1 modules written in WAT, a WASI 0.2 component built
+//! from Rust source with `rustc --target wasm32-wasip2`, the compile cache and the filesystem
+//! sandbox. Fixtures are built here; nothing binary is checked in.
+
+use std::fs::{self, File};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use wasmcell_engine::{
+    EngineOptions, ExitStatus, LoadOutcome, Preopen, Program, RunSpec, Stdio, WasmEngine,
+};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const PREAMBLE: &str = r#"
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+"#;
+
+fn module(body: &str) -> Vec<u8> {
+    let text = format!("(module {PREAMBLE} {body})");
+    match wat::parse_str(&text) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!("fixture does not assemble: {e}\n{text}"),
+    }
+}
+
+/// Writes "hello\n" to fd 1 and returns from `_start`.
+fn hello_module() -> Vec<u8> {
+    module(
+        r#"
+        (data (i32.const 0) "hello\n")
+        (data (i32.const 16) "\00\00\00\00\06\00\00\00")
+        (func (export "_start")
+          (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 32))))
+        (func (export "other") (call $proc_exit (i32.const 42)))
+        "#,
+    )
+}
+
+/// Opens `path` relative to the first preopen (fd 3). Exits with the errno if that fails;
+/// otherwise either copies up to 256 bytes of the file to stdout (`write: None`) or writes
+/// `write` to it.
+fn open_module(path: &str, write: Option<&str>) -> Vec<u8> {
+    // oflags: CREAT|TRUNC = 9; rights: FD_READ = 2, FD_WRITE = 64; lookupflags SYMLINK_FOLLOW.
+    let (oflags, rights, data) = match write {
+        Some(text) => (9, 64, text),
+        None => (0, 2, ""),
+    };
+    let action = if write.is_some() {
+        // iovec at 16 = (2048, len(data)); write it to the opened fd.
+        format!(
+            r#"(i32.store (i32.const 16) (i32.const 2048))
+               (i32.store (i32.const 20) (i32.const {len}))
+               (local.set $err (call $fd_write (i32.load (i32.const 0)) (i32.const 16) (i32.const 1) (i32.const 24)))"#,
+            len = data.len()
+        )
+    } else {
+        // read into 2048..2304, then write what was read to stdout.
+        r#"(i32.store (i32.const 16) (i32.const 2048))
+           (i32.store (i32.const 20) (i32.const 256))
+           (local.set $err (call $fd_read (i32.load (i32.const 0)) (i32.const 16) (i32.const 1) (i32.const 24)))
+           (i32.store (i32.const 20) (i32.load (i32.const 24)))
+           (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 28)))"#
+            .to_owned()
+    };
+    module(&format!(
+        r#"
+        (data (i32.const 1024) "{path}")
+        (data (i32.const 2048) "{data}")
+        (func (export "_start") (local $err i32)
+          (local.set $err (call $path_open (i32.const 3) (i32.const 1)
+            (i32.const 1024) (i32.const {path_len}) (i32.const {oflags})
+            (i64.const {rights}) (i64.const 0) (i32.const 0) (i32.const 0)))
+          (if (local.get $err) (then (call $proc_exit (local.get $err))))
+          {action}
+          (if (local.get $err) (then (call $proc_exit (local.get $err)))))
+        "#,
+        path_len = path.len(),
+    ))
+}
+
+/// Captured stdio for one run.
+struct Capture {
+    dir: tempfile::TempDir,
+}
+
+impl Capture {
+    fn new() -> Result<Self, std::io::Error> {
+        Ok(Capture {
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    fn stdio(&self) -> Result<Stdio, std::io::Error> {
+        Ok(Stdio::Files {
+            stdin: None,
+            stdout: File::create(self.dir.path().join("stdout"))?,
+            stderr: File::create(self.dir.path().join("stderr"))?,
+        })
+    }
+
+    fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+}
+
+fn engine() -> Result<WasmEngine, wasmcell_engine::EngineError> {
+    WasmEngine::new(EngineOptions::default())
+}
+
+fn run(wasm: &[u8], spec: RunSpec) -> Result<ExitStatus, Box<dyn std::error::Error>> {
+    let engine = engine()?;
+    let (program, outcome) = engine.load(wasm)?;
+    assert_eq!(outcome, LoadOutcome::CacheDisabled);
+    Ok(engine.run(&program, &spec)?)
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn module_writes_stdout_and_exits_zero() -> TestResult {
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    assert_eq!(run(&hello_module(), spec)?, ExitStatus::Exited(0));
+    assert_eq!(out.stdout(), "hello\n");
+    Ok(())
+}
+
+#[test]
+fn proc_exit_code_is_the_exit_status() -> TestResult {
+    let wasm = module(r#"(func (export "_start") (call $proc_exit (i32.const 7)))"#);
+    assert_eq!(run(&wasm, RunSpec::default())?, ExitStatus::Exited(7));
+    Ok(())
+}
+
+#[test]
+fn unreachable_is_a_trap_with_backtrace() -> TestResult {
+    let wasm = module(r#"(func $boom (export "_start") unreachable)"#);
+    match run(&wasm, RunSpec::default())? {
+        ExitStatus::Trapped { message } => {
+            assert!(message.contains("unreachable"), "{message}");
+            assert!(message.contains("wasm backtrace"), "{message}");
+            assert!(message.contains("boom"), "{message}");
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn growing_past_the_memory_limit_is_reported() -> TestResult {
+    // 1 page to start; grow by 16 pages (1 MiB) until memory.grow fails.
+    let wasm = module(
+        r#"(func (export "_start")
+             (loop $grow
+               (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))))"#,
+    );
+    let limit = 4 << 20;
+    let spec = RunSpec {
+        memory_limit_bytes: Some(limit),
+        ..RunSpec::default()
+    };
+    assert_eq!(run(&wasm, spec)?, ExitStatus::MemoryLimit { limit });
+    // Within the limit nothing happens; the wasm maximum still makes memory.grow return -1.
+    let bounded = wat::parse_str(
+        r#"(module (memory 1 8)
+             (func (export "_start")
+               (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))))"#,
+    )?;
+    let spec = RunSpec {
+        memory_limit_bytes: Some(limit),
+        ..RunSpec::default()
+    };
+    assert_eq!(run(&bounded, spec)?, ExitStatus::Exited(0));
+    Ok(())
+}
+
+#[test]
+fn initial_memory_over_the_limit_is_reported() -> TestResult {
+    let wasm = wat::parse_str(r#"(module (memory 64) (func (export "_start")))"#)?;
+    let spec = RunSpec {
+        memory_limit_bytes: Some(1 << 20),
+        ..RunSpec::default()
+    };
+    assert_eq!(
+        run(&wasm, spec)?,
+        ExitStatus::MemoryLimit { limit: 1 << 20 }
+    );
+    Ok(())
+}
+
+#[test]
+fn entry_calls_the_named_export() -> TestResult {
+    let spec = RunSpec {
+        entry: Some("other".to_owned()),
+        ..RunSpec::default()
+    };
+    assert_eq!(run(&hello_module(), spec)?, ExitStatus::Exited(42));
+
+    let engine = engine()?;
+    let (program, _) = engine.load(&hello_module())?;
+    let spec = RunSpec {
+        entry: Some("missing".to_owned()),
+        ..RunSpec::default()
+    };
+    let err = engine
+        .run(&program, &spec)
+        .err()
+        .ok_or("missing export ran")?;
+    assert!(err.to_string().contains("\"missing\""), "{err}");
+    Ok(())
+}
+
+#[test]
+fn reactor_initialize_runs_before_the_entry() -> TestResult {
+    let wasm = module(
+        r#"(global $ready (mut i32) (i32.const 0))
+           (func (export "_initialize") (global.set $ready (i32.const 5)))
+           (func (export "run") (call $proc_exit (global.get $ready)))"#,
+    );
+    let spec = RunSpec {
+        entry: Some("run".to_owned()),
+        ..RunSpec::default()
+    };
+    assert_eq!(run(&wasm, spec)?, ExitStatus::Exited(5));
+    Ok(())
+}
+
+#[test]
+fn non_wasm_and_missing_imports_are_errors() -> TestResult {
+    let engine = engine()?;
+    let err = engine.load(b"\x7fELF....").err().ok_or("ELF loaded")?;
+    assert!(
+        err.to_string().contains("not a WebAssembly binary"),
+        "{err}"
+    );
+
+    let wasm = wat::parse_str(r#"(module (import "env" "nope" (func)) (func (export "_start")))"#)?;
+    let (program, _) = engine.load(&wasm)?;
+    let err = engine
+        .run(&program, &RunSpec::default())
+        .err()
+        .ok_or("instantiated with a missing import")?;
+    assert!(err.to_string().contains("instantiate"), "{err}");
+    Ok(())
+}
+
+fn preopen(host: &Path, read_only: bool) -> Vec<Preopen> {
+    vec![Preopen {
+        host: host.to_owned(),
+        guest: "/".to_owned(),
+        read_only,
+    }]
+}
+
+#[test]
+fn writable_preopen_accepts_writes_and_read_only_refuses_them() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let wasm = open_module("new.txt", Some("written"));
+
+    let spec = RunSpec {
+        preopens: preopen(root.path(), false),
+        ..RunSpec::default()
+    };
+    assert_eq!(run(&wasm, spec)?, ExitStatus::Exited(0));
+    assert_eq!(fs::read_to_string(root.path().join("new.txt"))?, "written");
+
+    fs::remove_file(root.path().join("new.txt"))?;
+    let spec = RunSpec {
+        preopens: preopen(root.path(), true),
+        ..RunSpec::default()
+    };
+    match run(&wasm, spec)? {
+        ExitStatus::Exited(code) if code != 0 => {}
+        other => panic!("write to a read-only preopen was not refused: {other:?}"),
+    }
+    assert!(!root.path().join("new.txt").exists());
+    Ok(())
+}
+
+#[test]
+fn symlinks_cannot_escape_a_preopen() -> TestResult {
+    let outside = tempfile::tempdir()?;
+    fs::write(outside.path().join("secret"), "host secret")?;
+    let root = tempfile::tempdir()?;
+    fs::write(root.path().join("inside.txt"), "inside")?;
+    symlink(outside.path(), root.path().join("abs"))?;
+    let relative = Path::new("..").join(outside.path().file_name().ok_or("no name")?);
+    symlink(&relative, root.path().join("rel"))?;
+    symlink("/etc", root.path().join("etc"))?;
+
+    // Control: the same module reads a file inside the preopen.
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        preopens: preopen(root.path(), true),
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    assert_eq!(
+        run(&open_module("inside.txt", None), spec)?,
+        ExitStatus::Exited(0)
+    );
+    assert_eq!(out.stdout(), "inside");
+
+    for path in ["abs/secret", "rel/secret", "etc/passwd", "../secret"] {
+        let out = Capture::new()?;
+        let spec = RunSpec {
+            preopens: preopen(root.path(), false),
+            stdio: out.stdio()?,
+            ..RunSpec::default()
+        };
+        match run(&open_module(path, None), spec)? {
+            ExitStatus::Exited(code) if code != 0 => {}
+            other => panic!("{path} was readable: {other:?}, stdout {:?}", out.stdout()),
+        }
+        assert_eq!(out.stdout(), "", "{path}");
+    }
+    Ok(())
+}
+
+fn write_corrupted(path: &Path) -> std::io::Result<()> {
+    let mut bytes = fs::read(path)?;
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 16] {
+        *b ^= 0xff;
+    }
+    fs::write(path, bytes)
+}
+
+fn cache_files(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+    let mut files = Vec::new();
+    for fingerprint in fs::read_dir(dir)? {
+        for entry in fs::read_dir(fingerprint?.path())? {
+            files.push(entry?.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[test]
+fn cache_compiles_once_detects_corruption_and_is_private() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let cache_dir = tmp.path().join("cache");
+    let options = EngineOptions {
+        cache_dir: Some(cache_dir.clone()),
+    };
+    let wasm = hello_module();
+
+    let engine = WasmEngine::new(options.clone())?;
+    let (program, outcome) = engine.load(&wasm)?;
+    assert_eq!(outcome, LoadOutcome::Compiled);
+    assert!(matches!(program, Program::Module(_)));
+
+    // Directory and entry layout and modes.
+    assert_eq!(
+        fs::metadata(&cache_dir)?.permissions().mode() & 0o7777,
+        0o700
+    );
+    let fp_dir = cache_dir.join(engine.fingerprint());
+    assert_eq!(fs::metadata(&fp_dir)?.permissions().mode() & 0o7777, 0o700);
+    let files = cache_files(&cache_dir)?;
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        assert_eq!(fs::metadata(file)?.permissions().mode() & 0o7777, 0o600);
+    }
+    let cwasm = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .ok_or("no .cwasm")?
+        .clone();
+
+    // A new engine (as in a new process) hits the cache, and the program runs.
+    let engine = WasmEngine::new(options.clone())?;
+    let (program, outcome) = engine.load(&wasm)?;
+    assert_eq!(outcome, LoadOutcome::CacheHit);
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    assert_eq!(engine.run(&program, &spec)?, ExitStatus::Exited(0));
+    assert_eq!(out.stdout(), "hello\n");
+
+    // Flipped bytes: detected, recompiled, replaced.
+    let good = fs::read(&cwasm)?;
+    write_corrupted(&cwasm)?;
+    let engine = WasmEngine::new(options.clone())?;
+    let (_, outcome) = engine.load(&wasm)?;
+    assert_eq!(outcome, LoadOutcome::CacheCorruptRecompiled);
+    assert_eq!(fs::read(&cwasm)?, good);
+    assert_eq!(engine.load(&wasm)?.1, LoadOutcome::CacheHit);
+
+    // A missing sidecar also counts as corrupt; a loosened directory mode is tightened.
+    fs::remove_file(cwasm.with_extension("sha256"))?;
+    fs::set_permissions(&cache_dir, fs::Permissions::from_mode(0o755))?;
+    let engine = WasmEngine::new(options)?;
+    assert_eq!(
+        fs::metadata(&cache_dir)?.permissions().mode() & 0o7777,
+        0o700
+    );
+    assert_eq!(engine.load(&wasm)?.1, LoadOutcome::CacheCorruptRecompiled);
+    assert_eq!(engine.load(&wasm)?.1, LoadOutcome::CacheHit);
+    assert_eq!(cache_files(&cache_dir)?.len(), 2);
+    Ok(())
+}
+
+const GUEST_SOURCE: &str = r#"
+use std::io::Read;
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("echo") => println!("{}", args[2..].join(" ")),
+        Some("exit") => std::process::exit(args[2].parse().unwrap()),
+        Some("env") => for (k, v) in std::env::vars() { println!("{k}={v}") },
+        Some("cwd") => println!("{}", std::env::current_dir().unwrap().display()),
+        Some("cat") => match std::fs::read_to_string(&args[2]) {
+            Ok(text) => print!("{text}"),
+            Err(e) => { eprintln!("cat {}: {e}", args[2]); std::process::exit(1) }
+        },
+        Some("write") => if let Err(e) = std::fs::write(&args[2], &args[3]) {
+            eprintln!("write {}: {e}", args[2]); std::process::exit(1)
+        },
+        Some("stdin") => { let mut s = String::new(); std::io::stdin().read_to_string(&mut s).unwrap(); print!("{s}") }
+        Some("connect") => match std::net::TcpStream::connect(&args[2]) {
+            Ok(_) => println!("connected"),
+            Err(e) => { eprintln!("connect: {e}"); std::process::exit(1) }
+        },
+        Some("alloc") => {
+            let mib: usize = args[2].parse().unwrap();
+            let v = vec![1u8; mib << 20];
+            println!("{}", v.iter().map(|b| *b as usize).sum::<usize>());
+        }
+        Some("trap") => { std::process::abort() }
+        _ => {}
+    }
+}
+"#;
+
+/// The Rust guest above as a WASI 0.2 component, built once per test binary.
+fn component() -> Result<&'static [u8], String> {
+    static WASM: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let src = dir.path().join("guest.rs");
+        let out = dir.path().join("guest.wasm");
+        fs::write(&src, GUEST_SOURCE).map_err(|e| e.to_string())?;
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+        let output = Command::new(rustc)
+            .args(["--edition", "2021", "--target", "wasm32-wasip2", "-O", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .output()
+            .map_err(|e| format!("cannot run rustc: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        fs::read(&out).map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map(Vec::as_slice)
+    .map_err(Clone::clone)
+}
+
+/// Component tests share one cache under cargo's test scratch directory, so the guest is
+/// compiled once (concurrently by whichever tests get there first, which also exercises racing
+/// cache writers).
+fn run_component(spec: RunSpec) -> Result<ExitStatus, Box<dyn std::error::Error>> {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-component-cache");
+    let engine = WasmEngine::new(EngineOptions {
+        cache_dir: Some(cache),
+    })?;
+    let (program, _) = engine.load(component()?)?;
+    assert!(matches!(program, Program::Component(_)));
+    Ok(engine.run(&program, &spec)?)
+}
+
+#[test]
+fn component_runs_with_args_env_cwd_and_exit_codes() -> TestResult {
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        args: args(&["guest", "echo", "hello", "world"]),
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    assert_eq!(run_component(spec)?, ExitStatus::Exited(0));
+    assert_eq!(out.stdout(), "hello world\n");
+
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        args: args(&["guest", "env"]),
+        env: vec![("GREETING".to_owned(), "hi".to_owned())],
+        cwd: Some("/work".to_owned()),
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    assert_eq!(run_component(spec)?, ExitStatus::Exited(0));
+    assert_eq!(out.stdout(), "GREETING=hi\nPWD=/work\n");
+
+    // Rust's wasm32-wasip2 std (1.95) exits through `wasi:cli/exit.exit(result)`, not
+    // `exit-with-code`, so any non-zero code reaches the host as a plain failure: 1.
+    let spec = RunSpec {
+        args: args(&["guest", "exit", "7"]),
+        ..RunSpec::default()
+    };
+    assert_eq!(run_component(spec)?, ExitStatus::Exited(1));
+
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        args: args(&["guest", "trap"]),
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    match run_component(spec)? {
+        ExitStatus::Trapped { message } => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn component_stdin_from_a_file() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    fs::write(tmp.path().join("in"), "from stdin")?;
+    let out = Capture::new()?;
+    let Stdio::Files { stdout, stderr, .. } = out.stdio()? else {
+        unreachable!()
+    };
+    let spec = RunSpec {
+        args: args(&["guest", "stdin"]),
+        stdio: Stdio::Files {
+            stdin: Some(File::open(tmp.path().join("in"))?),
+            stdout,
+            stderr,
+        },
+        ..RunSpec::default()
+    };
+    assert_eq!(run_component(spec)?, ExitStatus::Exited(0));
+    assert_eq!(out.stdout(), "from stdin");
+    Ok(())
+}
+
+#[test]
+fn component_filesystem_is_confined_to_preopens() -> TestResult {
+    let outside = tempfile::tempdir()?;
+    fs::write(outside.path().join("secret"), "host secret")?;
+    let root = tempfile::tempdir()?;
+    fs::write(root.path().join("inside.txt"), "inside")?;
+    symlink(outside.path(), root.path().join("abs"))?;
+    symlink("/etc", root.path().join("etc"))?;
+
+    let cat =
+        |path: &str, read_only| -> Result<(ExitStatus, Capture), Box<dyn std::error::Error>> {
+            let out = Capture::new()?;
+            let spec = RunSpec {
+                args: args(&["guest", "cat", path]),
+                preopens: preopen(root.path(), read_only),
+                stdio: out.stdio()?,
+                ..RunSpec::default()
+            };
+            Ok((run_component(spec)?, out))
+        };
+    let (status, out) = cat("/inside.txt", true)?;
+    assert_eq!(status, ExitStatus::Exited(0));
+    assert_eq!(out.stdout(), "inside");
+    for path in ["/abs/secret", "/etc/passwd", "/../secret", "abs/secret"] {
+        let (status, out) = cat(path, false)?;
+        assert_eq!(status, ExitStatus::Exited(1), "{path}: {}", out.stderr());
+        assert!(out.stderr().starts_with("cat "), "{path}: {}", out.stderr());
+        assert_eq!(out.stdout(), "", "{path}");
+    }
+
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        args: args(&["guest", "write", "/new.txt", "x"]),
+        preopens: preopen(root.path(), true),
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    assert_eq!(run_component(spec)?, ExitStatus::Exited(1));
+    assert!(
+        out.stderr().starts_with("write /new.txt: "),
+        "{}",
+        out.stderr()
+    );
+    assert!(!root.path().join("new.txt").exists());
+    Ok(())
+}
+
+#[test]
+fn component_network_is_off_unless_allowed() -> TestResult {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    for (allow, expected) in [
+        (false, ExitStatus::Exited(1)),
+        (true, ExitStatus::Exited(0)),
+    ] {
+        let out = Capture::new()?;
+        let spec = RunSpec {
+            args: args(&["guest", "connect", &addr]),
+            allow_network: allow,
+            stdio: out.stdio()?,
+            ..RunSpec::default()
+        };
+        assert_eq!(
+            run_component(spec)?,
+            expected,
+            "allow_network={allow}: {}",
+            out.stderr()
+        );
+        if !allow {
+            assert!(out.stderr().starts_with("connect: "), "{}", out.stderr());
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn component_memory_limit() -> TestResult {
+    let spec = RunSpec {
+        args: args(&["guest", "alloc", "64"]),
+        memory_limit_bytes: Some(32 << 20),
+        ..RunSpec::default()
+    };
+    assert_eq!(
+        run_component(spec)?,
+        ExitStatus::MemoryLimit { limit: 32 << 20 }
+    );
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        args: args(&["guest", "alloc", "8"]),
+        memory_limit_bytes: Some(32 << 20),
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    assert_eq!(run_component(spec)?, ExitStatus::Exited(0));
+    assert_eq!(out.stdout(), format!("{}\n", 8 << 20));
+    Ok(())
+}
+
+#[test]
+fn component_cache_round_trip() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let options = EngineOptions {
+        cache_dir: Some(tmp.path().to_owned()),
+    };
+    let wasm = component()?;
+    assert_eq!(
+        WasmEngine::new(options.clone())?.load(wasm)?.1,
+        LoadOutcome::Compiled
+    );
+    let engine = WasmEngine::new(options)?;
+    let (program, outcome) = engine.load(wasm)?;
+    assert_eq!(outcome, LoadOutcome::CacheHit);
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        args: args(&["guest", "echo", "cached"]),
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    assert_eq!(engine.run(&program, &spec)?, ExitStatus::Exited(0));
+    assert_eq!(out.stdout(), "cached\n");
+    Ok(())
+}

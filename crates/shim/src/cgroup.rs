@@ -1,0 +1,130 @@
+//! The container's cgroup: created from the spec's `linux.cgroupsPath` and resources, on
+//! cgroup v1 or v2 (whichever the host mounts), read for metrics, removed at delete.
+
+use cgroups_rs::CgroupPid;
+use cgroups_rs::fs::{Cgroup, hierarchies};
+use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use oci_spec::runtime::LinuxResources;
+
+/// Why a cgroup operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Creating the cgroup or applying its limits failed.
+    #[error("cgroup {path}: {message}")]
+    Setup {
+        /// The cgroup path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A container's cgroup.
+pub struct ContainerCgroup {
+    cgroup: Cgroup,
+    path: String,
+}
+
+impl std::fmt::Debug for ContainerCgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerCgroup")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// `slice:prefix:name` (systemd driver) → `/slice/prefix-name.scope`; others unchanged.
+pub fn normalize_path(spec_path: &str) -> String {
+    let parts: Vec<&str> = spec_path.split(':').collect();
+    match parts.as_slice() {
+        [slice, prefix, name] if !spec_path.starts_with('/') => {
+            let slice = if slice.is_empty() {
+                "system.slice"
+            } else {
+                slice
+            };
+            format!("/{slice}/{prefix}-{name}.scope")
+        }
+        _ => spec_path.to_owned(),
+    }
+}
+
+impl ContainerCgroup {
+    /// Creates (or reuses) the cgroup at `spec_path` and applies `resources`.
+    pub fn create(
+        spec_path: &str,
+        resources: Option<&LinuxResources>,
+    ) -> Result<Self, CgroupError> {
+        let path = normalize_path(spec_path);
+        let relative = path.trim_start_matches('/').to_owned();
+        let cgroup =
+            Cgroup::new(hierarchies::auto(), &relative).map_err(|e| CgroupError::Setup {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        let this = ContainerCgroup { cgroup, path };
+        if let Some(resources) = resources {
+            containerd_shim::cgroup::update_resources(&this.cgroup, resources).map_err(|e| {
+                CgroupError::Setup {
+                    path: this.path.clone(),
+                    message: format!("applying resources: {e}"),
+                }
+            })?;
+        }
+        Ok(this)
+    }
+
+    /// Moves process `pid` into the cgroup.
+    pub fn add(&self, pid: u32) -> Result<(), CgroupError> {
+        self.cgroup
+            .add_task_by_tgid(CgroupPid::from(u64::from(pid)))
+            .map_err(|e| CgroupError::Setup {
+                path: self.path.clone(),
+                message: format!("adding pid {pid}: {e}"),
+            })
+    }
+
+    /// containerd's metrics message for this cgroup, as `ctr task metrics` decodes it.
+    pub fn metrics(&self) -> Result<Any, CgroupError> {
+        let setup = |message: String| CgroupError::Setup {
+            path: self.path.clone(),
+            message,
+        };
+        let (type_url, value) = if self.cgroup.v2() {
+            let m = containerd_shim::cgroup::collect_metrics_v2(&self.cgroup)
+                .map_err(|e| setup(e.to_string()))?;
+            ("io.containerd.cgroups.v2.Metrics", m.write_to_bytes())
+        } else {
+            let m = containerd_shim::cgroup::collect_metrics(&self.cgroup)
+                .map_err(|e| setup(e.to_string()))?;
+            ("io.containerd.cgroups.v1.Metrics", m.write_to_bytes())
+        };
+        let mut any = Any::new();
+        any.type_url = type_url.to_owned();
+        any.value = value.map_err(|e| setup(e.to_string()))?;
+        Ok(any)
+    }
+
+    /// Removes the cgroup (it must be empty).
+    pub fn delete(&self) -> Result<(), CgroupError> {
+        self.cgroup.delete().map_err(|e| CgroupError::Setup {
+            path: self.path.clone(),
+            message: format!("removing: {e}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_paths_become_scopes() {
+        assert_eq!(normalize_path("/default/c1"), "/default/c1");
+        assert_eq!(
+            normalize_path("system.slice:cri-containerd:abc"),
+            "/system.slice/cri-containerd-abc.scope"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The guest process: one per container, a fresh exec of the shim binary with
+//! `__wasmcell-guest PLAN`, so wasmtime never runs in a process forked from the multi-threaded
+//! shim and kill, OOM, stats and isolation follow Linux process semantics.
+//!
+//! Handshake with the shim over two pipes the shim installs as fds 3 and 4:
+//! 1. wait for `c` on fd 3 (the shim has put this process in the container's cgroup);
+//! 2. load the plan, compile or load the program from the cache, report `ok …` or
+//!    `error …` as one line on fd 4, close fd 4;
+//! 3. wait for `s` on fd 3 (`start`), or EOF (deleted before start: exit quietly);
+//! 4. run; the process's exit status is the guest's.
+//!
+//! Signals keep their default dispositions, so SIGTERM or SIGKILL end the guest at once and the
+//! shim reports 128+N. Exit codes of our own: 134 for a trap (what a native program that aborts
+//! reports), 137 for a guest stopped by its memory limit (as the OOM killer would), 125 when the
+//! guest could not be set up at all.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::Path;
+
+use wasmcell_engine::{EngineOptions, ExitStatus, Preopen, RunSpec, WasmEngine};
+
+use crate::plan::GuestPlan;
+
+/// First argument that selects guest mode.
+pub const GUEST_ARG: &str = "__wasmcell-guest";
+/// Control pipe (shim → guest) as seen in the guest.
+pub const CONTROL_FD: i32 = 3;
+/// Status pipe (guest → shim) as seen in the guest.
+pub const STATUS_FD: i32 = 4;
+
+/// Exit code when the guest traps.
+pub const EXIT_TRAP: i32 = 134;
+/// Exit code when the guest exceeds its memory limit.
+pub const EXIT_MEMORY_LIMIT: i32 = 137;
+/// Exit code when setting up the guest failed.
+pub const EXIT_SETUP: i32 = 125;
+
+/// Entry point of guest mode; returns the process exit code.
+pub fn main(plan_path: &Path) -> i32 {
+    // SAFETY: the shim dup2()s the two pipe ends onto fds 3 and 4 right before exec and nothing
+    // else in this fresh process owns them; each File becomes their only owner.
+    #[allow(unsafe_code)]
+    let (mut control, mut status) =
+        unsafe { (File::from_raw_fd(CONTROL_FD), File::from_raw_fd(STATUS_FD)) };
+    if read_byte(&mut control) != Some(b'c') {
+        return EXIT_SETUP;
+    }
+    let prepared = prepare(plan_path);
+    let line = match &prepared {
+        Ok((_, _, outcome)) => format!("ok {outcome}\n"),
+        Err(message) => format!("error {}\n", message.replace('\n', " ")),
+    };
+    let _ = status.write_all(line.as_bytes());
+    drop(status);
+    let Ok((engine, program, _)) = prepared else {
+        return EXIT_SETUP;
+    };
+    if read_byte(&mut control) != Some(b's') {
+        return 0; // deleted before it was started
+    }
+    drop(control);
+    let (program, spec) = program;
+    match engine.run(&program, &spec) {
+        Ok(ExitStatus::Exited(code)) => code,
+        Ok(ExitStatus::Trapped { message }) => {
+            eprintln!("wasmcell: guest trapped: {message}");
+            EXIT_TRAP
+        }
+        Ok(ExitStatus::MemoryLimit { limit }) => {
+            eprintln!("wasmcell: guest stopped: it exceeded its memory limit of {limit} bytes");
+            EXIT_MEMORY_LIMIT
+        }
+        Err(e) => {
+            eprintln!("wasmcell: guest failed: {e}");
+            EXIT_SETUP
+        }
+    }
+}
+
+type Prepared = (WasmEngine, (wasmcell_engine::Program, RunSpec), String);
+
+fn prepare(plan_path: &Path) -> Result<Prepared, String> {
+    let text =
+        std::fs::read(plan_path).map_err(|e| format!("reading {}: {e}", plan_path.display()))?;
+    let plan: GuestPlan = serde_json::from_slice(&text)
+        .map_err(|e| format!("parsing {}: {e}", plan_path.display()))?;
+    let bytes = std::fs::read(&plan.program).map_err(|e| {
+        format!(
+            "reading program {}: {e}",
+            plan.args.first().map_or("", |a| a)
+        )
+    })?;
+    if !wasmcell_oci::wasm::has_wasm_magic(&bytes) {
+        let head: Vec<u8> = bytes.iter().take(4).copied().collect();
+        return Err(format!(
+            "program {:?} is not a wasm binary ({} bytes starting with {head:02x?}, expected \\0asm)",
+            plan.args.first().map_or("", |a| a),
+            bytes.len()
+        ));
+    }
+    let engine = WasmEngine::new(EngineOptions {
+        cache_dir: plan.cache_dir.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    let (program, outcome) = engine
+        .load(&bytes)
+        .map_err(|e| format!("program {:?}: {e}", plan.args.first().map_or("", |a| a)))?;
+    let spec = RunSpec {
+        args: plan.args.clone(),
+        env: plan.env.clone(),
+        preopens: plan
+            .preopens
+            .iter()
+            .map(|p| Preopen {
+                host: p.host.clone(),
+                guest: p.guest.clone(),
+                read_only: p.read_only,
+            })
+            .collect(),
+        cwd: plan.cwd.clone(),
+        memory_limit_bytes: plan.memory_limit_bytes,
+        allow_network: true,
+        entry: plan.entry.clone(),
+        ..RunSpec::default()
+    };
+    Ok((engine, (program, spec), outcome.to_string()))
+}
+
+fn read_byte(file: &mut File) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    match file.read(&mut byte) {
+        Ok(1) => Some(byte[0]),
+        _ => None,
+    }
+}

@@ -1,0 +1,50 @@
+//! `containerd-shim-wasmcell-v1`: containerd's shim for wasm containers.
+//!
+//! One binary, two modes. Started by containerd it is the shim (task service over ttrpc, on a
+//! single-threaded tokio runtime). Exec'd by the shim with `__wasmcell-guest PLAN` it is a guest
+//! process that runs exactly one wasm program — decided before any runtime or thread exists.
+
+mod cgroup;
+mod container;
+mod content;
+mod guest;
+mod plan;
+mod process;
+mod rootfs;
+mod service;
+mod shim;
+
+use std::path::Path;
+
+fn main() {
+    let mut args = std::env::args_os().skip(1);
+    if let Some(first) = args.next()
+        && first == guest::GUEST_ARG
+    {
+        let code = match args.next() {
+            Some(plan) => guest::main(Path::new(&plan)),
+            None => {
+                eprintln!(
+                    "usage: containerd-shim-wasmcell-v1 {} PLAN",
+                    guest::GUEST_ARG
+                );
+                guest::EXIT_SETUP
+            }
+        };
+        std::process::exit(code);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", shim::RUNTIME_ID);
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(containerd_shim::asynchronous::run::<shim::WasmcellShim>(
+        shim::RUNTIME_ID,
+        None,
+    ));
+}

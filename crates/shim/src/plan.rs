@@ -1,0 +1,200 @@
+//! The guest plan: everything a guest process needs, derived from the bundle's OCI spec.
+//!
+//! The shim builds the plan at `create` and writes it into the bundle; the guest process reads
+//! it. Keeping it a plain serde struct means the guest never parses OCI specs or talks to
+//! containerd, and the shim never touches wasmtime.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::rootfs::{ResolveError, resolve_in_root};
+
+/// File name of the plan inside the bundle.
+pub const PLAN_FILE: &str = "wasmcell-plan.json";
+/// File name of a wasm layer copied out of the content store into the bundle.
+pub const PROGRAM_FILE: &str = "wasmcell-program.wasm";
+
+/// How the guest reaches the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetworkMode {
+    /// The spec has no network namespace: the host's network (`ctr run --net-host`).
+    Host,
+    /// A new, empty network namespace (only a down loopback).
+    Private,
+    /// Join the namespace at this path (a pod's).
+    Join(PathBuf),
+}
+
+/// A host directory visible to the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanPreopen {
+    /// Host directory.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+    /// Whether writes are refused.
+    pub read_only: bool,
+}
+
+/// What one guest process runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuestPlan {
+    /// Host path of the wasm binary.
+    pub program: PathBuf,
+    /// Exported function to call instead of the command entry (`path#func`).
+    pub entry: Option<String>,
+    /// Arguments as the guest sees them (`args[0]` without `#func`).
+    pub args: Vec<String>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the guest.
+    pub cwd: Option<String>,
+    /// Directories the guest can reach: the rootfs at `/` and the spec's bind mounts.
+    pub preopens: Vec<PlanPreopen>,
+    /// `linux.resources.memory.limit`, also enforced on wasm linear memory.
+    pub memory_limit_bytes: Option<u64>,
+    /// Network placement.
+    pub network: NetworkMode,
+    /// Compile cache directory.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Why a spec cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// `process.args` is empty.
+    #[error(
+        "the container has no arguments: give the program as the first argument (for images with the .wasm in their filesystem, its path, e.g. /app.wasm)"
+    )]
+    NoArgs,
+    /// `args[0]` cannot be found in the rootfs.
+    #[error("args[0] {arg:?}: {source}")]
+    Program {
+        /// The argument.
+        arg: String,
+        /// Why.
+        #[source]
+        source: ResolveError,
+    },
+    /// `args[0]` names a directory or something else that is not a file.
+    #[error("args[0] {arg:?} is not a regular file")]
+    NotAFile {
+        /// The argument.
+        arg: String,
+    },
+    /// The spec has no `process`.
+    #[error("the OCI spec has no process section")]
+    NoProcess,
+}
+
+/// Where the program comes from when `args[0]` is not a file in the rootfs.
+#[derive(Debug, Clone)]
+pub enum ProgramSource {
+    /// `args[0]` is a path in the rootfs (classic images).
+    Rootfs,
+    /// The shim already wrote the wasm layer here (wasm-layer images, artifacts).
+    File(PathBuf),
+}
+
+impl GuestPlan {
+    /// Builds the plan for `spec`, whose root filesystem is mounted at `rootfs`.
+    pub fn from_spec(
+        spec: &Spec,
+        rootfs: &Path,
+        source: ProgramSource,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<GuestPlan, PlanError> {
+        let process = spec.process().as_ref().ok_or(PlanError::NoProcess)?;
+        let raw_args = process.args().clone().unwrap_or_default();
+        let first = raw_args.first().ok_or(PlanError::NoArgs)?;
+        let (path, entry) = match first.split_once('#') {
+            Some((path, func)) if !func.is_empty() => (path.to_owned(), Some(func.to_owned())),
+            _ => (first.clone(), None),
+        };
+        let program = match source {
+            ProgramSource::File(file) => file,
+            ProgramSource::Rootfs => {
+                let host = resolve_in_root(rootfs, &path).map_err(|source| PlanError::Program {
+                    arg: first.clone(),
+                    source,
+                })?;
+                if !host.is_file() {
+                    return Err(PlanError::NotAFile { arg: first.clone() });
+                }
+                host
+            }
+        };
+        let mut args = raw_args.clone();
+        args[0] = path;
+
+        let env = process
+            .env()
+            .iter()
+            .flatten()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_owned(), v.to_owned()),
+                None => (kv.clone(), String::new()),
+            })
+            .collect();
+
+        let root_read_only = spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false);
+        let mut preopens = vec![PlanPreopen {
+            host: rootfs.to_owned(),
+            guest: "/".to_owned(),
+            read_only: root_read_only,
+        }];
+        for mount in spec.mounts().iter().flatten() {
+            let options = mount.options().clone().unwrap_or_default();
+            let is_bind = mount.typ().as_deref() == Some("bind")
+                || options.iter().any(|o| o == "bind" || o == "rbind");
+            let Some(source) = mount.source() else {
+                continue;
+            };
+            // WASI preopens are directories; file binds (e.g. /etc/hosts) cannot be offered.
+            if !is_bind || !source.is_dir() {
+                continue;
+            }
+            preopens.push(PlanPreopen {
+                host: source.clone(),
+                guest: mount.destination().display().to_string(),
+                read_only: options.iter().any(|o| o == "ro"),
+            });
+        }
+
+        let linux = spec.linux().as_ref();
+        let memory_limit_bytes = linux
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .filter(|&l| l > 0)
+            .map(|l| l as u64);
+        let network = match linux
+            .and_then(|l| l.namespaces().as_ref())
+            .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
+        {
+            None => NetworkMode::Host,
+            Some(ns) => match ns.path() {
+                Some(path) => NetworkMode::Join(path.clone()),
+                None => NetworkMode::Private,
+            },
+        };
+
+        Ok(GuestPlan {
+            program,
+            entry,
+            args,
+            env,
+            cwd: Some(process.cwd().display().to_string()),
+            preopens,
+            memory_limit_bytes,
+            network,
+            cache_dir,
+        })
+    }
+}

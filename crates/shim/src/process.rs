@@ -1,0 +1,184 @@
+//! Starting a guest process: a fresh exec of this binary in guest mode, with the container's
+//! stdio, network namespace and cgroup, and the setup handshake described in [`crate::guest`].
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use nix::fcntl::OFlag;
+
+use crate::cgroup::ContainerCgroup;
+use crate::guest::{CONTROL_FD, GUEST_ARG, STATUS_FD};
+use crate::plan::NetworkMode;
+
+/// Why a guest process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// An OS call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The guest reported a setup failure (bad program, compile error…).
+    #[error("{0}")]
+    Setup(String),
+    /// The guest died before reporting.
+    #[error("the guest process exited during setup")]
+    DiedDuringSetup,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SpawnError {
+    let what = what.into();
+    move |source| SpawnError::Io { what, source }
+}
+
+fn nix_io(what: &str) -> impl FnOnce(nix::Error) -> SpawnError + '_ {
+    move |e| SpawnError::Io {
+        what: what.to_owned(),
+        source: std::io::Error::from(e),
+    }
+}
+
+/// The container's stdio, already opened.
+#[derive(Debug, Default)]
+pub struct GuestStdio {
+    /// stdin (None = /dev/null).
+    pub stdin: Option<File>,
+    /// stdout (None = /dev/null).
+    pub stdout: Option<File>,
+    /// stderr (None = /dev/null).
+    pub stderr: Option<File>,
+}
+
+/// A guest that finished setup and waits for `start`.
+#[derive(Debug)]
+pub struct PreparedGuest {
+    /// Its pid.
+    pub pid: u32,
+    /// How the program was loaded (`Compiled`, `CacheHit`, …) for the log.
+    pub load_outcome: String,
+    control: File,
+}
+
+impl PreparedGuest {
+    /// Lets the guest run.
+    pub fn start(mut self) -> std::io::Result<()> {
+        self.control.write_all(b"s")
+    }
+}
+
+/// Spawns the guest for `plan_path` and waits until it has loaded its program.
+pub fn spawn_guest(
+    exe: &Path,
+    plan_path: &Path,
+    stdio: GuestStdio,
+    network: &NetworkMode,
+    cgroup: Option<&ContainerCgroup>,
+) -> Result<PreparedGuest, SpawnError> {
+    let (control_read, control_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_io("pipe"))?;
+    let (status_read, status_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_io("pipe"))?;
+    let netns: Option<OwnedFd> = match network {
+        NetworkMode::Join(path) => Some(
+            File::open(path)
+                .map_err(io(format!("opening network namespace {}", path.display())))?
+                .into(),
+        ),
+        _ => None,
+    };
+    let new_netns = *network == NetworkMode::Private;
+
+    let to_stdio = |f: Option<File>| f.map_or_else(Stdio::null, Stdio::from);
+    let mut command = Command::new(exe);
+    command
+        .arg(GUEST_ARG)
+        .arg(plan_path)
+        .env_clear()
+        .current_dir("/")
+        .stdin(to_stdio(stdio.stdin))
+        .stdout(to_stdio(stdio.stdout))
+        .stderr(to_stdio(stdio.stderr));
+    let (control_fd, status_fd) = (control_read.as_raw_fd(), status_write.as_raw_fd());
+    let netns_fd = netns.as_ref().map(AsRawFd::as_raw_fd);
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (fcntl, dup2, setns, unshare) on fds that are open in the parent and stay
+    // open until spawn returns; it allocates nothing and takes no locks.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            let check = |r: libc::c_int| {
+                if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(r)
+                }
+            };
+            // Move both ends above the target numbers first so neither dup2 clobbers the other;
+            // dup2 clears close-on-exec on the targets.
+            let control_high = check(libc::fcntl(control_fd, libc::F_DUPFD, 10))?;
+            let status_high = check(libc::fcntl(status_fd, libc::F_DUPFD, 10))?;
+            check(libc::dup2(control_high, CONTROL_FD))?;
+            check(libc::dup2(status_high, STATUS_FD))?;
+            if let Some(fd) = netns_fd {
+                check(libc::setns(fd, libc::CLONE_NEWNET))?;
+            } else if new_netns {
+                check(libc::unshare(libc::CLONE_NEWNET))?;
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(io("starting the guest process"))?;
+    let pid = child.id();
+    // The reaper owns exit statuses; the Child handle is only dropped.
+    drop(child);
+    drop(control_read);
+    drop(status_write);
+    let mut control = File::from(control_write);
+    let abort = |e: SpawnError| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        e
+    };
+    if let Some(cgroup) = cgroup {
+        cgroup
+            .add(pid)
+            .map_err(|e| abort(SpawnError::Setup(e.to_string())))?;
+    }
+    control.write_all(b"c").map_err(|e| {
+        abort(SpawnError::Io {
+            what: "signalling the guest".into(),
+            source: e,
+        })
+    })?;
+    let mut line = String::new();
+    BufReader::new(File::from(status_read))
+        .read_line(&mut line)
+        .map_err(|e| {
+            abort(SpawnError::Io {
+                what: "reading the guest's status".into(),
+                source: e,
+            })
+        })?;
+    let line = line.trim_end();
+    if let Some(outcome) = line.strip_prefix("ok ") {
+        Ok(PreparedGuest {
+            pid,
+            load_outcome: outcome.to_owned(),
+            control,
+        })
+    } else if let Some(message) = line.strip_prefix("error ") {
+        Err(abort(SpawnError::Setup(message.to_owned())))
+    } else {
+        Err(abort(SpawnError::DiedDuringSetup))
+    }
+}

@@ -1,0 +1,806 @@
+//! The task service containerd talks to: create, start, wait, kill, delete, state, pids,
+//! stats, connect, shutdown, close_io. Everything else answers "not supported by wasmcell".
+//!
+//! Exits come from the shim framework's reaper (it reaps every child and reports 128+N for
+//! signals) through one subscription; they are matched to containers by pid, recorded, and
+//! published as `/tasks/exit`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use containerd_shim::api;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::asynchronous::monitor::monitor_subscribe;
+use containerd_shim::monitor::{Subject, Topic};
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim::protos::shim_async::Task;
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::{self, Code};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{TtrpcContext, TtrpcResult};
+use log::{debug, info, warn};
+use oci_spec::runtime::Spec;
+use tokio::sync::{Mutex, watch};
+
+use crate::cgroup::ContainerCgroup;
+use crate::container::{Container, Exit, Status};
+use crate::content::{ContentError, fetch_wasm_layer};
+use crate::plan::{GuestPlan, PLAN_FILE, PROGRAM_FILE, PlanError, ProgramSource};
+use crate::process::{GuestStdio, spawn_guest};
+
+/// What `create` produced before the container is recorded.
+struct PreparedContainer {
+    cgroup: Option<ContainerCgroup>,
+    prepared: crate::process::PreparedGuest,
+    stdin_relay: Option<StdinRelay>,
+}
+
+/// Settings every container of this shim shares.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// containerd namespace.
+    pub namespace: String,
+    /// containerd's gRPC socket (for the content store).
+    pub address: String,
+    /// Compile cache directory handed to guests.
+    pub cache_dir: Option<PathBuf>,
+    /// This binary, exec'd for guests.
+    pub exe: PathBuf,
+}
+
+/// The task service.
+#[derive(Clone)]
+pub struct Service {
+    containers: Arc<Mutex<HashMap<String, Container>>>,
+    /// Exits seen for pids no container has claimed yet (the guest can exit before `create`
+    /// records its pid).
+    unclaimed_exits: Arc<Mutex<HashMap<u32, Exit>>>,
+    publisher: Arc<RemotePublisher>,
+    config: Arc<ServiceConfig>,
+    exit_signal: Arc<ExitSignal>,
+}
+
+fn rpc_error(code: Code, message: impl ToString) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, message))
+}
+
+fn not_supported(what: &str) -> ttrpc::Error {
+    rpc_error(
+        Code::UNIMPLEMENTED,
+        format!("{what} is not supported by wasmcell: a wasm container runs exactly one guest"),
+    )
+}
+
+fn not_found(id: &str) -> ttrpc::Error {
+    rpc_error(
+        Code::NOT_FOUND,
+        format!("container {id} not found in this shim"),
+    )
+}
+
+fn timestamp(at: SystemTime) -> Timestamp {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut ts = Timestamp::new();
+    ts.seconds = since.as_secs() as i64;
+    ts.nanos = since.subsec_nanos() as i32;
+    ts
+}
+
+impl Service {
+    /// A service publishing through `publisher`; starts the exit monitor.
+    pub async fn new(
+        publisher: RemotePublisher,
+        config: ServiceConfig,
+        exit_signal: Arc<ExitSignal>,
+    ) -> Service {
+        let service = Service {
+            containers: Arc::default(),
+            unclaimed_exits: Arc::default(),
+            publisher: Arc::new(publisher),
+            config: Arc::new(config),
+            exit_signal,
+        };
+        match monitor_subscribe(Topic::Pid).await {
+            Ok(mut subscription) => {
+                let monitor = service.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = subscription.rx.recv().await {
+                        if let Subject::Pid(pid) = event.subject {
+                            monitor.on_exit(pid as u32, event.exit_code as u32).await;
+                        }
+                    }
+                });
+            }
+            Err(e) => warn!("cannot watch guest exits: {e}"),
+        }
+        service
+    }
+
+    async fn on_exit(&self, pid: u32, code: u32) {
+        let exit = Exit {
+            code,
+            at: SystemTime::now(),
+        };
+        let mut containers = self.containers.lock().await;
+        let Some(container) = containers.values_mut().find(|c| c.pid == pid) else {
+            self.unclaimed_exits.lock().await.insert(pid, exit);
+            return;
+        };
+        self.record_exit(container, exit).await;
+    }
+
+    async fn record_exit(&self, container: &mut Container, exit: Exit) {
+        if container.exited().is_some() {
+            return;
+        }
+        info!(
+            "container {} exited with status {}",
+            container.id, exit.code
+        );
+        container.status = Status::Stopped;
+        container.prepared = None;
+        container.exit.send_replace(Some(exit));
+        let event = TaskExit {
+            container_id: container.id.clone(),
+            id: container.id.clone(),
+            pid: container.pid,
+            exit_status: exit.code,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        let ctx = ttrpc::context::with_timeout(0);
+        if let Err(e) = self
+            .publisher
+            .publish(ctx, topic, &self.config.namespace, event)
+            .await
+        {
+            warn!("publishing {topic}: {e}");
+        }
+    }
+
+    async fn create_container(&self, req: &api::CreateTaskRequest) -> Result<Container, String> {
+        if req.terminal {
+            return Err(
+                "terminals are not supported by wasmcell (ctr run -t): WASI guests have no \
+                        tty; run without -t"
+                    .to_owned(),
+            );
+        }
+        if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
+            return Err("checkpoint/restore is not supported by wasmcell".to_owned());
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let spec = Spec::load(bundle.join("config.json"))
+            .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
+        let rootfs = bundle.join("rootfs");
+        let mut rootfs_mounted = false;
+        for mount in &req.rootfs {
+            containerd_shim::asynchronous::util::mount_rootfs(mount, &rootfs)
+                .await
+                .map_err(|e| format!("mounting the rootfs ({}): {e}", mount.type_))?;
+            rootfs_mounted = true;
+        }
+        let result = self.prepare_guest(req, &bundle, &rootfs, &spec).await;
+        match result {
+            Ok(PreparedContainer {
+                cgroup,
+                prepared,
+                stdin_relay,
+            }) => Ok(Container {
+                id: req.id.clone(),
+                bundle,
+                pid: prepared.pid,
+                stdin_relay,
+                status: Status::Created,
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                cgroup,
+                rootfs_mounted,
+                prepared: Some(prepared),
+                exit: watch::channel(None).0,
+            }),
+            Err(message) => {
+                if rootfs_mounted {
+                    unmount(&rootfs);
+                }
+                Err(message)
+            }
+        }
+    }
+
+    async fn prepare_guest(
+        &self,
+        req: &api::CreateTaskRequest,
+        bundle: &Path,
+        rootfs: &Path,
+        spec: &Spec,
+    ) -> Result<PreparedContainer, String> {
+        let plan = self.plan(req, bundle, rootfs, spec).await?;
+        let plan_path = bundle.join(PLAN_FILE);
+        let plan_json = serde_json::to_vec(&plan).map_err(|e| e.to_string())?;
+        std::fs::write(&plan_path, plan_json)
+            .map_err(|e| format!("writing {}: {e}", plan_path.display()))?;
+
+        let linux = spec.linux().as_ref();
+        let cgroup = match linux.and_then(|l| l.cgroups_path().as_ref()) {
+            Some(path) => Some(
+                ContainerCgroup::create(
+                    &path.display().to_string(),
+                    linux.and_then(|l| l.resources().as_ref()),
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        let (stdio, stdin_relay) = open_stdio(&req.stdin, &req.stdout, &req.stderr)?;
+        let exe = self.config.exe.clone();
+        let network = plan.network.clone();
+        let cgroup_for_spawn = cgroup;
+        let (prepared, cgroup) = tokio::task::spawn_blocking(move || {
+            let result = spawn_guest(&exe, &plan_path, stdio, &network, cgroup_for_spawn.as_ref());
+            (result, cgroup_for_spawn)
+        })
+        .await
+        .map_err(|e| format!("guest setup task failed: {e}"))?;
+        match prepared {
+            Ok(prepared) => {
+                debug!(
+                    "container {}: program loaded ({})",
+                    req.id, prepared.load_outcome
+                );
+                Ok(PreparedContainer {
+                    cgroup,
+                    prepared,
+                    stdin_relay,
+                })
+            }
+            Err(e) => {
+                if let Some(cgroup) = &cgroup {
+                    remove_cgroup(cgroup).await;
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// The plan, with the program from the rootfs (`args[0]` is a path) or, when the rootfs
+    /// has no such file, from the image's wasm layer in containerd's content store.
+    async fn plan(
+        &self,
+        req: &api::CreateTaskRequest,
+        bundle: &Path,
+        rootfs: &Path,
+        spec: &Spec,
+    ) -> Result<GuestPlan, String> {
+        let cache = self.config.cache_dir.clone();
+        let from_rootfs = GuestPlan::from_spec(spec, rootfs, ProgramSource::Rootfs, cache.clone());
+        let not_in_rootfs = match from_rootfs {
+            Ok(plan) => return Ok(plan),
+            Err(e @ PlanError::Program { .. }) => e,
+            Err(e) => return Err(e.to_string()),
+        };
+        let layer =
+            match fetch_wasm_layer(&self.config.address, &self.config.namespace, &req.id).await {
+                Ok(layer) => layer,
+                Err(ContentError::NoWasmLayer { .. } | ContentError::NoImage { .. }) => {
+                    return Err(not_in_rootfs.to_string());
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+        debug!(
+            "container {}: program is wasm layer {} ({}) of {}",
+            req.id, layer.digest, layer.media_type, layer.image
+        );
+        let program = bundle.join(PROGRAM_FILE);
+        std::fs::write(&program, &layer.bytes)
+            .map_err(|e| format!("writing {}: {e}", program.display()))?;
+        GuestPlan::from_spec(spec, rootfs, ProgramSource::File(program), cache)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn cleanup(&self, container: &Container) {
+        if let Some(relay) = &container.stdin_relay {
+            relay.close();
+        }
+        if let Some(cgroup) = &container.cgroup {
+            remove_cgroup(cgroup).await;
+        }
+        if container.rootfs_mounted {
+            unmount(&container.bundle.join("rootfs"));
+        }
+        let _ = std::fs::remove_file(container.bundle.join(PLAN_FILE));
+        let _ = std::fs::remove_file(container.bundle.join(PROGRAM_FILE));
+    }
+}
+
+/// A cgroup can be removed only once the reaper has collected the guest; retry briefly.
+async fn remove_cgroup(cgroup: &ContainerCgroup) {
+    for _ in 0..50 {
+        if cgroup.delete().is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Err(e) = cgroup.delete() {
+        warn!("{e}");
+    }
+}
+
+fn unmount(target: &Path) {
+    if let Err(e) = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH) {
+        warn!("unmounting {}: {e}", target.display());
+    }
+}
+
+/// Opens containerd's FIFOs without ever blocking on a missing peer.
+///
+/// stdout/stderr are opened read-write, so the open succeeds whether or not containerd's reader
+/// is there yet; containerd sees EOF when the guest, the only writer, exits. stdin goes through
+/// a [`StdinRelay`], because the FIFO's writer may connect only after `start` and the guest
+/// must neither see a spurious EOF before that nor wait forever after it is gone.
+fn open_stdio(
+    stdin: &str,
+    stdout: &str,
+    stderr: &str,
+) -> Result<(GuestStdio, Option<StdinRelay>), String> {
+    let out = |path: &str| -> Result<Option<File>, String> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map(Some)
+            .map_err(|e| format!("opening {path}: {e}"))
+    };
+    let (guest_stdin, relay) = if stdin.is_empty() {
+        (None, None)
+    } else {
+        let (reader, relay) = StdinRelay::start(stdin)?;
+        (Some(reader), Some(relay))
+    };
+    Ok((
+        GuestStdio {
+            stdin: guest_stdin,
+            stdout: out(stdout)?,
+            stderr: out(stderr)?,
+        },
+        relay,
+    ))
+}
+
+/// Copies containerd's stdin FIFO into a pipe the guest reads, on a small thread: the
+/// thread's blocking open waits for containerd's writer, and the copy ends (closing the pipe,
+/// so the guest sees EOF) when that writer closes.
+#[derive(Debug)]
+pub struct StdinRelay {
+    fifo: String,
+}
+
+impl StdinRelay {
+    fn start(fifo: &str) -> Result<(File, StdinRelay), String> {
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("creating the stdin pipe: {e}"))?;
+        let path = fifo.to_owned();
+        std::thread::Builder::new()
+            .name("stdin-relay".to_owned())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut sink = File::from(write_end);
+                if let Ok(mut source) = File::open(&path) {
+                    let _ = std::io::copy(&mut source, &mut sink);
+                }
+            })
+            .map_err(|e| format!("starting the stdin relay: {e}"))?;
+        Ok((
+            File::from(read_end),
+            StdinRelay {
+                fifo: fifo.to_owned(),
+            },
+        ))
+    }
+
+    /// Ends the relay if containerd never connected: a writer that opens and closes at once
+    /// completes the relay's pending open and gives it EOF. Harmless when it already ended.
+    pub fn close(&self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.fifo);
+    }
+}
+
+#[async_trait]
+impl Task for Service {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        debug!("create {}", req.id);
+        if self.containers.lock().await.contains_key(&req.id) {
+            return Err(rpc_error(
+                Code::ALREADY_EXISTS,
+                format!("container {} already exists", req.id),
+            ));
+        }
+        let container = match self.create_container(&req).await {
+            Ok(c) => c,
+            Err(message) => {
+                warn!("container {}: create failed: {message}", req.id);
+                return Err(rpc_error(
+                    Code::FAILED_PRECONDITION,
+                    format!("wasmcell: {message}"),
+                ));
+            }
+        };
+        let pid = container.pid;
+        info!("container {} created, guest pid {pid}", req.id);
+        let mut containers = self.containers.lock().await;
+        containers.insert(req.id.clone(), container);
+        if let Some(exit) = self.unclaimed_exits.lock().await.remove(&pid)
+            && let Some(c) = containers.get_mut(&req.id)
+        {
+            self.record_exit(c, exit).await;
+        }
+        drop(containers);
+        let event = TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            }),
+            pid,
+            ..Default::default()
+        };
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        if !req.exec_id.is_empty() {
+            return Err(not_supported("exec"));
+        }
+        let mut containers = self.containers.lock().await;
+        let container = containers
+            .get_mut(&req.id)
+            .ok_or_else(|| not_found(&req.id))?;
+        if !container.status.can_start() {
+            return Err(rpc_error(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "container {} cannot be started: it is {:?}",
+                    req.id, container.status
+                ),
+            ));
+        }
+        let prepared = container.prepared.take().ok_or_else(|| {
+            rpc_error(Code::FAILED_PRECONDITION, "guest is not waiting for start")
+        })?;
+        prepared
+            .start()
+            .map_err(|e| rpc_error(Code::INTERNAL, format!("starting the guest: {e}")))?;
+        container.status = Status::Running;
+        let pid = container.pid;
+        info!("container {} started", req.id);
+        drop(containers);
+        let event = TaskStart {
+            container_id: req.id.clone(),
+            pid,
+            ..Default::default()
+        };
+        self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn wait(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        if !req.exec_id.is_empty() {
+            return Err(not_supported("exec"));
+        }
+        let mut receiver = {
+            let containers = self.containers.lock().await;
+            containers
+                .get(&req.id)
+                .ok_or_else(|| not_found(&req.id))?
+                .exit
+                .subscribe()
+        };
+        let exit = loop {
+            if let Some(exit) = *receiver.borrow_and_update() {
+                break exit;
+            }
+            if receiver.changed().await.is_err() {
+                return Err(rpc_error(
+                    Code::NOT_FOUND,
+                    format!("container {} was deleted", req.id),
+                ));
+            }
+        };
+        Ok(api::WaitResponse {
+            exit_status: exit.code,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        })
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        if !req.exec_id.is_empty() {
+            return Err(not_supported("exec"));
+        }
+        let containers = self.containers.lock().await;
+        let container = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        if !container.status.can_kill() {
+            return Err(rpc_error(
+                Code::NOT_FOUND,
+                format!("container {}: process already finished", req.id),
+            ));
+        }
+        let signal = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|_| {
+            rpc_error(
+                Code::INVALID_ARGUMENT,
+                format!("invalid signal {}", req.signal),
+            )
+        })?;
+        debug!("container {}: signal {signal}", req.id);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(container.pid as i32), signal).map_err(
+            |e| {
+                rpc_error(
+                    Code::INTERNAL,
+                    format!("signalling pid {}: {e}", container.pid),
+                )
+            },
+        )?;
+        Ok(api::Empty::new())
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        if !req.exec_id.is_empty() {
+            return Err(not_supported("exec"));
+        }
+        let mut containers = self.containers.lock().await;
+        let container = containers
+            .get_mut(&req.id)
+            .ok_or_else(|| not_found(&req.id))?;
+        if !container.status.can_delete() {
+            return Err(rpc_error(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "container {} is running: stop it before deleting it",
+                    req.id
+                ),
+            ));
+        }
+        if container.status == Status::Created {
+            // Never started: closing the control pipe lets the guest exit; SIGKILL makes sure.
+            container.prepared = None;
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(container.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let mut receiver = container.exit.subscribe();
+        drop(containers);
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), receiver.wait_for(Option::is_some)).await;
+        let mut containers = self.containers.lock().await;
+        let container = containers
+            .remove(&req.id)
+            .ok_or_else(|| not_found(&req.id))?;
+        drop(containers);
+        self.cleanup(&container).await;
+        let exit = container.exited().unwrap_or(Exit {
+            code: 137,
+            at: SystemTime::now(),
+        });
+        info!("container {} deleted", req.id);
+        let event = TaskDelete {
+            container_id: req.id.clone(),
+            id: req.id.clone(),
+            pid: container.pid,
+            exit_status: exit.code,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(api::DeleteResponse {
+            pid: container.pid,
+            exit_status: exit.code,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        })
+    }
+
+    async fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        if !req.exec_id.is_empty() {
+            return Err(not_supported("exec"));
+        }
+        let containers = self.containers.lock().await;
+        let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let exit = c.exited();
+        Ok(api::StateResponse {
+            id: c.id.clone(),
+            bundle: c.bundle.display().to_string(),
+            pid: c.pid,
+            status: c.status.as_task_status().into(),
+            stdin: c.stdin.clone(),
+            stdout: c.stdout.clone(),
+            stderr: c.stderr.clone(),
+            terminal: false,
+            exit_status: exit.map_or(0, |e| e.code),
+            exited_at: MessageField::from_option(exit.map(|e| timestamp(e.at))),
+            ..Default::default()
+        })
+    }
+
+    async fn pids(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        let containers = self.containers.lock().await;
+        let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let processes = if c.status == Status::Stopped {
+            Vec::new()
+        } else {
+            vec![containerd_shim::protos::types::task::ProcessInfo {
+                pid: c.pid,
+                ..Default::default()
+            }]
+        };
+        Ok(api::PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        let containers = self.containers.lock().await;
+        let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+        let cgroup = c.cgroup.as_ref().ok_or_else(|| {
+            rpc_error(
+                Code::NOT_FOUND,
+                format!("container {} has no cgroup (no linux.cgroupsPath)", req.id),
+            )
+        })?;
+        let stats = cgroup
+            .metrics()
+            .map_err(|e| rpc_error(Code::INTERNAL, e.to_string()))?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(stats),
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        let containers = self.containers.lock().await;
+        let task_pid = containers.get(&req.id).map_or(0, |c| c.pid);
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ShutdownRequest,
+    ) -> TtrpcResult<api::Empty> {
+        if self.containers.lock().await.is_empty() {
+            info!("shutting down: no containers left");
+            self.exit_signal.signal();
+        }
+        Ok(api::Empty::new())
+    }
+
+    async fn close_io(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CloseIORequest,
+    ) -> TtrpcResult<api::Empty> {
+        let containers = self.containers.lock().await;
+        if let Some(relay) = containers.get(&req.id).and_then(|c| c.stdin_relay.as_ref()) {
+            relay.close();
+        }
+        Ok(api::Empty::new())
+    }
+
+    async fn exec(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ExecProcessRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(not_supported("exec"))
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+        Err(not_supported("pause"))
+    }
+
+    async fn resume(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ResumeRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(not_supported("resume"))
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(not_supported("checkpoint"))
+    }
+
+    async fn update(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::UpdateTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(not_supported("update"))
+    }
+
+    async fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(not_supported("resize_pty (terminals)"))
+    }
+}

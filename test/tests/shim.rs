@@ -1,0 +1,452 @@
+//! `containerd-shim-wasmcell-v1` under real containerd, driven with `ctr` as a user would.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use wasmcell_tests::containerd::{Containerd, Version};
+use wasmcell_tests::{DEMO_IMAGES, demo_tar};
+
+const RUNTIME: &str = "io.containerd.wasmcell.v1";
+const IMAGE: &str = "localhost/wasmcell/demo-app:latest";
+const WASM_LAYER_IMAGE: &str = "localhost/wasmcell/demo-app-wasm-layer:latest";
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A containerd with the demo images imported.
+fn containerd_with_demo(version: Version) -> Option<Containerd> {
+    containerd_with_demo_cache(version, false)
+}
+
+fn containerd_with_demo_cache(version: Version, private_cache: bool) -> Option<Containerd> {
+    let started = if private_cache {
+        Containerd::start_with_private_cache(version)
+    } else {
+        Containerd::start(version)
+    };
+    let containerd = match started {
+        Ok(c) => c,
+        Err(reason) => {
+            if wasmcell_tests::in_ci() {
+                panic!(
+                    "CI=true and containerd {} is unavailable: {reason}",
+                    version.as_str()
+                );
+            }
+            eprintln!(
+                "\n*** SKIPPED (not CI): containerd {}: {reason} ***\n",
+                version.as_str()
+            );
+            return None;
+        }
+    };
+    for (file, _) in &DEMO_IMAGES[..2] {
+        let tar = demo_tar(file);
+        containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+    }
+    Some(containerd)
+}
+
+/// `ctr run --rm` of the demo app with `args`, feeding `stdin`.
+fn run_demo(
+    containerd: &Containerd,
+    image: &str,
+    id: &str,
+    extra: &[&str],
+    args: &[&str],
+    stdin: &[u8],
+) -> Output {
+    let mut full = vec![
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+    ];
+    full.extend(extra);
+    full.push(image);
+    full.push(id);
+    full.push(if image == IMAGE {
+        "/demo-app.wasm"
+    } else {
+        "demo-app.wasm"
+    });
+    full.extend(args);
+    containerd.ctr_with_stdin(&full, stdin)
+}
+
+fn wait_for_status(containerd: &Containerd, id: &str, status: &str) -> u32 {
+    // Generous: a cold compile in a debug build on a loaded 2-core machine takes a while.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let listed = text(&containerd.ctr(&["task", "ls"]).stdout);
+        if let Some(line) = listed
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            && line.contains(status)
+        {
+            return line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never reached {status}:\n{listed}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn guest_behaves_like_a_container(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    for image in [IMAGE, WASM_LAYER_IMAGE] {
+        let out = run_demo(&containerd, image, "echo", &[], &["echo", "hello"], b"");
+        assert_eq!(
+            text(&out.stdout),
+            "hello\n",
+            "{image}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0));
+
+        let out = run_demo(&containerd, image, "exit7", &[], &["exit", "7"], b"");
+        assert_eq!(out.status.code(), Some(7), "{image}: {}", text(&out.stderr));
+
+        let out = run_demo(&containerd, image, "trap", &[], &["trap"], b"");
+        assert_ne!(out.status.code(), Some(0));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("guest trapped") && err.contains("unreachable"),
+            "{image}: {err}"
+        );
+
+        let out = run_demo(
+            &containerd,
+            image,
+            "env",
+            &["--env", "GREETING=hi there"],
+            &["env"],
+            b"",
+        );
+        assert!(
+            text(&out.stdout).lines().any(|l| l == "GREETING=hi there"),
+            "{}",
+            text(&out.stdout)
+        );
+
+        let out = run_demo(
+            &containerd,
+            image,
+            "stdin",
+            &[],
+            &["cat", "-"],
+            b"through stdin\n",
+        );
+        assert_eq!(
+            text(&out.stdout),
+            "through stdin\n",
+            "{image}: {}",
+            text(&out.stderr)
+        );
+    }
+    // The classic image's rootfs is the container's `/`, writable, and nothing else is there.
+    let out = run_demo(&containerd, IMAGE, "ls", &[], &["ls", "/"], b"");
+    assert_eq!(text(&out.stdout), "demo-app.wasm\n");
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "write",
+        &[],
+        &["write", "/note.txt", "written"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "cat-host",
+        &[],
+        &["cat", "/etc/passwd"],
+        b"",
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a host file must not be readable"
+    );
+}
+
+#[test]
+fn guest_behaves_like_a_container_on_2_1() {
+    guest_behaves_like_a_container(Version::V2_1);
+}
+
+fn signals_and_cleanup(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    for (signal, expected) in [("SIGTERM", 143), ("SIGKILL", 137)] {
+        let id = format!("sleep-{}", signal.to_lowercase());
+        let mut child = containerd.ctr_command(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip2/wasm",
+            IMAGE,
+            &id,
+            "/demo-app.wasm",
+            "sleep",
+            "600",
+        ]);
+        let pid = wait_for_status(&containerd, &id, "RUNNING");
+        assert!(pid > 0);
+        let ps = text(&containerd.ctr_ok(&["task", "ps", &id]).into_bytes());
+        assert!(ps.contains(&pid.to_string()), "{ps}");
+        containerd.ctr_ok(&["task", "kill", "--signal", signal, &id]);
+        let status = wait_child(&mut child, Duration::from_secs(20));
+        assert_eq!(
+            status,
+            Some(expected),
+            "{signal} must end the guest with {expected}"
+        );
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "guest {pid} still alive"
+        );
+    }
+
+    // Detached: metrics, then kill, delete, and nothing left behind.
+    containerd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        IMAGE,
+        "daemon",
+        "/demo-app.wasm",
+        "sleep",
+        "600",
+    ]);
+    let pid = wait_for_status(&containerd, "daemon", "RUNNING");
+    let metrics = containerd.ctr_ok(&["task", "metrics", "daemon"]);
+    let usage = metrics
+        .lines()
+        .find(|l| l.starts_with("memory.usage_in_bytes") || l.starts_with("memory.usage "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(usage > 0, "memory usage must be non-zero:\n{metrics}");
+    containerd.ctr_ok(&["task", "kill", "daemon"]);
+    wait_for_status(&containerd, "daemon", "STOPPED");
+    containerd.ctr(&["task", "delete", "daemon"]);
+    containerd.ctr_ok(&["container", "delete", "daemon"]);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let bundle = containerd
+        .dir
+        .join("state/io.containerd.runtime.v2.task/default/daemon");
+    assert!(!bundle.exists(), "{} left behind", bundle.display());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains("/daemon/rootfs"),
+        "rootfs mount left behind"
+    );
+    for controller in ["memory", "cpu", "pids"] {
+        let cgroup = std::path::Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join("default/daemon");
+        assert!(!cgroup.exists(), "{} left behind", cgroup.display());
+    }
+}
+
+fn wait_child(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn signals_stop_guests_and_delete_cleans_up_on_2_1() {
+    signals_and_cleanup(Version::V2_1);
+}
+
+#[test]
+fn twenty_containers_at_once() {
+    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+        return;
+    };
+    // One run first, so the twenty measure starting containers rather than twenty compiles.
+    let warm = run_demo(&containerd, IMAGE, "warm", &[], &["echo", "warm"], b"");
+    assert_eq!(text(&warm.stdout), "warm\n");
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            let id = format!("many-{i}");
+            let word = format!("container-{i}");
+            let child = containerd.ctr_command_piped(&[
+                "run",
+                "--rm",
+                "--runtime",
+                RUNTIME,
+                "--platform",
+                "wasip2/wasm",
+                IMAGE,
+                &id,
+                "/demo-app.wasm",
+                "echo",
+                &word,
+            ]);
+            (word, child)
+        })
+        .collect();
+    for (word, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            text(&out.stdout),
+            format!("{word}\n"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0));
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+        return;
+    };
+    let missing = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        IMAGE,
+        "missing",
+        "/no/such.wasm",
+    ]);
+    assert_ne!(missing.status.code(), Some(0));
+    let err = text(&missing.stderr);
+    assert!(
+        err.contains("\"/no/such.wasm\"") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    // A terminal needs a pty on ctr's side; `script` gives it one.
+    let tty = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} --address {} run --rm -t --runtime {RUNTIME} --platform wasip2/wasm {IMAGE} tty /demo-app.wasm echo",
+            containerd.ctr_path().display(),
+            containerd.address().display()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = format!("{}{}", text(&tty.stdout), text(&tty.stderr));
+    assert!(
+        all.contains("terminals are not supported by wasmcell"),
+        "{all}"
+    );
+
+    // exec is refused, promptly.
+    containerd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        IMAGE,
+        "execme",
+        "/demo-app.wasm",
+        "sleep",
+        "600",
+    ]);
+    wait_for_status(&containerd, "execme", "RUNNING");
+    let exec = containerd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "x",
+        "execme",
+        "/demo-app.wasm",
+        "echo",
+    ]);
+    assert_ne!(exec.status.code(), Some(0));
+    assert!(
+        text(&exec.stderr).contains("exec is not supported by wasmcell"),
+        "{}",
+        text(&exec.stderr)
+    );
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "execme"]);
+}
+
+#[test]
+fn second_run_uses_the_compile_cache_and_survives_corruption() {
+    let Some(containerd) = containerd_with_demo_cache(Version::V2_1, true) else {
+        return;
+    };
+    let first = run_demo(&containerd, IMAGE, "c1", &[], &["echo", "one"], b"");
+    assert_eq!(text(&first.stdout), "one\n");
+    let second = run_demo(&containerd, IMAGE, "c2", &[], &["echo", "two"], b"");
+    assert_eq!(text(&second.stdout), "two\n");
+    let log = containerd.log();
+    assert!(
+        log.contains("container c1: program loaded (compiled)"),
+        "first run compiles"
+    );
+    assert!(
+        log.contains("container c2: program loaded (cache hit)"),
+        "second run must not compile"
+    );
+
+    // Corrupt every cached artifact: the run still succeeds, recompiling.
+    for entry in walk(&containerd.cache_dir()) {
+        if entry.extension().is_some_and(|e| e == "cwasm") {
+            let mut bytes = std::fs::read(&entry).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&entry, bytes).unwrap();
+        }
+    }
+    let third = run_demo(&containerd, IMAGE, "c3", &[], &["echo", "three"], b"");
+    assert_eq!(text(&third.stdout), "three\n", "{}", text(&third.stderr));
+    assert!(
+        containerd
+            .log()
+            .contains("container c3: program loaded (cache entry corrupt, recompiled)")
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
