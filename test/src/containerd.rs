@@ -298,7 +298,29 @@ impl Drop for Containerd {
             }
         }
         self.stop_daemon();
+        kill_processes_using(&self.dir);
         unmount_below(&self.dir);
+    }
+}
+
+/// SIGKILLs every process whose command line names `dir` (shims by their socket, guests by their
+/// plan in the bundle), so nothing a failed test left outlives the containerd it belonged to.
+pub fn kill_processes_using(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) && pid != std::process::id() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
     }
 }
 

@@ -20,6 +20,14 @@ fn containerd_with_demo(version: Version) -> Option<Containerd> {
 }
 
 fn containerd_with_demo_cache(version: Version, private_cache: bool) -> Option<Containerd> {
+    containerd_with_demo_images(version, &DEMO_IMAGES[..2], private_cache)
+}
+
+fn containerd_with_demo_images(
+    version: Version,
+    images: &[(&str, &str)],
+    private_cache: bool,
+) -> Option<Containerd> {
     let started = if private_cache {
         Containerd::start_with_private_cache(version)
     } else {
@@ -41,7 +49,7 @@ fn containerd_with_demo_cache(version: Version, private_cache: bool) -> Option<C
             return None;
         }
     };
-    for (file, _) in &DEMO_IMAGES[..2] {
+    for (file, _) in images {
         let tar = demo_tar(file);
         containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
     }
@@ -187,6 +195,24 @@ fn guest_behaves_like_a_container_on_2_1() {
     guest_behaves_like_a_container(Version::V2_1);
 }
 
+#[test]
+fn guest_behaves_like_a_container_on_1_7() {
+    guest_behaves_like_a_container(Version::V1_7);
+}
+
+#[test]
+fn classic_image_runs_on_1_6() {
+    // 1.6 unpacks only tar layers, so the classic image is what it can run.
+    let Some(containerd) = containerd_with_demo_images(Version::V1_6, &DEMO_IMAGES[..1], false)
+    else {
+        return;
+    };
+    let out = run_demo(&containerd, IMAGE, "echo16", &[], &["echo", "hello"], b"");
+    assert_eq!(text(&out.stdout), "hello\n", "{}", text(&out.stderr));
+    let out = run_demo(&containerd, IMAGE, "exit16", &[], &["exit", "7"], b"");
+    assert_eq!(out.status.code(), Some(7));
+}
+
 fn signals_and_cleanup(version: Version) {
     let Some(containerd) = containerd_with_demo(version) else {
         return;
@@ -285,6 +311,11 @@ fn wait_child(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
 #[test]
 fn signals_stop_guests_and_delete_cleans_up_on_2_1() {
     signals_and_cleanup(Version::V2_1);
+}
+
+#[test]
+fn signals_stop_guests_and_delete_cleans_up_on_1_7() {
+    signals_and_cleanup(Version::V1_7);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! single-threaded tokio runtime). Exec'd by the shim with `__wasmcell-guest PLAN` it is a guest
 //! process that runs exactly one wasm program — decided before any runtime or thread exists.
 
+mod bootstrap;
 mod cgroup;
 mod container;
 mod content;
@@ -43,8 +44,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    runtime.block_on(containerd_shim::asynchronous::run::<shim::WasmcellShim>(
-        shim::RUNTIME_ID,
-        None,
-    ));
+    if let Err(e) = runtime.block_on(bootstrap::run()) {
+        eprintln!("{}: {e:#}", shim::RUNTIME_ID);
+        std::process::exit(1);
+    }
 }

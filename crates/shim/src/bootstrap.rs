@@ -1,0 +1,237 @@
+//! The shim's process life, in place of the `containerd-shim` crate's `run`: the `start`,
+//! `delete` and serve actions containerd invokes.
+//!
+//! Why our own: the crate registers the task service only as `containerd.task.v3.Task` and
+//! always answers `start` with task API version 3, which containerd 1.7 refuses ("unsupported
+//! shim version (3)"). Here `start` answers with the address alone (version 2, which every
+//! containerd since 1.5 accepts) and the service is served under both the v2 and v3 names —
+//! the two APIs have the same messages — so one binary serves containerd 1.6, 1.7 and 2.x.
+//! The crate still provides flag parsing, the log FIFO, the event publisher, the exit monitor
+//! and the generated protocol.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::asynchronous::monitor::monitor_notify_by_pid;
+use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::shim_async::create_task;
+use containerd_shim::protos::ttrpc::r#async::Server;
+use containerd_shim::protos::ttrpc::r#async::transport::Listener;
+use containerd_shim::publisher::RemotePublisher;
+use log::{debug, info, warn};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::service::{Service, ServiceConfig};
+use crate::shim;
+
+const TASK_V2: &str = "containerd.task.v2.Task";
+const TASK_V3: &str = "containerd.task.v3.Task";
+
+/// Runs the action containerd asked for.
+pub async fn run() -> anyhow::Result<()> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let flags = containerd_shim::parse(&args[1..]).context("parsing the shim flags")?;
+    let bundle = if flags.bundle.is_empty() {
+        std::env::current_dir().context("reading the bundle directory")?
+    } else {
+        flags.bundle.clone().into()
+    };
+    match flags.action.as_str() {
+        "start" => start(&flags, &bundle).await,
+        "delete" => {
+            let response = shim::delete_leftovers(&bundle);
+            std::io::stdout()
+                .write_all(&response.write_to_bytes()?)
+                .context("writing the delete response")?;
+            Ok(())
+        }
+        _ if flags.info => {
+            let info = containerd_shim::protos::types::introspection::RuntimeInfo {
+                name: shim::RUNTIME_ID.to_owned(),
+                ..Default::default()
+            };
+            std::io::stdout().write_all(&info.write_to_bytes()?)?;
+            Ok(())
+        }
+        _ => serve(&flags, &bundle).await,
+    }
+}
+
+/// `start`: find or spawn the shim serving this container's group and print its address.
+async fn start(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<()> {
+    // Legacy start passes runtime options on stdin; wasmcell has none to read yet.
+    let mut ignored = Vec::new();
+    let _ = std::io::stdin().take(1 << 20).read_to_end(&mut ignored);
+    let group = shim::grouping(bundle, &flags.id);
+    let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &group);
+    if !socket_answers(&address).await {
+        let exe = std::env::current_exe().context("locating this binary")?;
+        let mut command = tokio::process::Command::new(exe);
+        command
+            .current_dir(bundle)
+            .args(["-namespace", &flags.namespace, "-id", &flags.id])
+            .args(["-address", &flags.address, "-socket", &address])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if flags.debug {
+            command.arg("-debug");
+        }
+        let mut child = command.spawn().context("spawning the shim server")?;
+        // The server closes its stdout once it listens (or found a peer already listening).
+        if let Some(mut out) = child.stdout.take() {
+            let mut sink = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut out, &mut sink).await;
+        }
+    }
+    std::fs::write(bundle.join("address"), &address).context("writing the address file")?;
+    let mut stdout = std::io::stdout();
+    stdout.write_all(address.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+async fn socket_answers(address: &str) -> bool {
+    let path = address
+        .strip_prefix("unix://")
+        .unwrap_or(address)
+        .to_owned();
+    tokio::net::UnixStream::connect(path).await.is_ok()
+}
+
+/// Binds the shim socket; `None` when another shim already serves it.
+async fn listen(address: &str) -> anyhow::Result<Option<UnixListener>> {
+    let path = Path::new(address.strip_prefix("unix://").unwrap_or(address));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match UnixListener::bind(path) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if socket_answers(address).await {
+                return Ok(None);
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale {}", path.display()))?;
+            Ok(Some(
+                UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?,
+            ))
+        }
+        Err(e) => Err(e).with_context(|| format!("binding {}", path.display())),
+    }
+}
+
+/// Tells `start` the server is up by closing our stdout (its pipe).
+fn signal_started() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(null);
+    }
+}
+
+/// The long-running server.
+async fn serve(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<()> {
+    if flags.socket.is_empty() {
+        bail!("no -socket given: containerd starts the server through `start`");
+    }
+    // Orphaned guests are re-parented to us, so the reaper below sees every exit.
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches no memory.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc != 0 {
+        warn!(
+            "cannot become a child subreaper: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    if let Err(e) = containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
+    {
+        eprintln!(
+            "{}: logging to containerd is unavailable: {e}",
+            shim::RUNTIME_ID
+        );
+    }
+    let Some(listener) = listen(&flags.socket).await? else {
+        signal_started();
+        return Ok(());
+    };
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
+    let publisher = RemotePublisher::new(&ttrpc_address)
+        .await
+        .context("connecting the event publisher")?;
+    let exit = Arc::new(ExitSignal::default());
+    let config = ServiceConfig {
+        namespace: flags.namespace.clone(),
+        address: flags.address.clone(),
+        cache_dir: shim::cache_dir(),
+        exe: std::env::current_exe().context("locating this binary")?,
+    };
+    let _ = bundle;
+    let service = Service::new(publisher, config, exit.clone()).await;
+    tokio::spawn(reap_children());
+
+    let task: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> = Arc::new(service);
+    let mut services = create_task(task.clone());
+    if let Some(v3) = create_task(task).remove(TASK_V3) {
+        services.insert(TASK_V2.to_owned(), v3);
+    }
+    let listener = Listener::try_from(listener).context("creating the ttrpc listener")?;
+    let mut server = Server::new()
+        .add_listener(listener)
+        .register_service(services);
+    server.start().await.context("starting the ttrpc server")?;
+    signal_started();
+    info!("shim serving {}", flags.socket);
+    exit.wait().await;
+    info!("shim shutting down");
+    let _ = server.shutdown().await;
+    let _ = std::fs::remove_file(
+        flags
+            .socket
+            .strip_prefix("unix://")
+            .unwrap_or(&flags.socket),
+    );
+    Ok(())
+}
+
+/// Reaps every child on SIGCHLD and reports exits (128+N for signals) to the exit monitor.
+async fn reap_children() {
+    let mut sigchld = match signal(SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot watch SIGCHLD: {e}");
+            return;
+        }
+    };
+    loop {
+        loop {
+            match waitpid(Some(Pid::from_raw(-1)), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => notify(pid.as_raw(), code).await,
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    notify(pid.as_raw(), 128 + sig as i32).await
+                }
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    warn!("waitpid: {e}");
+                    break;
+                }
+            }
+        }
+        if sigchld.recv().await.is_none() {
+            return;
+        }
+    }
+}
+
+async fn notify(pid: i32, code: i32) {
+    debug!("child {pid} exited with {code}");
+    if let Err(e) = monitor_notify_by_pid(pid, code).await {
+        warn!("reporting the exit of {pid}: {e}");
+    }
+}
