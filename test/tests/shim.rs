@@ -481,3 +481,145 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn network_is_private_unless_host_networking_is_asked_for() {
+    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        // Answer at most one connection: the --net-host run.
+        if let Ok((mut stream, _)) = listener.accept() {
+            use std::io::Write as _;
+            let _ = stream.write_all(b"hello from the host\n");
+        }
+    });
+    let target = format!("127.0.0.1:{port}");
+    let private = run_demo(&containerd, IMAGE, "netns", &[], &["connect", &target], b"");
+    assert_ne!(
+        private.status.code(),
+        Some(0),
+        "a private netns must not reach the host's loopback"
+    );
+    let host = run_demo(
+        &containerd,
+        IMAGE,
+        "nethost",
+        &["--net-host"],
+        &["connect", &target],
+        b"",
+    );
+    assert_eq!(
+        text(&host.stdout),
+        "hello from the host\n",
+        "{}",
+        text(&host.stderr)
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn memory_limit_stops_a_growing_guest() {
+    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+        return;
+    };
+    let limit = (64u64 << 20).to_string();
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "memlimit",
+        &["--memory-limit", &limit],
+        &["alloc", "256"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exceeded its memory limit"),
+        "{}",
+        text(&out.stderr)
+    );
+    let fits = run_demo(
+        &containerd,
+        IMAGE,
+        "memok",
+        &["--memory-limit", &limit],
+        &["alloc", "16"],
+        b"",
+    );
+    assert_eq!(fits.status.code(), Some(0), "{}", text(&fits.stderr));
+}
+
+#[test]
+fn a_tampered_wasm_layer_is_refused() {
+    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+        return;
+    };
+    let archive = wasmcell_oci::read_archive(
+        &demo_tar("demo-app-wasm-layer.tar"),
+        wasmcell_oci::ReadLimits::default(),
+    )
+    .unwrap();
+    let digest = archive.images[0]
+        .wasm_layer()
+        .unwrap()
+        .descriptor
+        .digest()
+        .to_string();
+    let blob = containerd
+        .dir
+        .join("root/io.containerd.content.v1.content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let out = run_demo(
+        &containerd,
+        WASM_LAYER_IMAGE,
+        "tampered",
+        &[],
+        &["echo", "x"],
+        b"",
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("digest mismatch") && err.contains(&digest),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_guest_survives_a_containerd_restart() {
+    let Some(mut containerd) = containerd_with_demo(Version::V2_1) else {
+        return;
+    };
+    containerd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        IMAGE,
+        "survivor",
+        "/demo-app.wasm",
+        "sleep",
+        "600",
+    ]);
+    let pid = wait_for_status(&containerd, "survivor", "RUNNING");
+    containerd.restart().unwrap();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the guest died with containerd"
+    );
+    assert_eq!(wait_for_status(&containerd, "survivor", "RUNNING"), pid);
+    containerd.ctr_ok(&["task", "kill", "survivor"]);
+    wait_for_status(&containerd, "survivor", "STOPPED");
+    let deleted = containerd.ctr(&["task", "delete", "survivor"]);
+    let all = format!("{}{}", text(&deleted.stdout), text(&deleted.stderr));
+    assert!(all.contains("143") || deleted.status.success(), "{all}");
+    containerd.ctr_ok(&["container", "delete", "survivor"]);
+}

@@ -69,7 +69,10 @@ pub fn main(plan_path: &Path) -> i32 {
             EXIT_TRAP
         }
         Ok(ExitStatus::MemoryLimit { limit }) => {
-            eprintln!("wasmcell: guest stopped: it exceeded its memory limit of {limit} bytes");
+            eprintln!(
+                "wasmcell: guest stopped: it exceeded its memory limit (linear memory is capped at \
+                 {limit} bytes: the container's memory limit minus room for the runtime)"
+            );
             EXIT_MEMORY_LIMIT
         }
         Err(e) => {

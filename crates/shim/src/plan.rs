@@ -53,12 +53,21 @@ pub struct GuestPlan {
     pub cwd: Option<String>,
     /// Directories the guest can reach: the rootfs at `/` and the spec's bind mounts.
     pub preopens: Vec<PlanPreopen>,
-    /// `linux.resources.memory.limit`, also enforced on wasm linear memory.
+    /// Cap on the guest's linear memory, derived from `linux.resources.memory.limit` (see
+    /// [`wasm_memory_budget`]); the cgroup enforces the limit itself.
     pub memory_limit_bytes: Option<u64>,
     /// Network placement.
     pub network: NetworkMode,
     /// Compile cache directory.
     pub cache_dir: Option<PathBuf>,
+}
+
+/// Linear memory a guest may use under a cgroup limit of `limit` bytes: the limit minus a
+/// quarter of it (at least 8 MiB, at most 64 MiB) for the guest process itself, so wasmtime
+/// stops a growing guest with a clear message before the kernel's OOM killer does silently.
+pub fn wasm_memory_budget(limit: u64) -> u64 {
+    let headroom = (limit / 4).clamp(8 << 20, 64 << 20);
+    limit.saturating_sub(headroom).max(1 << 20)
 }
 
 /// Why a spec cannot be run.
@@ -173,7 +182,7 @@ impl GuestPlan {
             .and_then(|r| r.memory().as_ref())
             .and_then(|m| m.limit())
             .filter(|&l| l > 0)
-            .map(|l| l as u64);
+            .map(|l| wasm_memory_budget(l as u64));
         let network = match linux
             .and_then(|l| l.namespaces().as_ref())
             .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network))
@@ -196,5 +205,18 @@ impl GuestPlan {
             network,
             cache_dir,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_budget_leaves_room_for_the_process() {
+        assert_eq!(wasm_memory_budget(64 << 20), 48 << 20);
+        assert_eq!(wasm_memory_budget(16 << 20), 8 << 20);
+        assert_eq!(wasm_memory_budget(1 << 30), (1 << 30) - (64 << 20));
+        assert_eq!(wasm_memory_budget(4 << 20), 1 << 20);
     }
 }

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Sum the memory of every shim-side process of one private containerd (stdlib only).
+
+    pss.py ADDRESS
+
+Shims are the processes whose command line is `containerd-shim-* … -address ADDRESS …` (the
+long-lived shim servers; the short-lived `start`/`delete` invocations are gone by the time this
+runs). Every descendant of a shim counts too: wasmcell's guest processes
+(`containerd-shim-wasmcell-v1 __wasmcell-guest PLAN`), runc's container processes. Prints one
+JSON object: process counts and Pss/Rss totals in KiB from /proc/PID/smaps_rollup, split by
+role (shim, child) and by kind (anon, file, shmem).
+"""
+
+import json
+import os
+import sys
+
+FIELDS = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem", "Private_Clean", "Private_Dirty",
+          "Shared_Clean", "Shared_Dirty")
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: fields start after the last ')'.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def rollup(pid):
+    out = dict.fromkeys(FIELDS, 0)
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in out:
+                    out[key] = int(rest.split()[0])  # kB
+    except OSError:
+        return None
+    return out
+
+
+def main():
+    address = sys.argv[1]
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    parents = {p: ppid(p) for p in pids}
+    shims = []
+    for p in pids:
+        argv = cmdline(p)
+        if (argv and os.path.basename(argv[0]).startswith("containerd-shim")
+                and "-address" in argv and address in argv
+                and "start" not in argv and "delete" not in argv):
+            shims.append(p)
+    shim_set = set(shims)
+    children = {}
+    # descendants of any shim (guests, container processes and anything they started)
+    frontier = set(shims)
+    while frontier:
+        nxt = {p for p, pp in parents.items() if pp in frontier and p not in shim_set and p not in children}
+        for p in nxt:
+            children[p] = None
+        frontier = nxt
+    result = {"shims": 0, "children": 0, "processes": 0,
+              "shim": dict.fromkeys(FIELDS, 0), "child": dict.fromkeys(FIELDS, 0),
+              "total": dict.fromkeys(FIELDS, 0), "child_commands": {}}
+    for role, group in (("shim", shims), ("child", list(children))):
+        for p in group:
+            r = rollup(p)
+            if r is None:
+                continue  # exited meanwhile
+            result["shims" if role == "shim" else "children"] += 1
+            for k in FIELDS:
+                result[role][k] += r[k]
+                result["total"][k] += r[k]
+            if role == "child":
+                argv = cmdline(p)
+                name = os.path.basename(argv[0]) if argv else "?"
+                if len(argv) > 1 and argv[1].startswith("__"):
+                    name += " " + argv[1]
+                result["child_commands"][name] = result["child_commands"].get(name, 0) + 1
+    result["processes"] = result["shims"] + result["children"]
+    json.dump(result, sys.stdout, sort_keys=True)
+    print()
+
+
+if __name__ == "__main__":
+    main()
