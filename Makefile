@@ -9,7 +9,9 @@ export WASMCELL_OCI_OUT := $(CURDIR)/target/oci
 # containerd release lines the integration tests run against (see test/fetch-containerd.sh).
 CONTAINERD_VERSIONS ?= 2.1 1.7 1.6
 
-.PHONY: help build demo-images test lint fmt clean containerd
+PREFIX ?= /usr/local
+
+.PHONY: help build demo-images demo install test lint fmt clean containerd
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,6 +22,14 @@ build: demo-images ## Build the wasmcell command and the demo images (debug).
 demo-images: ## Build demo-app and write its three OCI tars to target/oci/ (one cargo build).
 	$(CARGO) build -p demo-app --locked
 	@ls -l target/oci/*.tar
+
+demo: ## The quickstart: build, start a private containerd, run the demo images, clean up.
+	demo/run.sh
+
+install: ## Install containerd-shim-wasmcell-v1 and wasmcell into $(PREFIX)/bin (release build).
+	$(CARGO) build --release --locked -p wasmcell-shim -p wasmcell
+	install -D -m 0755 target/release/containerd-shim-wasmcell-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-wasmcell-v1
+	install -D -m 0755 target/release/wasmcell $(DESTDIR)$(PREFIX)/bin/wasmcell
 
 containerd: ## Fetch private containerd binaries (2.1, 1.7, 1.6) into the user cache; no system change.
 	@test/fetch-containerd.sh $(CONTAINERD_VERSIONS) >/dev/null

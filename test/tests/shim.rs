@@ -623,3 +623,71 @@ fn a_guest_survives_a_containerd_restart() {
     assert!(all.contains("143") || deleted.status.success(), "{all}");
     containerd.ctr_ok(&["container", "delete", "survivor"]);
 }
+
+#[test]
+fn programs_and_links_cannot_escape_the_rootfs() {
+    use wasmcell_tests::image::{Entry, write_image_tar};
+    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+        return;
+    };
+    let archive = wasmcell_oci::read_archive(
+        &demo_tar("demo-app-wasm-layer.tar"),
+        wasmcell_oci::ReadLimits::default(),
+    )
+    .unwrap();
+    let wasm = archive.images[0].wasm_layer().unwrap().bytes.clone();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("secret.txt");
+    std::fs::write(&secret, "host secret").unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let tar = temp.path().join("escape.tar");
+    let name = "localhost/test/escape:latest";
+    write_image_tar(
+        &tar,
+        name,
+        &[
+            ("app.wasm", Entry::File(wasm, 0o755)),
+            (
+                "script.sh",
+                Entry::File(b"#!/bin/sh\necho not wasm\n".to_vec(), 0o755),
+            ),
+            ("abs-link", Entry::Symlink(secret.display().to_string())),
+            (
+                "up-link",
+                Entry::Symlink(format!("../../../../../../..{}", secret.display())),
+            ),
+            (
+                "prog-link",
+                Entry::Symlink(format!("../../../../..{}", secret.display())),
+            ),
+        ],
+    );
+    containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+    let run = |id: &str, args: &[&str]| {
+        let mut full = vec![
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip2/wasm",
+            name,
+            id,
+        ];
+        full.extend(args);
+        containerd.ctr(&full)
+    };
+    for link in ["/abs-link", "/up-link"] {
+        let out = run("escape", &["/app.wasm", "cat", link]);
+        assert!(
+            !text(&out.stdout).contains("host secret"),
+            "{link} leaked the host file"
+        );
+        assert_ne!(out.status.code(), Some(0), "{link}");
+    }
+    let out = run("notwasm", &["/script.sh"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("\"/script.sh\" is not a wasm binary"), "{err}");
+    let out = run("proglink", &["/prog-link"]);
+    assert!(text(&out.stderr).contains("does not exist in the container's root filesystem"));
+}

@@ -1,0 +1,333 @@
+#!/usr/bin/env bash
+# make bench: wasmcell vs runc running a static native program, side by side, under a private
+# containerd (never a system one). Writes target/bench/report.md and report.json and prints
+# the table.
+#
+#   1. ctr run --rm latency: demo-app `echo hello` (wasmcell) vs a static C hello (runc),
+#      BENCH_WARMUP warm-up runs each, then BENCH_ITERATIONS pairs, alternating which goes first.
+#   2. PSS of every shim-side process (shims and their descendants: wasmcell guests, runc
+#      container processes) with N detached sleeping containers, N in BENCH_COUNTS.
+#
+# Knobs (environment): BENCH_CONTAINERD="1.6" (space-separated list of release lines for
+# test/fetch-containerd.sh; the first one fills report.json's top-level figures),
+# BENCH_ITERATIONS=20, BENCH_WARMUP=3, BENCH_COUNTS="1 10 50", BENCH_SKIP_BUILD=1 to reuse
+# target/release as it is.
+#
+# Needs root. Installs runc (and gcc) with apt-get if missing. Everything it starts — containerd,
+# shims, guests, runc containers, mounts, cgroups, its /tmp/wcb.* directory — is removed on exit,
+# whatever the exit path.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+BENCH_CONTAINERD=${BENCH_CONTAINERD:-1.6}
+BENCH_ITERATIONS=${BENCH_ITERATIONS:-20}
+BENCH_WARMUP=${BENCH_WARMUP:-3}
+BENCH_COUNTS=${BENCH_COUNTS:-1 10 50}
+CARGO=${CARGO:-cargo}
+export WASMCELL_OCI_OUT=${WASMCELL_OCI_OUT:-$ROOT/target/oci}
+
+OUT=$ROOT/target/bench
+BUILD=$OUT/build
+NS=wcbench
+WASM_RUNTIME=io.containerd.wasmcell.v1
+RUNC_RUNTIME=io.containerd.runc.v2
+WASM_IMAGE=localhost/wasmcell/demo-app:latest
+NATIVE_IMAGE=localhost/bench/hello:latest
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# State of the containerd currently under test; cleanup() undoes all of it.
+DIR=""        # /tmp/wcb.XXXXXX: root, state, sockets, opt, runc root, compile cache, log
+CTRD_PID=""
+BIN=""        # containerd's usr/bin
+ADDR=""       # gRPC socket
+RAW=""        # target/bench/raw/VERSION
+IDS_FILE=""   # every container id used, to find leftover shim sockets in /run/containerd/s
+
+ctr_() { "$BIN/ctr" --address "$ADDR" --namespace "$NS" "$@"; }
+
+# PIDs of every process whose command line mentions $DIR/ (containerd names its config, shims
+# the socket, guests their plan in the bundle). The `[/]` keeps grep from matching itself.
+pids_using_dir() {
+  grep -laE -- "${DIR//./\\.}[/]" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | grep -vx "$$" || true
+}
+
+# Long-lived shims of our containerd (ctr itself says --address, so anchor on a space).
+shim_count() { pgrep -f -- "containerd-shim[^ ]* .*(^| )-address $ADDR( |\$)" | wc -l; }
+
+cleanup() {
+  [ -n "$DIR" ] || return 0
+  set +e
+  log "cleaning up $DIR"
+  if [ -n "$CTRD_PID" ] && kill -0 "$CTRD_PID" 2>/dev/null; then
+    local id
+    for id in $(timeout 10 "$BIN/ctr" --address "$ADDR" -n "$NS" task ls -q 2>/dev/null); do
+      timeout 10 "$BIN/ctr" --address "$ADDR" -n "$NS" task kill -s SIGKILL "$id" >/dev/null 2>&1
+      timeout 10 "$BIN/ctr" --address "$ADDR" -n "$NS" task delete -f "$id" >/dev/null 2>&1
+    done
+    for id in $(timeout 10 "$BIN/ctr" --address "$ADDR" -n "$NS" container ls -q 2>/dev/null); do
+      timeout 10 "$BIN/ctr" --address "$ADDR" -n "$NS" container delete "$id" >/dev/null 2>&1
+    done
+    kill -TERM "$CTRD_PID" 2>/dev/null
+    local i
+    for i in $(seq 100); do kill -0 "$CTRD_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$CTRD_PID" 2>/dev/null
+    wait "$CTRD_PID" 2>/dev/null
+  fi
+  CTRD_PID=""
+  # runc containers live on without their shim: kill them through our private runc root.
+  if [ -d "$DIR/runc/$NS" ] && command -v runc >/dev/null; then
+    local c
+    for c in $(runc --root "$DIR/runc/$NS" list -q 2>/dev/null); do
+      runc --root "$DIR/runc/$NS" kill -a "$c" KILL >/dev/null 2>&1
+      runc --root "$DIR/runc/$NS" delete -f "$c" >/dev/null 2>&1
+    done
+  fi
+  local p
+  for p in $(pids_using_dir); do kill -KILL "$p" 2>/dev/null; done
+  # mounts below $DIR, deepest first
+  awk -v d="$DIR" 'index($5, d) == 1 { print length($5) "\t" $5 }' /proc/self/mountinfo \
+    | sort -rn | cut -f2- | while read -r m; do umount -l "$m" 2>/dev/null; done
+  # cgroups of our namespace (containers first, then the namespace level)
+  local cg
+  for cg in /sys/fs/cgroup/*/"$NS" /sys/fs/cgroup/"$NS"; do
+    [ -d "$cg" ] || continue
+    find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
+  # shim sockets: sha256 of ADDRESS/NAMESPACE/ID under /run/containerd/s (runc-v2 and wasmcell)
+  if [ -n "$IDS_FILE" ] && [ -f "$IDS_FILE" ]; then
+    local h
+    while read -r id; do
+      h=$(printf '%s' "$ADDR/$NS/$id" | sha256sum | cut -d' ' -f1)
+      rm -f "/run/containerd/s/$h" "/run/containerd/s/$h.debug"
+    done <"$IDS_FILE"
+  fi
+  [ -n "$RAW" ] && [ -f "$DIR/containerd.log" ] && cp "$DIR/containerd.log" "$RAW/containerd.log"
+  rm -rf "$DIR"
+  DIR=""
+  set -e
+}
+on_exit() {
+  local rc=$?
+  cleanup
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+[ "$(id -u)" = 0 ] || die "needs root (private containerd, runc)"
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  log "building release binaries and demo images"
+  "$CARGO" build --release --locked -p wasmcell-shim -p demo-app
+fi
+SHIM=$ROOT/target/release/containerd-shim-wasmcell-v1
+DEMO_TAR=$WASMCELL_OCI_OUT/demo-app-image.tar
+[ -x "$SHIM" ] || die "$SHIM missing (run without BENCH_SKIP_BUILD=1)"
+[ -f "$DEMO_TAR" ] || die "$DEMO_TAR missing"
+
+apt_install() {
+  log "installing $* with apt-get"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2 \
+    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2; }
+}
+command -v runc >/dev/null || apt_install runc
+command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || apt_install gcc libc6-dev
+command -v python3 >/dev/null || apt_install python3
+RUNC_VERSION=$(runc --version | head -1)
+
+# Static native programs and their image.
+mkdir -p "$BUILD"
+for prog in hello sleep; do
+  gcc -static -O2 -o "$BUILD/$prog.tmp" "$ROOT/bench/$prog.c"
+  mv "$BUILD/$prog.tmp" "$BUILD/$prog"
+done
+python3 "$ROOT/bench/mkimage.py" --name "$NATIVE_IMAGE" --cmd /hello \
+  --file "/hello=$BUILD/hello" --file "/sleep=$BUILD/sleep" -o "$BUILD/native-image.tar"
+
+now_us() { local t=${EPOCHREALTIME//[!0-9]/}; echo "$t"; }
+
+# run_once KIND ID: one `ctr run --rm`, prints the wall time in microseconds.
+run_once() {
+  local kind=$1 id=$2 t0 t1
+  echo "$id" >>"$IDS_FILE"
+  if [ "$kind" = wasmcell ]; then
+    t0=$(now_us)
+    ctr_ run --rm --fifo-dir "$DIR/fifo" --runtime "$WASM_RUNTIME" --platform wasip2/wasm \
+      "$WASM_IMAGE" "$id" /demo-app.wasm echo hello >"$DIR/out" 2>&1 || true
+    t1=$(now_us)
+  else
+    t0=$(now_us)
+    ctr_ run --rm --fifo-dir "$DIR/fifo" --runtime "$RUNC_RUNTIME" --runc-root "$DIR/runc" \
+      "$NATIVE_IMAGE" "$id" /hello hello >"$DIR/out" 2>&1 || true
+    t1=$(now_us)
+  fi
+  [ "$(cat "$DIR/out")" = hello ] || die "$kind run $id printed: $(cat "$DIR/out")"
+  echo $((t1 - t0))
+}
+
+# start_many KIND N: N detached sleeping containers, all RUNNING on return.
+start_many() {
+  local kind=$1 n=$2 i id running
+  for i in $(seq "$n"); do
+    id=$kind-$n-$i
+    echo "$id" >>"$IDS_FILE"
+    if [ "$kind" = wasmcell ]; then
+      ctr_ run -d --null-io --runtime "$WASM_RUNTIME" --platform wasip2/wasm \
+        "$WASM_IMAGE" "$id" /demo-app.wasm sleep 600 >/dev/null
+    else
+      ctr_ run -d --null-io --runtime "$RUNC_RUNTIME" --runc-root "$DIR/runc" \
+        "$NATIVE_IMAGE" "$id" /sleep 600 >/dev/null
+    fi
+  done
+  running=$(ctr_ task ls | awk 'NR > 1 && $3 == "RUNNING"' | wc -l)
+  [ "$running" -eq "$n" ] || { ctr_ task ls >&2; die "$kind: $running of $n tasks RUNNING"; }
+}
+
+# stop_all: SIGKILL every task, delete tasks and containers, wait until no shim-side process is
+# left.
+stop_all() {
+  local id i ids
+  ids=$(ctr_ task ls -q)
+  for id in $ids; do ctr_ task kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
+  for id in $ids; do
+    for i in $(seq 100); do
+      ctr_ task delete "$id" >/dev/null 2>&1 && break
+      [ "$i" -lt 100 ] || die "task $id cannot be deleted: $(ctr_ task ls | grep "^$id " || true)"
+      sleep 0.1
+    done
+  done
+  for id in $(ctr_ container ls -q); do ctr_ container delete "$id" >/dev/null; done
+  for i in $(seq 300); do
+    [ "$(shim_count)" -eq 0 ] && [ -z "$(pids_using_dir | grep -v "^$CTRD_PID\$" || true)" ] && return 0
+    sleep 0.1
+  done
+  pgrep -af -- "containerd-shim[^ ]* .*(^| )-address $ADDR( |\$)" >&2 || true
+  die "shim-side processes still alive 30 s after their containers were deleted"
+}
+
+write_config() {
+  local ver=$1 d=$DIR
+  if [ "${ver%%.*}" -ge 2 ]; then
+    cat >"$d/config.toml" <<EOF
+version = 3
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
+  "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.grpc.v1.sandbox-controllers",
+  "io.containerd.nri.v1.nri"]
+
+[grpc]
+  address = "$d/c.sock"
+
+[ttrpc]
+  address = "$d/c.sock.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/opt"
+EOF
+  else
+    cat >"$d/config.toml" <<EOF
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "$d/c.sock"
+
+[ttrpc]
+  address = "$d/c.sock.ttrpc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/opt"
+EOF
+  fi
+}
+
+bench_one() {
+  local ver=$1 dir
+  dir=$("$ROOT/test/fetch-containerd.sh" "$ver" | sed -n "s/^$ver=//p")
+  [ -n "$dir" ] || die "test/fetch-containerd.sh $ver printed no directory"
+  BIN=$dir/usr/bin
+  [ -x "$BIN/containerd-shim-runc-v2" ] || die "containerd $ver package has no containerd-shim-runc-v2"
+  RAW=$OUT/raw/$ver
+  rm -rf "$RAW"
+  mkdir -p "$RAW"
+
+  DIR=$(mktemp -d /tmp/wcb.XXXXXX)
+  ADDR=$DIR/c.sock
+  IDS_FILE=$DIR/ids
+  : >"$IDS_FILE"
+  mkdir -p "$DIR/cache" "$DIR/fifo" "$DIR/runc"
+  write_config "$ver"
+  log "containerd $ver: starting a private instance in $DIR"
+  PATH="$ROOT/target/release:$BIN:$PATH" WASMCELL_CACHE_DIR="$DIR/cache" \
+    "$BIN/containerd" --config "$DIR/config.toml" </dev/null >"$DIR/containerd.log" 2>&1 &
+  CTRD_PID=$!
+  local i
+  for i in $(seq 200); do
+    "$BIN/ctr" --address "$ADDR" version >/dev/null 2>&1 && break
+    kill -0 "$CTRD_PID" 2>/dev/null || { tail -30 "$DIR/containerd.log" >&2; die "containerd $ver exited"; }
+    [ "$i" -lt 200 ] || { tail -30 "$DIR/containerd.log" >&2; die "containerd $ver did not answer in 20 s"; }
+    sleep 0.1
+  done
+  ctr_ image import --all-platforms "$DEMO_TAR" >/dev/null
+  ctr_ image import "$BUILD/native-image.tar" >/dev/null
+  ctr_ image ls -q | grep -qx "$NATIVE_IMAGE" || die "$NATIVE_IMAGE not imported: $(ctr_ image ls -q)"
+
+  {
+    printf '{"containerd": "%s", "containerd_line": "%s", "runc": "%s", ' \
+      "$("$BIN/containerd" --version | awk '{print $3}')" "$ver" "$RUNC_VERSION"
+    printf '"kernel": "%s", "cpus": %s, "loadavg_start": "%s", ' \
+      "$(uname -r)" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    printf '"wasmcell_commit": "%s", "iterations": %s, "warmup": %s}\n' \
+      "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+      "$BENCH_ITERATIONS" "$BENCH_WARMUP"
+  } >"$RAW/meta.json"
+
+  # 1. latency
+  log "containerd $ver: latency, $BENCH_WARMUP warm-up + $BENCH_ITERATIONS paired runs each"
+  printf 'phase\tpair\trun\truntime\tus\n' >"$RAW/latency.tsv"
+  local us first second
+  for i in $(seq "$BENCH_WARMUP"); do
+    us=$(run_once wasmcell "warm-wasmcell-$i")
+    printf 'warmup\t%s\t1\twasmcell\t%s\n' "$i" "$us" >>"$RAW/latency.tsv"
+    us=$(run_once runc "warm-runc-$i")
+    printf 'warmup\t%s\t2\trunc\t%s\n' "$i" "$us" >>"$RAW/latency.tsv"
+  done
+  for i in $(seq "$BENCH_ITERATIONS"); do
+    if [ $((i % 2)) -eq 1 ]; then first=wasmcell second=runc; else first=runc second=wasmcell; fi
+    us=$(run_once "$first" "lat-$first-$i")
+    printf 'measure\t%s\t1\t%s\t%s\n' "$i" "$first" "$us" >>"$RAW/latency.tsv"
+    us=$(run_once "$second" "lat-$second-$i")
+    printf 'measure\t%s\t2\t%s\t%s\n' "$i" "$second" "$us" >>"$RAW/latency.tsv"
+  done
+
+  # 2. memory
+  local n kind
+  for n in $BENCH_COUNTS; do
+    for kind in wasmcell runc; do
+      log "containerd $ver: PSS, $n running $kind container(s)"
+      start_many "$kind" "$n"
+      sleep 2 # let start-up allocations settle
+      python3 "$ROOT/bench/pss.py" "$ADDR" >"$RAW/pss-$kind-$n.json"
+      stop_all
+    done
+  done
+  sed -i "s/}\$/, \"loadavg_end\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}/" "$RAW/meta.json"
+  cleanup
+}
+
+rm -f "$OUT/report.md" "$OUT/report.json"
+for ver in $BENCH_CONTAINERD; do
+  bench_one "$ver"
+done
+# shellcheck disable=SC2086
+python3 "$ROOT/bench/report.py" "$OUT" $BENCH_CONTAINERD

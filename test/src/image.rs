@@ -1,0 +1,86 @@
+//! Hand-made image tars for tests that need content `wasmcell package` refuses to write (a
+//! program that is not wasm, symlinks pointing out of the rootfs).
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// One rootfs entry.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A regular file with this content and mode.
+    File(Vec<u8>, u32),
+    /// A symlink to this target.
+    Symlink(String),
+}
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn append(builder: &mut tar::Builder<Vec<u8>>, path: &str, bytes: &[u8]) {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    builder
+        .append_data(&mut header, path, bytes)
+        .expect("tar entry");
+}
+
+/// Writes an OCI layout tar for platform wasm/wasip2 named `name`, whose single tar layer
+/// holds `entries`.
+pub fn write_image_tar(path: &Path, name: &str, entries: &[(&str, Entry)]) {
+    let mut layer = tar::Builder::new(Vec::new());
+    for (entry_path, entry) in entries {
+        let mut header = tar::Header::new_ustar();
+        match entry {
+            Entry::File(bytes, mode) => {
+                header.set_size(bytes.len() as u64);
+                header.set_mode(*mode);
+                layer
+                    .append_data(&mut header, entry_path, bytes.as_slice())
+                    .expect("file");
+            }
+            Entry::Symlink(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                header.set_mode(0o777);
+                layer
+                    .append_link(&mut header, entry_path, target)
+                    .expect("symlink");
+            }
+        }
+    }
+    let layer = layer.into_inner().expect("layer");
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "wasm", "os": "wasip2",
+        "config": {"Cmd": ["/app.wasm"]},
+        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]}
+    }))
+    .expect("config");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(&layer), "size": layer.len()}]
+    }))
+    .expect("manifest");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest(&manifest), "size": manifest.len(),
+            "platform": {"architecture": "wasm", "os": "wasip2"},
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"}
+        }]
+    }))
+    .expect("index");
+    let mut out = tar::Builder::new(Vec::new());
+    append(&mut out, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    append(&mut out, "index.json", &index);
+    for blob in [&layer, &config, &manifest] {
+        let name = format!("blobs/sha256/{}", &digest(blob)[7..]);
+        append(&mut out, &name, blob);
+    }
+    std::fs::write(path, out.into_inner().expect("tar")).expect("writing the image tar");
+}
