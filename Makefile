@@ -8,10 +8,12 @@ CARGO ?= cargo
 export WASMCELL_OCI_OUT := $(CURDIR)/target/oci
 # containerd release lines the integration tests run against (see test/fetch-containerd.sh).
 CONTAINERD_VERSIONS ?= 2.1 1.7 1.6
+# containerd release line(s) make bench runs under (1.6 matches DESIGN.md's baselines).
+BENCH_CONTAINERD ?= 1.6
 
 PREFIX ?= /usr/local
 
-.PHONY: help build demo-images demo install test lint fmt clean containerd
+.PHONY: help build demo-images demo install test lint fmt clean containerd bench
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +46,9 @@ lint: ## rustfmt check and clippy with warnings as errors.
 
 fmt: ## Format the code.
 	$(CARGO) fmt --all
+
+bench: ## Release build, then ctr run latency and PSS per container, wasmcell vs runc (root; target/bench/).
+	BENCH_CONTAINERD="$(BENCH_CONTAINERD)" CARGO="$(CARGO)" bench/run.sh
 
 clean: ## Remove build outputs (target/, including target/oci).
 	$(CARGO) clean

@@ -691,3 +691,59 @@ fn programs_and_links_cannot_escape_the_rootfs() {
     let out = run("proglink", &["/prog-link"]);
     assert!(text(&out.stderr).contains("does not exist in the container's root filesystem"));
 }
+
+fn artifact_runs_after_wasmcell_import(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+        .args([
+            "import",
+            "--address",
+            containerd.address().to_str().unwrap(),
+        ])
+        .arg("--ctr")
+        .arg(containerd.ctr_path())
+        .arg(demo_tar("demo-app-artifact.tar"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wasmcell import: {}",
+        text(&out.stderr)
+    );
+    let image = "localhost/wasmcell/demo-app-artifact:latest";
+    let out = run_demo(
+        &containerd,
+        image,
+        "artifact",
+        &[],
+        &["echo", "from an artifact"],
+        b"",
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "from an artifact\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_demo(
+        &containerd,
+        image,
+        "artifact-exit",
+        &[],
+        &["exit", "5"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(5));
+}
+
+#[test]
+fn artifact_runs_after_wasmcell_import_on_2_1() {
+    artifact_runs_after_wasmcell_import(Version::V2_1);
+}
+
+#[test]
+fn artifact_runs_after_wasmcell_import_on_1_7() {
+    artifact_runs_after_wasmcell_import(Version::V1_7);
+}

@@ -1,8 +1,10 @@
 //! `wasmcell`: the command-line tool. Packages wasm programs as OCI images and artifacts and
-//! inspects image archives; later issues add `import`, `worlds` and `containerd-config`.
+//! inspects image archives, and imports them into containerd; later issues add `worlds` and
+//! `containerd-config`.
 //!
 //! Errors go to stderr with exit status 1; usage errors exit 2 (clap's convention).
 
+mod import;
 mod inspect;
 mod package;
 
@@ -25,6 +27,9 @@ enum Command {
     /// Show what an image archive holds: references, media types, digests, sizes, and the
     /// wasm config's os, imports and exports.
     Inspect(inspect::InspectArgs),
+    /// Import an archive into containerd so `ctr run` can run it; CNCF wasm artifacts are made
+    /// runnable on the way, keeping their wasm and wasm config blobs byte-identical.
+    Import(import::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Package(args) => package::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Import(args) => import::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,4 +24,7 @@ pub use oci_spec::image::Descriptor;
 pub use read::{Archive, ArchiveFormat, Config, Image, Layer, ReadError, ReadLimits, read_archive};
 pub use wasm::{WasmInfo, WasmKind, inspect_wasm};
 pub use wasm_config::WasmConfig;
-pub use write::{PackageFormat, PackageSpec, PackageSummary, build_package, write_package};
+pub use write::{
+    PackageFormat, PackageSpec, PackageSummary, build_package, runnable_from_artifact,
+    write_package,
+};

@@ -41,6 +41,8 @@ pub const WASM_CONFIG_V0: &str = "application/vnd.wasm.config.v0+json";
 pub const ANNOTATION_CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
 /// Index annotation the OCI image-layout spec uses for the reference (we write the tag).
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Manifest annotation on an artifact made runnable: the original artifact manifest's digest.
+pub const ANNOTATION_CONVERTED_FROM: &str = "dev.wasmcell.converted-from";
 /// Standard creation-time annotation.
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 

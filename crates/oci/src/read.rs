@@ -72,6 +72,8 @@ pub struct Image {
     pub manifest: ImageManifest,
     /// The config, by kind.
     pub config: Config,
+    /// The config blob as stored (verified against its descriptor).
+    pub config_bytes: Vec<u8>,
     /// The layers, verified, in manifest order.
     pub layers: Vec<Layer>,
 }
@@ -644,6 +646,7 @@ impl Reader {
             manifest_descriptor: descriptor.clone(),
             manifest,
             config,
+            config_bytes,
             layers,
         })
     }
@@ -743,6 +746,7 @@ impl Reader {
                 manifest_descriptor: descriptor_for(mt::DOCKER_MANIFEST, &manifest_bytes),
                 manifest,
                 config: Config::Image(Box::new(config)),
+                config_bytes,
                 layers,
             });
         }

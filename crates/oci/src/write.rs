@@ -15,7 +15,9 @@ use oci_spec::image::{
 use serde::Serialize;
 
 use crate::digest::sha256_digest;
-use crate::media_types::{self as mt, ANNOTATION_CONTAINERD_IMAGE_NAME, ANNOTATION_REF_NAME};
+use crate::media_types::{
+    self as mt, ANNOTATION_CONTAINERD_IMAGE_NAME, ANNOTATION_CONVERTED_FROM, ANNOTATION_REF_NAME,
+};
 use crate::reference::{Reference, ReferenceError};
 use crate::wasm::{WasmError, WasmInfo, inspect_wasm};
 use crate::wasm_config::WasmConfig;
@@ -335,6 +337,160 @@ pub fn build_package(spec: &PackageSpec, wasm_source: &str) -> Result<Package, P
             manifest_digest,
             layer_digest,
             wasm: info,
+            tar_size: tar.len() as u64,
+        },
+        tar,
+    })
+}
+
+/// Why an artifact could not be made runnable.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnableError {
+    /// The image is not a CNCF wasm artifact.
+    #[error(
+        "image {name} is not a wasm artifact (its config is not {})",
+        mt::WASM_CONFIG_V0
+    )]
+    NotAnArtifact {
+        /// The image.
+        name: String,
+    },
+    /// The artifact has no name to store it under.
+    #[error(
+        "the artifact has no name (no io.containerd.image.name or ref.name annotation); give one with --name"
+    )]
+    Unnamed,
+    /// Building the documents failed.
+    #[error(transparent)]
+    Package(#[from] PackageError),
+}
+
+/// An artifact as an image `ctr run` accepts: an OCI image config (platform from the wasm
+/// config, no filesystem layers) and, as layers, the artifact's own wasm blob and its original
+/// wasm config blob — both byte-identical, so their digests and the validation data survive and
+/// containerd's garbage collector keeps them with the image.
+pub fn runnable_from_artifact(
+    image: &crate::read::Image,
+    name: Option<&str>,
+) -> Result<Package, RunnableError> {
+    let shown = image.names.first().cloned().unwrap_or_default();
+    let crate::read::Config::Wasm(wasm_config) = &image.config else {
+        return Err(RunnableError::NotAnArtifact { name: shown });
+    };
+    let Some(wasm_layer) = image.wasm_layer() else {
+        return Err(RunnableError::NotAnArtifact { name: shown });
+    };
+    let reference_text = name
+        .map(str::to_owned)
+        .or_else(|| {
+            image
+                .names
+                .iter()
+                .find(|n| n.contains('/') || n.contains(':'))
+                .cloned()
+        })
+        .ok_or(RunnableError::Unnamed)?;
+    let reference = Reference::parse(&reference_text).map_err(PackageError::from)?;
+    let program = format!(
+        "{}.wasm",
+        reference.repository.rsplit('/').next().unwrap_or("app")
+    );
+    let spec_error = |what| move |source| PackageError::Spec { what, source };
+    let mut blobs = Blobs::default();
+    let mut config = ImageConfigurationBuilder::default()
+        .architecture(Arch::Wasm)
+        .os(Os::Other(wasm_config.os.clone()))
+        .config(
+            ConfigBuilder::default()
+                .cmd(vec![program])
+                .build()
+                .map_err(spec_error("image config"))?,
+        )
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(Vec::<String>::new())
+                .build()
+                .map_err(spec_error("rootfs"))?,
+        );
+    if let Some(created) = &wasm_config.created {
+        config = config.created(created.clone());
+    }
+    let config = config.build().map_err(spec_error("image config"))?;
+    let config_desc = blobs.add(
+        MediaType::ImageConfig,
+        canonical_json(&config, "image config")?,
+    );
+    let wasm_desc = blobs.add(MediaType::from(mt::WASM_LAYER), wasm_layer.bytes.clone());
+    let wasm_config_desc = blobs.add(
+        MediaType::from(mt::WASM_CONFIG_V0),
+        image.config_bytes.clone(),
+    );
+    let mut annotations: BTreeMap<String, String> = image
+        .manifest
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    annotations.insert(
+        ANNOTATION_CONVERTED_FROM.to_owned(),
+        image.manifest_descriptor.digest().to_string(),
+    );
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config_desc)
+        .layers(vec![wasm_desc.clone(), wasm_config_desc])
+        .annotations(
+            annotations
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
+        .build()
+        .map_err(spec_error("manifest"))?;
+    let mut manifest_desc = blobs.add(
+        MediaType::ImageManifest,
+        canonical_json(&manifest, "manifest")?,
+    );
+    manifest_desc.set_platform(Some(platform(&wasm_config.os)?));
+    manifest_desc.set_annotations(Some(
+        [
+            (
+                ANNOTATION_CONTAINERD_IMAGE_NAME.to_owned(),
+                reference.to_string(),
+            ),
+            (ANNOTATION_REF_NAME.to_owned(), reference.tag.clone()),
+        ]
+        .into_iter()
+        .collect(),
+    ));
+    let manifest_digest = manifest_desc.digest().to_string();
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest_desc])
+        .build()
+        .map_err(spec_error("index"))?;
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    files.insert(
+        "oci-layout".to_owned(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    );
+    files.insert("index.json".to_owned(), canonical_json(&index, "index")?);
+    for (digest, bytes) in blobs.0 {
+        files.insert(blob_path(&digest), bytes);
+    }
+    let tar = layout_tar(&files, 0)?;
+    Ok(Package {
+        summary: PackageSummary {
+            reference: reference.to_string(),
+            manifest_digest,
+            layer_digest: wasm_desc.digest().to_string(),
+            wasm: wasm_layer
+                .wasm
+                .clone()
+                .ok_or(RunnableError::NotAnArtifact { name: shown })?,
             tar_size: tar.len() as u64,
         },
         tar,

@@ -757,3 +757,39 @@ fn extraction_applies_whiteouts_and_keeps_good_links() -> TestResult {
     assert!(err.is_some_and(|e| e.contains("already exists")));
     Ok(())
 }
+
+#[test]
+fn an_artifact_made_runnable_keeps_its_blobs_byte_identical() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let artifact = dir.path().join("artifact.tar");
+    write_package(&spec(PackageFormat::Artifact, component()), "x", &artifact)?;
+    let original = read_archive(&artifact, ReadLimits::default())?;
+    let package = wasmcell_oci::runnable_from_artifact(&original.images[0], None)?;
+    let runnable = dir.path().join("runnable.tar");
+    std::fs::write(&runnable, &package.tar)?;
+    let image = read_archive(&runnable, ReadLimits::default())?
+        .images
+        .remove(0);
+    assert!(
+        !image.is_artifact(),
+        "the runnable form has an image config"
+    );
+    assert_eq!(image.names[0], "localhost/test/app:v1");
+    let types: Vec<String> = image
+        .layers
+        .iter()
+        .map(|l| l.descriptor.media_type().to_string())
+        .collect();
+    assert_eq!(types, [mt::WASM_LAYER, mt::WASM_CONFIG_V0]);
+    assert_eq!(image.layers[0].bytes, original.images[0].layers[0].bytes);
+    assert_eq!(image.layers[1].bytes, original.images[0].config_bytes);
+    // Images are refused: only artifacts need this.
+    let plain = dir.path().join("plain.tar");
+    write_package(&spec(PackageFormat::Image, module()), "x", &plain)?;
+    let plain = read_archive(&plain, ReadLimits::default())?;
+    let err = wasmcell_oci::runnable_from_artifact(&plain.images[0], None)
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.is_some_and(|e| e.contains("is not a wasm artifact")));
+    Ok(())
+}

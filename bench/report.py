@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Turn bench/run.sh's raw measurements into target/bench/report.md and report.json.
+
+    report.py OUT VERSION...
+
+Reads OUT/raw/VERSION/{meta.json,latency.tsv,pss-RUNTIME-N.json} for each containerd release
+line, writes OUT/report.json (top-level figures from the first VERSION, every version under
+`by_containerd`) and OUT/report.md (one table per version), and prints the markdown.
+"""
+
+import csv
+import json
+import os
+import statistics
+import sys
+
+RUNTIMES = ("wasmcell", "runc")
+MIB = 1024.0  # smaps values are KiB
+
+# DESIGN.md §6 (containerd 1.6, this 2-core machine).
+GOALS = {
+    "latency": "ratio ≤ 1.0 (runc 124 ms; runwasi 164 ms = 1.35×)",
+    "marginal": "≤ 2 MiB (runc 2.5; runwasi 8.2)",
+    "processes": "(runc 2; runwasi 4)",
+}
+
+
+def load_version(out, ver):
+    raw = os.path.join(out, "raw", ver)
+    with open(os.path.join(raw, "meta.json")) as f:
+        meta = json.load(f)
+    lat = {r: {"warmup": [], "measure": []} for r in RUNTIMES}
+    with open(os.path.join(raw, "latency.tsv")) as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            lat[row["runtime"]][row["phase"]].append(int(row["us"]) / 1000.0)
+    pss = {r: {} for r in RUNTIMES}
+    for name in sorted(os.listdir(raw)):
+        if name.startswith("pss-") and name.endswith(".json"):
+            runtime, n = name[4:-5].rsplit("-", 1)
+            with open(os.path.join(raw, name)) as f:
+                pss[runtime][int(n)] = json.load(f)
+    return meta, lat, pss
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b else None
+
+
+def r2(x):
+    return None if x is None else round(x, 2)
+
+
+def figures(meta, lat, pss):
+    fig = {
+        "containerd_version": meta["containerd"],
+        "containerd_line": meta["containerd_line"],
+        "runc_version": meta["runc"],
+        "kernel": meta["kernel"],
+        "cpus": meta["cpus"],
+        "wasmcell_commit": meta["wasmcell_commit"],
+        "loadavg_start": meta.get("loadavg_start"),
+        "loadavg_end": meta.get("loadavg_end"),
+        "latency_iterations": len(lat["wasmcell"]["measure"]),
+    }
+    for r in RUNTIMES:
+        m = lat[r]["measure"]
+        fig[f"warm_latency_ms_median_{r}"] = r2(statistics.median(m))
+        fig[f"warm_latency_ms_min_{r}"] = r2(min(m))
+        fig[f"warm_latency_ms_max_{r}"] = r2(max(m))
+        fig[f"warm_latency_ms_all_{r}"] = [r2(x) for x in m]
+        w = lat[r]["warmup"]
+        fig[f"first_run_latency_ms_{r}"] = r2(w[0]) if w else None
+    fig["warm_latency_ratio_vs_runc"] = ratio(
+        fig["warm_latency_ms_median_wasmcell"], fig["warm_latency_ms_median_runc"])
+    # per-pair ratios (pairs alternate which runtime goes first)
+    pairs = [w / n for w, n in zip(lat["wasmcell"]["measure"], lat["runc"]["measure"])]
+    fig["warm_latency_ratio_vs_runc_median_of_pairs"] = round(statistics.median(pairs), 3) if pairs else None
+
+    counts = sorted(set(pss["wasmcell"]) & set(pss["runc"]))
+    fig["counts"] = counts
+    for r in RUNTIMES:
+        for n in counts:
+            s = pss[r][n]
+            fig[f"pss_mib_total_n{n}_{r}"] = r2(s["total"]["Pss"] / MIB)
+            fig[f"pss_mib_per_container_n{n}_{r}"] = r2(s["total"]["Pss"] / MIB / n)
+            fig[f"pss_mib_per_container_shim_n{n}_{r}"] = r2(s["shim"]["Pss"] / MIB / n)
+            fig[f"pss_mib_per_container_child_n{n}_{r}"] = r2(s["child"]["Pss"] / MIB / n)
+            fig[f"pss_mib_per_container_anon_n{n}_{r}"] = r2(s["total"]["Pss_Anon"] / MIB / n)
+            fig[f"pss_mib_per_container_file_n{n}_{r}"] = r2(s["total"]["Pss_File"] / MIB / n)
+            fig[f"rss_mib_per_container_n{n}_{r}"] = r2(s["total"]["Rss"] / MIB / n)
+            fig[f"processes_n{n}_{r}"] = s["processes"]
+            fig[f"child_commands_n{n}_{r}"] = s["child_commands"]
+        if counts:
+            top = counts[-1]
+            fig[f"processes_per_container_{r}"] = round(pss[r][top]["processes"] / top, 2)
+    lo, hi = (10, 50) if {10, 50} <= set(counts) else (counts[-2], counts[-1]) if len(counts) > 1 else (None, None)
+    fig["marginal_between"] = [lo, hi]
+    for r in RUNTIMES:
+        if lo is None:
+            fig[f"pss_marginal_mib_per_container_10_to_50_{r}"] = None
+            continue
+        d = (pss[r][hi]["total"]["Pss"] - pss[r][lo]["total"]["Pss"]) / MIB / (hi - lo)
+        fig[f"pss_marginal_mib_per_container_10_to_50_{r}"] = r2(d)
+        for role in ("shim", "child"):
+            d = (pss[r][hi][role]["Pss"] - pss[r][lo][role]["Pss"]) / MIB / (hi - lo)
+            fig[f"pss_marginal_mib_per_container_{role}_10_to_50_{r}"] = r2(d)
+    fig["pss_marginal_ratio_vs_runc"] = ratio(
+        fig["pss_marginal_mib_per_container_10_to_50_wasmcell"],
+        fig["pss_marginal_mib_per_container_10_to_50_runc"])
+    return fig
+
+
+def fmt(x, unit=""):
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.2f}{unit}"
+    return f"{x}{unit}"
+
+
+def table(fig):
+    rows = []
+
+    def row(label, w, r, goal="", rat="auto"):
+        if rat == "auto":
+            rat = ratio(w, r)
+        rows.append(f"| {label} | {fmt(w)} | {fmt(r)} | {fmt(rat) if rat is not None else '—'} | {goal} |")
+
+    row("`ctr run --rm` echo, warm, median (ms)", fig["warm_latency_ms_median_wasmcell"],
+        fig["warm_latency_ms_median_runc"], GOALS["latency"])
+    row("… min (ms)", fig["warm_latency_ms_min_wasmcell"], fig["warm_latency_ms_min_runc"])
+    row("… max (ms)", fig["warm_latency_ms_max_wasmcell"], fig["warm_latency_ms_max_runc"])
+    row("… median of per-pair ratios", None, None, "",
+        fig["warm_latency_ratio_vs_runc_median_of_pairs"])
+    row("first run, empty compile cache (ms)", fig["first_run_latency_ms_wasmcell"],
+        fig["first_run_latency_ms_runc"])
+    for n in fig["counts"]:
+        row(f"PSS per running container, N={n} (MiB)", fig[f"pss_mib_per_container_n{n}_wasmcell"],
+            fig[f"pss_mib_per_container_n{n}_runc"])
+    lo, hi = fig["marginal_between"]
+    if lo is not None:
+        row(f"PSS per added container, N={lo}→{hi} (MiB)",
+            fig["pss_marginal_mib_per_container_10_to_50_wasmcell"],
+            fig["pss_marginal_mib_per_container_10_to_50_runc"], GOALS["marginal"])
+        row("… of which shim processes (MiB)",
+            fig["pss_marginal_mib_per_container_shim_10_to_50_wasmcell"],
+            fig["pss_marginal_mib_per_container_shim_10_to_50_runc"])
+        row("… of which guest / container processes (MiB)",
+            fig["pss_marginal_mib_per_container_child_10_to_50_wasmcell"],
+            fig["pss_marginal_mib_per_container_child_10_to_50_runc"])
+    if fig["counts"]:
+        top = fig["counts"][-1]
+        row(f"processes per container (N={top})", fig["processes_per_container_wasmcell"],
+            fig["processes_per_container_runc"], GOALS["processes"])
+        row(f"RSS per container, N={top} (MiB)", fig[f"rss_mib_per_container_n{top}_wasmcell"],
+            fig[f"rss_mib_per_container_n{top}_runc"])
+        row(f"PSS anon per container, N={top} (MiB)", fig[f"pss_mib_per_container_anon_n{top}_wasmcell"],
+            fig[f"pss_mib_per_container_anon_n{top}_runc"])
+        row(f"PSS file-backed per container, N={top} (MiB)",
+            fig[f"pss_mib_per_container_file_n{top}_wasmcell"],
+            fig[f"pss_mib_per_container_file_n{top}_runc"])
+    head = [
+        f"### containerd {fig['containerd_version']} ({fig['runc_version']}, kernel {fig['kernel']}, "
+        f"{fig['cpus']} CPUs, wasmcell {fig['wasmcell_commit']})",
+        "",
+        f"Latency: {fig['latency_iterations']} paired runs after warm-up; wasmcell runs demo-app "
+        "`echo hello`, runc a static C hello. Memory: PSS summed over every shim and its "
+        "descendants (wasmcell guests; runc container processes). Load average at start / end: "
+        f"{fig['loadavg_start']} / {fig['loadavg_end']}.",
+        "",
+        "| figure | wasmcell | runc | wasmcell/runc | DESIGN goal (baseline) |",
+        "|---|---|---|---|---|",
+    ]
+    return "\n".join(head + rows) + "\n"
+
+
+def main():
+    out, versions = sys.argv[1], sys.argv[2:]
+    by = {}
+    md = ["# wasmcell bench", ""]
+    for ver in versions:
+        fig = figures(*load_version(out, ver))
+        by[ver] = fig
+        md.append(table(fig))
+    report = dict(by[versions[0]])
+    report["by_containerd"] = by
+    report["goals"] = GOALS
+    with open(os.path.join(out, "report.json.tmp"), "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
+    os.replace(os.path.join(out, "report.json.tmp"), os.path.join(out, "report.json"))
+    text = "\n".join(md)
+    with open(os.path.join(out, "report.md.tmp"), "w") as f:
+        f.write(text)
+    os.replace(os.path.join(out, "report.md.tmp"), os.path.join(out, "report.md"))
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+//! `wasmcell import`: put an archive into containerd so that `ctr run` can run it.
+//!
+//! Images go in as they are. A CNCF wasm artifact is first made runnable
+//! ([`wasmcell_oci::runnable_from_artifact`]): `ctr run` refuses its config type on every
+//! containerd version, so the artifact becomes an image whose layers are the artifact's own wasm
+//! blob and original wasm config, byte-identical. The import itself is `ctr image import`, the
+//! tool that talks to the user's containerd already.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use wasmcell_oci::{ReadLimits, read_archive, runnable_from_artifact};
+
+/// Arguments of `wasmcell import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// An OCI image-layout tar (image, wasm-layer image or CNCF wasm artifact).
+    archive: PathBuf,
+    /// Name to store an artifact under [default: the name in the archive].
+    #[arg(long, value_name = "REF")]
+    name: Option<String>,
+    /// containerd's socket.
+    #[arg(
+        long,
+        env = "CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    address: String,
+    /// containerd namespace.
+    #[arg(
+        long,
+        short = 'n',
+        env = "CONTAINERD_NAMESPACE",
+        default_value = "default"
+    )]
+    namespace: String,
+    /// The ctr binary to import with.
+    #[arg(long, default_value = "ctr")]
+    ctr: PathBuf,
+    /// Write the runnable archive here instead of importing it.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Runs `wasmcell import`.
+pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
+    let archive = read_archive(&args.archive, ReadLimits::default())?;
+    let artifacts: Vec<_> = archive.images.iter().filter(|i| i.is_artifact()).collect();
+    let temp;
+    let to_import = match artifacts.as_slice() {
+        [] => args.archive.clone(),
+        [artifact] => {
+            let package = runnable_from_artifact(artifact, args.name.as_deref())?;
+            let path = match &args.output {
+                Some(path) => path.clone(),
+                None => {
+                    temp = tempfile::Builder::new()
+                        .prefix("wasmcell-import-")
+                        .suffix(".tar")
+                        .tempfile()
+                        .context("creating a temporary file")?;
+                    temp.path().to_owned()
+                }
+            };
+            wasmcell_oci::write::write_atomically(&path, &package.tar)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "{}: artifact made runnable as {} (manifest {})",
+                args.archive.display(),
+                package.summary.reference,
+                package.summary.manifest_digest
+            );
+            path
+        }
+        _ => bail!(
+            "{} holds {} artifacts; import them one archive at a time",
+            args.archive.display(),
+            artifacts.len()
+        ),
+    };
+    if args.output.is_some() {
+        return Ok(());
+    }
+    let status = Command::new(&args.ctr)
+        .args(["--address", &args.address, "--namespace", &args.namespace])
+        .args(["image", "import", "--all-platforms"])
+        .arg(&to_import)
+        .status()
+        .with_context(|| format!("running {} (give its path with --ctr)", args.ctr.display()))?;
+    if !status.success() {
+        bail!("{} image import failed ({status})", args.ctr.display());
+    }
+    Ok(())
+}
