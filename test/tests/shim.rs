@@ -747,3 +747,99 @@ fn artifact_runs_after_wasmcell_import_on_2_1() {
 fn artifact_runs_after_wasmcell_import_on_1_7() {
     artifact_runs_after_wasmcell_import(Version::V1_7);
 }
+
+#[test]
+fn bind_mounts_appear_at_their_destination_honouring_read_only() {
+    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("greeting.txt"), "from the host\n").unwrap();
+    let src = host.path().display().to_string();
+    let ro = format!("type=bind,src={src},dst=/data,options=rbind:ro");
+    let rw = format!("type=bind,src={src},dst=/data,options=rbind:rw");
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "mount-read",
+        &["--mount", &ro],
+        &["cat", "/data/greeting.txt"],
+        b"",
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "from the host\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "mount-ro",
+        &["--mount", &ro],
+        &["write", "/data/new.txt", "x"],
+        b"",
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a read-only mount must refuse writes"
+    );
+    assert!(!host.path().join("new.txt").exists());
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "mount-rw",
+        &["--mount", &rw],
+        &["write", "/data/new.txt", "written"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("new.txt")).unwrap(),
+        "written"
+    );
+}
+
+#[test]
+fn a_listening_guest_answers_on_the_host_network() {
+    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    containerd.ctr_ok(&[
+        "run",
+        "-d",
+        "--net-host",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        IMAGE,
+        "listener",
+        "/demo-app.wasm",
+        "listen",
+        &port.to_string(),
+    ]);
+    wait_for_status(&containerd, "listener", "RUNNING");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let line = loop {
+        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let mut line = String::new();
+            use std::io::BufRead as _;
+            let _ = std::io::BufReader::new(stream).read_line(&mut line);
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the guest never listened on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(line.starts_with("hello from demo-app listener"), "{line:?}");
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "listener"]);
+}
