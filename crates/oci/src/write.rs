@@ -280,57 +280,21 @@ pub fn build_package(spec: &PackageSpec, wasm_source: &str) -> Result<Package, P
             what: "manifest",
             source,
         })?;
-    let mut manifest_desc = blobs.add(
-        MediaType::ImageManifest,
-        canonical_json(&manifest, "manifest")?,
-    );
-    manifest_desc.set_platform(Some(platform));
-    manifest_desc.set_annotations(Some(
-        [
-            (
-                ANNOTATION_CONTAINERD_IMAGE_NAME.to_owned(),
-                reference.to_string(),
-            ),
-            (ANNOTATION_REF_NAME.to_owned(), reference.tag.clone()),
-        ]
-        .into_iter()
-        .collect(),
-    ));
-    let manifest_digest = manifest_desc.digest().to_string();
-
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(vec![manifest_desc])
-        .build()
-        .map_err(|source| PackageError::Spec {
-            what: "index",
-            source,
-        })?;
-
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    files.insert(
-        "oci-layout".to_owned(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-    );
-    files.insert("index.json".to_owned(), canonical_json(&index, "index")?);
     // Docker can load the two image forms; an artifact's config is not an image config, so a
     // manifest.json would only make `docker load` fail later and less clearly.
-    if spec.format != PackageFormat::Artifact {
-        let docker = [DockerManifestEntry {
-            config: blob_path(config.digest().as_ref()),
-            repo_tags: vec![reference.to_string()],
-            layers: vec![blob_path(&layer_digest)],
-        }];
-        files.insert(
-            "manifest.json".to_owned(),
-            canonical_json(&docker, "docker manifest.json")?,
-        );
-    }
-    for (digest, bytes) in blobs.0 {
-        files.insert(blob_path(&digest), bytes);
-    }
-    let tar = layout_tar(&files, spec.created_epoch)?;
+    let docker = (spec.format != PackageFormat::Artifact).then(|| DockerManifestEntry {
+        config: blob_path(config.digest().as_ref()),
+        repo_tags: vec![reference.to_string()],
+        layers: vec![blob_path(&layer_digest)],
+    });
+    let (tar, manifest_digest) = finish_layout(
+        blobs,
+        &manifest,
+        platform,
+        &reference,
+        docker,
+        spec.created_epoch,
+    )?;
     Ok(Package {
         summary: PackageSummary {
             reference: reference.to_string(),
@@ -449,39 +413,14 @@ pub fn runnable_from_artifact(
         )
         .build()
         .map_err(spec_error("manifest"))?;
-    let mut manifest_desc = blobs.add(
-        MediaType::ImageManifest,
-        canonical_json(&manifest, "manifest")?,
-    );
-    manifest_desc.set_platform(Some(platform(&wasm_config.os)?));
-    manifest_desc.set_annotations(Some(
-        [
-            (
-                ANNOTATION_CONTAINERD_IMAGE_NAME.to_owned(),
-                reference.to_string(),
-            ),
-            (ANNOTATION_REF_NAME.to_owned(), reference.tag.clone()),
-        ]
-        .into_iter()
-        .collect(),
-    ));
-    let manifest_digest = manifest_desc.digest().to_string();
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(vec![manifest_desc])
-        .build()
-        .map_err(spec_error("index"))?;
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    files.insert(
-        "oci-layout".to_owned(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-    );
-    files.insert("index.json".to_owned(), canonical_json(&index, "index")?);
-    for (digest, bytes) in blobs.0 {
-        files.insert(blob_path(&digest), bytes);
-    }
-    let tar = layout_tar(&files, 0)?;
+    let (tar, manifest_digest) = finish_layout(
+        blobs,
+        &manifest,
+        platform(&wasm_config.os)?,
+        &reference,
+        None,
+        0,
+    )?;
     Ok(Package {
         summary: PackageSummary {
             reference: reference.to_string(),
@@ -558,6 +497,60 @@ impl Blobs {
         self.0.insert(digest, bytes);
         descriptor
     }
+}
+
+/// Stores the manifest, names it in `index.json` (containerd's and OCI's annotations) and
+/// writes the layout tar; returns the tar and the manifest digest.
+fn finish_layout(
+    mut blobs: Blobs,
+    manifest: &oci_spec::image::ImageManifest,
+    platform: Platform,
+    reference: &Reference,
+    docker: Option<DockerManifestEntry>,
+    mtime: u64,
+) -> Result<(Vec<u8>, String), PackageError> {
+    let mut manifest_desc = blobs.add(
+        MediaType::ImageManifest,
+        canonical_json(manifest, "manifest")?,
+    );
+    manifest_desc.set_platform(Some(platform));
+    manifest_desc.set_annotations(Some(
+        [
+            (
+                ANNOTATION_CONTAINERD_IMAGE_NAME.to_owned(),
+                reference.to_string(),
+            ),
+            (ANNOTATION_REF_NAME.to_owned(), reference.tag.clone()),
+        ]
+        .into_iter()
+        .collect(),
+    ));
+    let manifest_digest = manifest_desc.digest().to_string();
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest_desc])
+        .build()
+        .map_err(|source| PackageError::Spec {
+            what: "index",
+            source,
+        })?;
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    files.insert(
+        "oci-layout".to_owned(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    );
+    files.insert("index.json".to_owned(), canonical_json(&index, "index")?);
+    if let Some(docker) = docker {
+        files.insert(
+            "manifest.json".to_owned(),
+            canonical_json(&[docker], "docker manifest.json")?,
+        );
+    }
+    for (digest, bytes) in blobs.0 {
+        files.insert(blob_path(&digest), bytes);
+    }
+    Ok((layout_tar(&files, mtime)?, manifest_digest))
 }
 
 fn platform(os: &str) -> Result<Platform, PackageError> {

@@ -77,6 +77,15 @@ fn not_supported(what: &str) -> ttrpc::Error {
     )
 }
 
+/// Requests naming an exec process are refused: wasmcell runs one guest per container.
+fn refuse_exec(exec_id: &str) -> TtrpcResult<()> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(not_supported("exec"))
+    }
+}
+
 fn not_found(id: &str) -> ttrpc::Error {
     rpc_error(
         Code::NOT_FOUND,
@@ -487,9 +496,7 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        if !req.exec_id.is_empty() {
-            return Err(not_supported("exec"));
-        }
+        refuse_exec(&req.exec_id)?;
         let mut containers = self.containers.lock().await;
         let container = containers
             .get_mut(&req.id)
@@ -531,9 +538,7 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
-        if !req.exec_id.is_empty() {
-            return Err(not_supported("exec"));
-        }
+        refuse_exec(&req.exec_id)?;
         let mut receiver = {
             let containers = self.containers.lock().await;
             containers
@@ -561,9 +566,7 @@ impl Task for Service {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        if !req.exec_id.is_empty() {
-            return Err(not_supported("exec"));
-        }
+        refuse_exec(&req.exec_id)?;
         let containers = self.containers.lock().await;
         let container = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
         if !container.status.can_kill() {
@@ -595,9 +598,7 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        if !req.exec_id.is_empty() {
-            return Err(not_supported("exec"));
-        }
+        refuse_exec(&req.exec_id)?;
         let mut containers = self.containers.lock().await;
         let container = containers
             .get_mut(&req.id)
@@ -657,9 +658,7 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        if !req.exec_id.is_empty() {
-            return Err(not_supported("exec"));
-        }
+        refuse_exec(&req.exec_id)?;
         let containers = self.containers.lock().await;
         let c = containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
         let exit = c.exited();
