@@ -61,6 +61,9 @@ pub struct Containerd {
     pub version: Version,
     /// Its temp directory (root, state, sockets, log).
     pub dir: PathBuf,
+    /// The containerd namespace every `ctr` call uses: unique per instance, because the
+    /// cgroup paths `ctr` asks for (`/NAMESPACE/ID`) are host-wide.
+    pub namespace: String,
     bin: PathBuf,
     cache: PathBuf,
     child: Option<Child>,
@@ -110,8 +113,13 @@ impl Containerd {
         };
         std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
         let child = spawn_daemon(&bin, &dir, &cache)?;
+        let namespace = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "wasmcell-test".to_owned());
         let mut containerd = Containerd {
             version,
+            namespace,
             dir,
             bin,
             cache,
@@ -215,6 +223,8 @@ impl Containerd {
         Command::new(self.bin.join("ctr"))
             .arg("--address")
             .arg(self.address())
+            .arg("--namespace")
+            .arg(&self.namespace)
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("running ctr: {e}"))
@@ -242,6 +252,8 @@ impl Containerd {
         Command::new(self.ctr_path())
             .arg("--address")
             .arg(self.address())
+            .arg("--namespace")
+            .arg(&self.namespace)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -255,6 +267,8 @@ impl Containerd {
         Command::new(self.ctr_path())
             .arg("--address")
             .arg(self.address())
+            .arg("--namespace")
+            .arg(&self.namespace)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -10,6 +10,40 @@ const RUNTIME: &str = "io.containerd.wasmcell.v1";
 const IMAGE: &str = "localhost/wasmcell/demo-app:latest";
 const WASM_LAYER_IMAGE: &str = "localhost/wasmcell/demo-app-wasm-layer:latest";
 
+/// Runs a scenario against private containerd 2.1 and 1.7, as one test each.
+macro_rules! on_2_1_and_1_7 {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                fn containerd_2_1() {
+                    super::$scenario(super::Version::V2_1);
+                }
+                #[test]
+                fn containerd_1_7() {
+                    super::$scenario(super::Version::V1_7);
+                }
+            }
+        )*
+    };
+}
+
+on_2_1_and_1_7!(
+    guest_behaves_like_a_container,
+    signals_and_cleanup,
+    artifact_runs_after_wasmcell_import,
+    twenty_containers_at_once,
+    bad_input_is_refused_with_a_clear_message,
+    second_run_uses_the_compile_cache_and_survives_corruption,
+    network_is_private_unless_host_networking_is_asked_for,
+    memory_limit_stops_a_growing_guest,
+    a_tampered_wasm_layer_is_refused,
+    a_guest_survives_a_containerd_restart,
+    programs_and_links_cannot_escape_the_rootfs,
+    bind_mounts_appear_at_their_destination_honouring_read_only,
+    a_listening_guest_answers_on_the_host_network,
+);
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -191,16 +225,6 @@ fn guest_behaves_like_a_container(version: Version) {
 }
 
 #[test]
-fn guest_behaves_like_a_container_on_2_1() {
-    guest_behaves_like_a_container(Version::V2_1);
-}
-
-#[test]
-fn guest_behaves_like_a_container_on_1_7() {
-    guest_behaves_like_a_container(Version::V1_7);
-}
-
-#[test]
 fn classic_image_runs_on_1_6() {
     // 1.6 unpacks only tar layers, so the classic image is what it can run.
     let Some(containerd) = containerd_with_demo_images(Version::V1_6, &DEMO_IMAGES[..1], false)
@@ -279,7 +303,9 @@ fn signals_and_cleanup(version: Version) {
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     let bundle = containerd
         .dir
-        .join("state/io.containerd.runtime.v2.task/default/daemon");
+        .join("state/io.containerd.runtime.v2.task")
+        .join(&containerd.namespace)
+        .join("daemon");
     assert!(!bundle.exists(), "{} left behind", bundle.display());
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
@@ -289,7 +315,8 @@ fn signals_and_cleanup(version: Version) {
     for controller in ["memory", "cpu", "pids"] {
         let cgroup = std::path::Path::new("/sys/fs/cgroup")
             .join(controller)
-            .join("default/daemon");
+            .join(&containerd.namespace)
+            .join("daemon");
         assert!(!cgroup.exists(), "{} left behind", cgroup.display());
     }
 }
@@ -308,19 +335,8 @@ fn wait_child(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
     }
 }
 
-#[test]
-fn signals_stop_guests_and_delete_cleans_up_on_2_1() {
-    signals_and_cleanup(Version::V2_1);
-}
-
-#[test]
-fn signals_stop_guests_and_delete_cleans_up_on_1_7() {
-    signals_and_cleanup(Version::V1_7);
-}
-
-#[test]
-fn twenty_containers_at_once() {
-    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+fn twenty_containers_at_once(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
     // One run first, so the twenty measure starting containers rather than twenty compiles.
@@ -358,9 +374,8 @@ fn twenty_containers_at_once() {
     }
 }
 
-#[test]
-fn bad_input_is_refused_with_a_clear_message() {
-    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+fn bad_input_is_refused_with_a_clear_message(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
     let missing = containerd.ctr(&[
@@ -385,9 +400,10 @@ fn bad_input_is_refused_with_a_clear_message() {
     let tty = Command::new("script")
         .args(["-qec"])
         .arg(format!(
-            "{} --address {} run --rm -t --runtime {RUNTIME} --platform wasip2/wasm {IMAGE} tty /demo-app.wasm echo",
+            "{} --address {} --namespace {} run --rm -t --runtime {RUNTIME} --platform wasip2/wasm {IMAGE} tty /demo-app.wasm echo",
             containerd.ctr_path().display(),
-            containerd.address().display()
+            containerd.address().display(),
+            containerd.namespace
         ))
         .arg("/dev/null")
         .stdin(Stdio::null())
@@ -432,9 +448,8 @@ fn bad_input_is_refused_with_a_clear_message() {
     containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "execme"]);
 }
 
-#[test]
-fn second_run_uses_the_compile_cache_and_survives_corruption() {
-    let Some(containerd) = containerd_with_demo_cache(Version::V2_1, true) else {
+fn second_run_uses_the_compile_cache_and_survives_corruption(version: Version) {
+    let Some(containerd) = containerd_with_demo_cache(version, true) else {
         return;
     };
     let first = run_demo(&containerd, IMAGE, "c1", &[], &["echo", "one"], b"");
@@ -482,9 +497,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[test]
-fn network_is_private_unless_host_networking_is_asked_for() {
-    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+fn network_is_private_unless_host_networking_is_asked_for(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -520,9 +534,8 @@ fn network_is_private_unless_host_networking_is_asked_for() {
     server.join().unwrap();
 }
 
-#[test]
-fn memory_limit_stops_a_growing_guest() {
-    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+fn memory_limit_stops_a_growing_guest(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
     let limit = (64u64 << 20).to_string();
@@ -551,9 +564,8 @@ fn memory_limit_stops_a_growing_guest() {
     assert_eq!(fits.status.code(), Some(0), "{}", text(&fits.stderr));
 }
 
-#[test]
-fn a_tampered_wasm_layer_is_refused() {
-    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+fn a_tampered_wasm_layer_is_refused(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
     let archive = wasmcell_oci::read_archive(
@@ -591,9 +603,8 @@ fn a_tampered_wasm_layer_is_refused() {
     );
 }
 
-#[test]
-fn a_guest_survives_a_containerd_restart() {
-    let Some(mut containerd) = containerd_with_demo(Version::V2_1) else {
+fn a_guest_survives_a_containerd_restart(version: Version) {
+    let Some(mut containerd) = containerd_with_demo(version) else {
         return;
     };
     containerd.ctr_ok(&[
@@ -624,10 +635,9 @@ fn a_guest_survives_a_containerd_restart() {
     containerd.ctr_ok(&["container", "delete", "survivor"]);
 }
 
-#[test]
-fn programs_and_links_cannot_escape_the_rootfs() {
+fn programs_and_links_cannot_escape_the_rootfs(version: Version) {
     use wasmcell_tests::image::{Entry, write_image_tar};
-    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+    let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
     let archive = wasmcell_oci::read_archive(
@@ -701,6 +711,8 @@ fn artifact_runs_after_wasmcell_import(version: Version) {
             "import",
             "--address",
             containerd.address().to_str().unwrap(),
+            "--namespace",
+            &containerd.namespace,
         ])
         .arg("--ctr")
         .arg(containerd.ctr_path())
@@ -738,19 +750,8 @@ fn artifact_runs_after_wasmcell_import(version: Version) {
     assert_eq!(out.status.code(), Some(5));
 }
 
-#[test]
-fn artifact_runs_after_wasmcell_import_on_2_1() {
-    artifact_runs_after_wasmcell_import(Version::V2_1);
-}
-
-#[test]
-fn artifact_runs_after_wasmcell_import_on_1_7() {
-    artifact_runs_after_wasmcell_import(Version::V1_7);
-}
-
-#[test]
-fn bind_mounts_appear_at_their_destination_honouring_read_only() {
-    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+fn bind_mounts_appear_at_their_destination_honouring_read_only(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
     let host = tempfile::tempdir().unwrap();
@@ -801,9 +802,8 @@ fn bind_mounts_appear_at_their_destination_honouring_read_only() {
     );
 }
 
-#[test]
-fn a_listening_guest_answers_on_the_host_network() {
-    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+fn a_listening_guest_answers_on_the_host_network(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
