@@ -50,6 +50,25 @@ def rollup(pid):
     return out
 
 
+def by_mapping(pid, top=8):
+    """Pss/Rss in KiB of one process, summed per mapped path ([anon] for unnamed mappings)."""
+    sums = {}
+    name = None
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                first = line.split(None, 5)
+                if "-" in first[0] and len(first) >= 5 and ":" in first[3]:
+                    name = first[5].strip() if len(first) > 5 else "[anon]"
+                    sums.setdefault(name, {"Pss": 0, "Rss": 0})
+                elif first[0] in ("Pss:", "Rss:") and name is not None:
+                    sums[name][first[0][:-1]] += int(first[1])
+    except OSError:
+        return []
+    ranked = sorted(sums.items(), key=lambda kv: -kv[1]["Pss"])[:top]
+    return [{"mapping": k, "pss_kib": v["Pss"], "rss_kib": v["Rss"]} for k, v in ranked]
+
+
 def main():
     address = sys.argv[1]
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
@@ -89,6 +108,12 @@ def main():
                     name += " " + argv[1]
                 result["child_commands"][name] = result["child_commands"].get(name, 0) + 1
     result["processes"] = result["shims"] + result["children"]
+    # where one process of each role spends its memory
+    result["sample"] = {}
+    for role, group in (("shim", shims), ("child", sorted(children))):
+        if group:
+            result["sample"][role] = {"pid": group[0], "command": " ".join(cmdline(group[0])[:2]),
+                                      "rollup_kib": rollup(group[0]), "top_mappings": by_mapping(group[0])}
     json.dump(result, sys.stdout, sort_keys=True)
     print()
 

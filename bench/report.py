@@ -60,6 +60,7 @@ def figures(meta, lat, pss):
         "wasmcell_commit": meta["wasmcell_commit"],
         "loadavg_start": meta.get("loadavg_start"),
         "loadavg_end": meta.get("loadavg_end"),
+        "bench_seconds": meta.get("seconds"),
         "latency_iterations": len(lat["wasmcell"]["measure"]),
     }
     for r in RUNTIMES:
@@ -93,6 +94,7 @@ def figures(meta, lat, pss):
         if counts:
             top = counts[-1]
             fig[f"processes_per_container_{r}"] = round(pss[r][top]["processes"] / top, 2)
+            fig[f"sample_processes_n{top}_{r}"] = pss[r][top].get("sample", {})
     lo, hi = (10, 50) if {10, 50} <= set(counts) else (counts[-2], counts[-1]) if len(counts) > 1 else (None, None)
     fig["marginal_between"] = [lo, hi]
     for r in RUNTIMES:
@@ -171,7 +173,25 @@ def table(fig):
         "| figure | wasmcell | runc | wasmcell/runc | DESIGN goal (baseline) |",
         "|---|---|---|---|---|",
     ]
-    return "\n".join(head + rows) + "\n"
+    return "\n".join(head + rows) + "\n" + where(fig)
+
+
+def where(fig):
+    """One shim and one guest/container process at the largest N, by mapping."""
+    if not fig["counts"]:
+        return ""
+    top = fig["counts"][-1]
+    out = ["", f"Where the memory goes (one process of each kind with N={top} running; Pss KiB, "
+           "shared pages divided among every process mapping them):", ""]
+    for r in RUNTIMES:
+        for role, sample in sorted(fig.get(f"sample_processes_n{top}_{r}", {}).items(), reverse=True):
+            roll = sample.get("rollup_kib") or {}
+            maps = ", ".join(f"{m['mapping'].rsplit('/', 1)[-1]} {m['pss_kib']}"
+                             for m in sample.get("top_mappings", [])[:6])
+            out.append(f"- {r} {role} `{sample.get('command', '?')}`: Pss {roll.get('Pss', '?')} "
+                       f"(anon {roll.get('Pss_Anon', '?')}, file {roll.get('Pss_File', '?')}), "
+                       f"Rss {roll.get('Rss', '?')}; top: {maps}")
+    return "\n".join(out) + "\n"
 
 
 def main():

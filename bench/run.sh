@@ -134,8 +134,8 @@ DEMO_TAR=$WASMCELL_OCI_OUT/demo-app-image.tar
 
 apt_install() {
   log "installing $* with apt-get"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2 \
-    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2 \
+    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2; }
 }
 command -v runc >/dev/null || apt_install runc
 command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || apt_install gcc libc6-dev
@@ -252,7 +252,7 @@ EOF
 }
 
 bench_one() {
-  local ver=$1 dir
+  local ver=$1 dir started=$SECONDS
   dir=$("$ROOT/test/fetch-containerd.sh" "$ver" | sed -n "s/^$ver=//p")
   [ -n "$dir" ] || die "test/fetch-containerd.sh $ver printed no directory"
   BIN=$dir/usr/bin
@@ -321,13 +321,15 @@ bench_one() {
       stop_all
     done
   done
-  sed -i "s/}\$/, \"loadavg_end\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}/" "$RAW/meta.json"
+  sed -i "s/}\$/, \"loadavg_end\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"seconds\": $((SECONDS - started))}/" "$RAW/meta.json"
   cleanup
+  log "containerd $ver: done in $((SECONDS - started)) s"
 }
 
-rm -f "$OUT/report.md" "$OUT/report.json"
+rm -rf "$OUT/report.md" "$OUT/report.json" "$OUT/raw"
 for ver in $BENCH_CONTAINERD; do
   bench_one "$ver"
 done
 # shellcheck disable=SC2086
 python3 "$ROOT/bench/report.py" "$OUT" $BENCH_CONTAINERD
+log "wrote $OUT/report.md and $OUT/report.json (raw data in $OUT/raw/) in $SECONDS s"
