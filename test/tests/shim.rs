@@ -32,6 +32,7 @@ on_2_1_and_1_7!(
     guest_behaves_like_a_container,
     signals_and_cleanup,
     artifact_runs_after_wasmcell_import,
+    preview1_module_runs,
     twenty_containers_at_once,
     bad_input_is_refused_with_a_clear_message,
     second_run_uses_the_compile_cache_and_survives_corruption,
@@ -748,6 +749,86 @@ fn artifact_runs_after_wasmcell_import(version: Version) {
         b"",
     );
     assert_eq!(out.status.code(), Some(5));
+    let out = run_demo(&containerd, image, "artifact-trap", &[], &["trap"], b"");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("unreachable"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_demo(
+        &containerd,
+        image,
+        "artifact-env",
+        &["--env", "A=1"],
+        &["env"],
+        b"",
+    );
+    assert!(text(&out.stdout).lines().any(|l| l == "A=1"));
+    let out = run_demo(
+        &containerd,
+        image,
+        "artifact-stdin",
+        &[],
+        &["cat", "-"],
+        b"piped\n",
+    );
+    assert_eq!(text(&out.stdout), "piped\n", "{}", text(&out.stderr));
+}
+
+/// A WASI preview 1 module (demo-app built for wasm32-wasip1 by this test), packaged as a
+/// classic image with `wasmcell package`, runs like the component.
+fn preview1_module_runs(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let module = temp.path().join("demo-p1.wasm");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let source = wasmcell_tests::workspace_root().join("demo-app/src/main.rs");
+    let built = std::process::Command::new(rustc)
+        .args(["--edition", "2024", "--target", "wasm32-wasip1", "-O", "-o"])
+        .arg(&module)
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "rustc: {}", text(&built.stderr));
+    let tar = temp.path().join("p1.tar");
+    let name = "localhost/test/demo-p1:latest";
+    let packaged = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+        .args(["package", "--format", "image", "--name", name, "--module"])
+        .arg(&module)
+        .arg("-o")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(packaged.status.success(), "{}", text(&packaged.stderr));
+    containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+    let run = |id: &str, args: &[&str]| {
+        let mut full = vec![
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip1/wasm",
+            name,
+            id,
+            "/demo-p1.wasm",
+        ];
+        full.extend(args);
+        containerd.ctr(&full)
+    };
+    let out = run("p1-echo", &["echo", "from a module"]);
+    assert_eq!(
+        text(&out.stdout),
+        "from a module\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(run("p1-exit", &["exit", "7"]).status.code(), Some(7));
+    let out = run("p1-ls", &["ls", "/"]);
+    assert_eq!(text(&out.stdout), "demo-p1.wasm\n", "{}", text(&out.stderr));
 }
 
 fn bind_mounts_appear_at_their_destination_honouring_read_only(version: Version) {
