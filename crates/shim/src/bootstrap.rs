@@ -59,7 +59,7 @@ pub async fn run() -> anyhow::Result<()> {
             std::io::stdout().write_all(&info.write_to_bytes()?)?;
             Ok(())
         }
-        _ => serve(&flags, &bundle).await,
+        _ => serve(&flags).await,
     }
 }
 
@@ -135,7 +135,7 @@ fn signal_started() {
 }
 
 /// The long-running server.
-async fn serve(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<()> {
+async fn serve(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
     if flags.socket.is_empty() {
         bail!("no -socket given: containerd starts the server through `start`");
     }
@@ -171,7 +171,6 @@ async fn serve(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<
         cache_dir: shim::cache_dir(),
         exe: std::env::current_exe().context("locating this binary")?,
     };
-    let _ = bundle;
     let service = Service::new(publisher, config, exit.clone()).await;
     tokio::spawn(reap_children());
 
