@@ -220,11 +220,7 @@ impl Containerd {
 
     /// Runs `ctr --address … ARGS`.
     pub fn ctr(&self, args: &[&str]) -> Output {
-        Command::new(self.bin.join("ctr"))
-            .arg("--address")
-            .arg(self.address())
-            .arg("--namespace")
-            .arg(&self.namespace)
+        self.ctr_base()
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("running ctr: {e}"))
@@ -249,32 +245,33 @@ impl Containerd {
 
     /// Starts `ctr … ARGS` with piped stdio, not waiting for it.
     pub fn ctr_command_piped(&self, args: &[&str]) -> Child {
-        Command::new(self.ctr_path())
-            .arg("--address")
-            .arg(self.address())
-            .arg("--namespace")
-            .arg(&self.namespace)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("running ctr: {e}"))
+        self.spawn_ctr(args, Stdio::piped)
     }
 
     /// Starts `ctr … ARGS` with stdio discarded, not waiting for it.
     pub fn ctr_command(&self, args: &[&str]) -> Child {
-        Command::new(self.ctr_path())
+        self.spawn_ctr(args, Stdio::null)
+    }
+
+    fn spawn_ctr(&self, args: &[&str], stdio: fn() -> Stdio) -> Child {
+        self.ctr_base()
+            .args(args)
+            .stdin(stdio())
+            .stdout(stdio())
+            .stderr(stdio())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running ctr: {e}"))
+    }
+
+    /// `ctr` pointed at this instance and its namespace.
+    fn ctr_base(&self) -> Command {
+        let mut command = Command::new(self.ctr_path());
+        command
             .arg("--address")
             .arg(self.address())
             .arg("--namespace")
-            .arg(&self.namespace)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("running ctr: {e}"))
+            .arg(&self.namespace);
+        command
     }
 
     /// Runs `ctr` and returns stdout, failing the test (with containerd's log) on error.

@@ -92,13 +92,7 @@ pub(crate) fn run_module(
     module: &Module,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
-    let runtime = wasi_runtime()?;
-    let status = {
-        let _entered = runtime.enter();
-        run_module_inner(engine, module, spec)
-    };
-    runtime.shutdown_background();
-    status
+    in_wasi_runtime(|| run_module_inner(engine, module, spec))
 }
 
 fn run_module_inner(
@@ -160,10 +154,17 @@ pub(crate) fn run_component(
     component: &Component,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
+    in_wasi_runtime(|| run_component_inner(engine, component, spec))
+}
+
+/// Runs `run` inside a fresh wasi runtime (see [`wasi_runtime`]), shut down without waiting.
+fn in_wasi_runtime(
+    run: impl FnOnce() -> Result<ExitStatus, EngineError>,
+) -> Result<ExitStatus, EngineError> {
     let runtime = wasi_runtime()?;
     let status = {
         let _entered = runtime.enter();
-        run_component_inner(engine, component, spec)
+        run()
     };
     runtime.shutdown_background();
     status
