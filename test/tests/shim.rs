@@ -33,6 +33,7 @@ on_2_1_and_1_7!(
     signals_and_cleanup,
     artifact_runs_after_wasmcell_import,
     preview1_module_runs,
+    unsatisfiable_imports_fail_at_create,
     twenty_containers_at_once,
     bad_input_is_refused_with_a_clear_message,
     second_run_uses_the_compile_cache_and_survives_corruption,
@@ -923,4 +924,48 @@ fn a_listening_guest_answers_on_the_host_network(version: Version) {
     };
     assert!(line.starts_with("hello from demo-app listener"), "{line:?}");
     containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "listener"]);
+}
+
+/// A component importing an interface this host lacks fails `ctr run` at task creation, with
+/// the import named, instead of failing after start.
+fn unsatisfiable_imports_fail_at_create(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let module = temp.path().join("kv.wasm");
+    let wasm = wat::parse_str(
+        r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "open" (func)))))"#,
+    )
+    .unwrap();
+    std::fs::write(&module, wasm).unwrap();
+    let tar = temp.path().join("kv.tar");
+    let name = "localhost/test/keyvalue:latest";
+    let packaged = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+        .args(["package", "--format", "image", "--name", name, "--module"])
+        .arg(&module)
+        .arg("-o")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(packaged.status.success(), "{}", text(&packaged.stderr));
+    containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        name,
+        "kv",
+        "/kv.wasm",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("failed to create shim task")
+            && err.contains("wasi:keyvalue/store@0.2.0-draft"),
+        "{err}"
+    );
 }

@@ -69,6 +69,14 @@ pub enum EngineError {
         #[source]
         source: BoxError,
     },
+    /// The program imports something this host does not provide (or with another type).
+    #[error("the {kind} cannot run on this host: {message}")]
+    Unsatisfied {
+        /// "module" or "component".
+        kind: &'static str,
+        /// wasmtime's type-check message, naming the import.
+        message: String,
+    },
     /// A preopened directory could not be opened on the host.
     #[error("cannot preopen host directory {host} as {guest}")]
     Preopen {

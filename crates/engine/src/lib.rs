@@ -191,6 +191,13 @@ impl WasmEngine {
         Ok((program, outcome))
     }
 
+    /// Checks that this host provides every import of `program`, with matching types, using
+    /// the same linker [`WasmEngine::run`] uses (semver-aware for components: an import of
+    /// `@0.2.0` is satisfied by the host's `@0.2.x`). Nothing is instantiated.
+    pub fn check_imports(&self, program: &Program) -> Result<(), EngineError> {
+        run::check_imports(&self.engine, program)
+    }
+
     /// Runs `program` to completion on the current thread and returns how the guest ended.
     /// Errors are reserved for failures to start it (bad preopen, missing import, missing
     /// entry point, ...).

@@ -101,13 +101,7 @@ fn run_module_inner(
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
     const KIND: &str = "module";
-    let mut linker: Linker<ModuleState> = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi).map_err(|e| {
-        EngineError::Link {
-            world: "preview1",
-            source: e.into(),
-        }
-    })?;
+    let linker = module_linker(engine)?;
     let state = ModuleState {
         wasi: wasi_builder(spec)?.build_p1(),
         limits: GuestLimits::new(spec.memory_limit_bytes),
@@ -157,6 +151,54 @@ pub(crate) fn run_component(
     in_wasi_runtime(|| run_component_inner(engine, component, spec))
 }
 
+/// The preview1 linker every module runs with.
+fn module_linker(engine: &Engine) -> Result<Linker<ModuleState>, EngineError> {
+    let mut linker: Linker<ModuleState> = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi).map_err(|e| {
+        EngineError::Link {
+            world: "preview1",
+            source: e.into(),
+        }
+    })?;
+    Ok(linker)
+}
+
+/// The WASI 0.2 linker every component runs with.
+fn component_linker(
+    engine: &Engine,
+) -> Result<wasmtime::component::Linker<ComponentState>, EngineError> {
+    let mut linker = wasmtime::component::Linker::<ComponentState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| EngineError::Link {
+        world: "0.2",
+        source: e.into(),
+    })?;
+    Ok(linker)
+}
+
+/// Type-checks every import of `program` against the linker it would run with
+/// (`instantiate_pre`, semver-aware for components), without instantiating anything.
+pub(crate) fn check_imports(engine: &Engine, program: &crate::Program) -> Result<(), EngineError> {
+    let unsatisfied = |kind: &'static str| {
+        move |e: wasmtime::Error| EngineError::Unsatisfied {
+            kind,
+            message: format!("{e:#}"),
+        }
+    };
+    match program {
+        crate::Program::Module(module) => {
+            module_linker(engine)?
+                .instantiate_pre(module)
+                .map_err(unsatisfied("module"))?;
+        }
+        crate::Program::Component(component) => {
+            component_linker(engine)?
+                .instantiate_pre(component)
+                .map_err(unsatisfied("component"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs `run` inside a fresh wasi runtime (see [`wasi_runtime`]), shut down without waiting.
 fn in_wasi_runtime(
     run: impl FnOnce() -> Result<ExitStatus, EngineError>,
@@ -176,11 +218,7 @@ fn run_component_inner(
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
     const KIND: &str = "component";
-    let mut linker = wasmtime::component::Linker::<ComponentState>::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| EngineError::Link {
-        world: "0.2",
-        source: e.into(),
-    })?;
+    let linker = component_linker(engine)?;
     let state = ComponentState {
         wasi: wasi_builder(spec)?.build(),
         table: ResourceTable::new(),

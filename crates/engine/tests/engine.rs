@@ -678,3 +678,37 @@ fn component_cache_round_trip() -> TestResult {
     assert_eq!(out.stdout(), "cached\n");
     Ok(())
 }
+
+#[test]
+fn imports_the_host_lacks_are_refused_before_instantiation()
+-> Result<(), Box<dyn std::error::Error>> {
+    let engine = WasmEngine::new(EngineOptions::default())?;
+    let load = |wat_text: &str| -> Result<Program, Box<dyn std::error::Error>> {
+        Ok(engine.load(&wat::parse_str(wat_text)?)?.0)
+    };
+    let refusal = |program: &Program| engine.check_imports(program).err().map(|e| e.to_string());
+    let keyvalue = load(
+        r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "open" (func)))))"#,
+    )?;
+    let err = refusal(&keyvalue).unwrap_or_default();
+    assert!(err.contains("wasi:keyvalue/store@0.2.0-draft"), "{err}");
+    let environment = |version: &str| {
+        format!(
+            r#"(component (import "wasi:cli/environment@{version}" (instance (export "get-environment" (func (result (list (tuple string string))))))))"#
+        )
+    };
+    let err = refusal(&load(&environment("0.3.0"))?).unwrap_or_default();
+    assert!(err.contains("wasi:cli/environment@0.3.0"), "{err}");
+    assert_eq!(
+        refusal(&load(&environment("0.2.0"))?),
+        None,
+        "0.2.0 is satisfied by 0.2.x"
+    );
+    let err = refusal(&load(r#"(module (import "env" "foo" (func)))"#)?).unwrap_or_default();
+    assert!(err.contains("env") && err.contains("foo"), "{err}");
+    let p1 = load(
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32))) (memory (export "memory") 1))"#,
+    )?;
+    assert_eq!(refusal(&p1), None, "preview1 is provided");
+    Ok(())
+}

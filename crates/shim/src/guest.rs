@@ -110,6 +110,10 @@ fn prepare(plan_path: &Path) -> Result<Prepared, String> {
     let (program, outcome) = engine
         .load(&bytes)
         .map_err(|e| format!("program {:?}: {e}", plan.args.first().map_or("", |a| a)))?;
+    // Refuse at create, naming the import, rather than failing after start.
+    engine
+        .check_imports(&program)
+        .map_err(|e| format!("program {:?}: {e}", plan.args.first().map_or("", |a| a)))?;
     let spec = RunSpec {
         args: plan.args.clone(),
         env: plan.env.clone(),
