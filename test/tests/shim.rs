@@ -121,6 +121,25 @@ fn run_demo(
     containerd.ctr_with_stdin(&full, stdin)
 }
 
+/// Packages `module` as a classic image named `name` with `wasmcell package` (written to
+/// `tar`) and imports it into `containerd`.
+fn package_and_import(
+    containerd: &Containerd,
+    module: &std::path::Path,
+    name: &str,
+    tar: &std::path::Path,
+) {
+    let packaged = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+        .args(["package", "--format", "image", "--name", name, "--module"])
+        .arg(module)
+        .arg("-o")
+        .arg(tar)
+        .output()
+        .unwrap();
+    assert!(packaged.status.success(), "{}", text(&packaged.stderr));
+    containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+}
+
 fn wait_for_status(containerd: &Containerd, id: &str, status: &str) -> u32 {
     // Generous: a cold compile in a debug build on a loaded 2-core machine takes a while.
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -796,15 +815,7 @@ fn preview1_module_runs(version: Version) {
     assert!(built.status.success(), "rustc: {}", text(&built.stderr));
     let tar = temp.path().join("p1.tar");
     let name = "localhost/test/demo-p1:latest";
-    let packaged = std::process::Command::new(wasmcell_tests::wasmcell_bin())
-        .args(["package", "--format", "image", "--name", name, "--module"])
-        .arg(&module)
-        .arg("-o")
-        .arg(&tar)
-        .output()
-        .unwrap();
-    assert!(packaged.status.success(), "{}", text(&packaged.stderr));
-    containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+    package_and_import(&containerd, &module, name, &tar);
     let run = |id: &str, args: &[&str]| {
         let mut full = vec![
             "run",
@@ -941,15 +952,7 @@ fn unsatisfiable_imports_fail_at_create(version: Version) {
     std::fs::write(&module, wasm).unwrap();
     let tar = temp.path().join("kv.tar");
     let name = "localhost/test/keyvalue:latest";
-    let packaged = std::process::Command::new(wasmcell_tests::wasmcell_bin())
-        .args(["package", "--format", "image", "--name", name, "--module"])
-        .arg(&module)
-        .arg("-o")
-        .arg(&tar)
-        .output()
-        .unwrap();
-    assert!(packaged.status.success(), "{}", text(&packaged.stderr));
-    containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+    package_and_import(&containerd, &module, name, &tar);
     let out = containerd.ctr(&[
         "run",
         "--rm",
