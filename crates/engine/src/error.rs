@@ -69,7 +69,15 @@ pub enum EngineError {
         #[source]
         source: BoxError,
     },
-    /// The program imports something this host does not provide (or with another type).
+    /// Imports the host does not provide by name, or that the operator's policy denies; every
+    /// one is listed.
+    #[error("the {kind} cannot run on this host: {refusal}")]
+    Refused {
+        /// "module" or "component".
+        kind: &'static str,
+        refusal: crate::host::Refusal,
+    },
+    /// An import the host provides by name, but with another type.
     #[error("the {kind} cannot run on this host: {message}")]
     Unsatisfied {
         /// "module" or "component".

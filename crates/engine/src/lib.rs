@@ -13,6 +13,7 @@
 mod cache;
 pub mod config;
 mod error;
+pub mod host;
 mod run;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use wasmtime::component::Component;
 
 use cache::{Cache, Kind, Lookup};
 pub use error::{BoxError, EngineError};
+pub use host::{Policy, World};
 pub use run::{ExitStatus, Preopen, RunSpec, Stdio};
 
 /// How to build a [`WasmEngine`]. The default has no disk cache.
@@ -191,11 +193,41 @@ impl WasmEngine {
         Ok((program, outcome))
     }
 
-    /// Checks that this host provides every import of `program`, with matching types, using
-    /// the same linker [`WasmEngine::run`] uses (semver-aware for components: an import of
-    /// `@0.2.0` is satisfied by the host's `@0.2.x`). Nothing is instantiated.
-    pub fn check_imports(&self, program: &Program) -> Result<(), EngineError> {
-        run::check_imports(&self.engine, program)
+    /// Checks that this host provides every import of `program` and `policy` allows it: by
+    /// name first, reporting every refused import ([`EngineError::Refused`]), then by type
+    /// with the same linker [`WasmEngine::run`] uses (semver-aware for components: an import
+    /// of `@0.2.0` is satisfied by the host's `@0.2.x`). Nothing is instantiated.
+    pub fn check_imports(&self, program: &Program, policy: &Policy) -> Result<(), EngineError> {
+        run::check_imports(&self.engine, program, policy)
+    }
+
+    /// The top-level import names of `program`: `ns:pkg/iface@version` for components,
+    /// `module.function` for modules, in the program's order.
+    pub fn imports(&self, program: &Program) -> Vec<String> {
+        match program {
+            Program::Module(module) => module
+                .imports()
+                .map(|i| format!("{}.{}", i.module(), i.name()))
+                .collect(),
+            Program::Component(component) => run::component_import_names(&self.engine, component),
+        }
+    }
+
+    /// The worlds this host runs guests in, from the linkers [`WasmEngine::run`] uses: the
+    /// WASI 0.2 command world for components, and `wasi_snapshot_preview1` for modules.
+    pub fn worlds(&self) -> Result<Vec<World>, EngineError> {
+        let preview1 = run::preview1_functions(&self.engine)?;
+        Ok(vec![
+            host::component_world(),
+            World {
+                name: host::PREVIEW1_MODULE.to_owned(),
+                kind: "module",
+                provides: preview1
+                    .into_iter()
+                    .map(|f| format!("{}.{f}", host::PREVIEW1_MODULE))
+                    .collect(),
+            },
+        ])
     }
 
     /// Runs `program` to completion on the current thread and returns how the guest ended.

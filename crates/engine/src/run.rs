@@ -17,6 +17,7 @@ use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::EngineError;
+use crate::host::{self, Policy, Refusal, Refused, RefusedBecause};
 
 /// What to run a program with. `RunSpec::default()` is: no arguments, empty environment, no
 /// preopens, no cwd, unlimited memory, no network, `_start` (modules) or `wasi:cli/run`
@@ -175,9 +176,14 @@ fn component_linker(
     Ok(linker)
 }
 
-/// Type-checks every import of `program` against the linker it would run with
+/// Checks every import of `program` against what the host provides and `policy`: first by
+/// name, listing every refusal ([`host`]), then by type against the linker it would run with
 /// (`instantiate_pre`, semver-aware for components), without instantiating anything.
-pub(crate) fn check_imports(engine: &Engine, program: &crate::Program) -> Result<(), EngineError> {
+pub(crate) fn check_imports(
+    engine: &Engine,
+    program: &crate::Program,
+    policy: &Policy,
+) -> Result<(), EngineError> {
     let unsatisfied = |kind: &'static str| {
         move |e: wasmtime::Error| EngineError::Unsatisfied {
             kind,
@@ -186,17 +192,91 @@ pub(crate) fn check_imports(engine: &Engine, program: &crate::Program) -> Result
     };
     match program {
         crate::Program::Module(module) => {
-            module_linker(engine)?
+            let linker = module_linker(engine)?;
+            let provided = preview1_functions_of(engine, &linker);
+            let refused: Vec<Refused> = module
+                .imports()
+                .filter_map(|import| {
+                    let (module_name, name) = (import.module(), import.name());
+                    let reason = if module_name != host::PREVIEW1_MODULE {
+                        RefusedBecause::NotProvided {
+                            instead: vec![format!("{}.*", host::PREVIEW1_MODULE)],
+                        }
+                    } else if !provided.iter().any(|f| f == name) {
+                        RefusedBecause::NotProvided { instead: vec![] }
+                    } else {
+                        let pattern = policy.denies_module_import(module_name, name)?;
+                        RefusedBecause::Denied {
+                            pattern: pattern.to_owned(),
+                            source: policy.source.clone(),
+                        }
+                    };
+                    Some(Refused {
+                        import: format!("{module_name}.{name}"),
+                        reason,
+                    })
+                })
+                .collect();
+            if !refused.is_empty() {
+                return Err(EngineError::Refused {
+                    kind: "module",
+                    refusal: Refusal {
+                        refused,
+                        world: host::PREVIEW1_MODULE.to_owned(),
+                    },
+                });
+            }
+            linker
                 .instantiate_pre(module)
                 .map_err(unsatisfied("module"))?;
         }
         crate::Program::Component(component) => {
+            let names = component_import_names(engine, component);
+            host::check_component_names(names.iter().map(String::as_str), policy).map_err(
+                |refusal| EngineError::Refused {
+                    kind: "component",
+                    refusal,
+                },
+            )?;
             component_linker(engine)?
                 .instantiate_pre(component)
                 .map_err(unsatisfied("component"))?;
         }
     }
     Ok(())
+}
+
+/// The top-level import names of `component`, in its order.
+pub(crate) fn component_import_names(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// The preview 1 function names the module linker defines, sorted.
+pub(crate) fn preview1_functions(engine: &Engine) -> Result<Vec<String>, EngineError> {
+    Ok(preview1_functions_of(engine, &module_linker(engine)?))
+}
+
+fn preview1_functions_of(engine: &Engine, linker: &Linker<ModuleState>) -> Vec<String> {
+    // Listing a core linker needs a store; an empty context is enough to name the functions.
+    let mut store = Store::new(
+        engine,
+        ModuleState {
+            wasi: WasiCtxBuilder::new().build_p1(),
+            limits: GuestLimits::new(None),
+        },
+    );
+    let mut names: Vec<String> = linker
+        .iter(&mut store)
+        .filter(|(module, _, _)| *module == host::PREVIEW1_MODULE)
+        .map(|(_, name, _)| name.to_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Runs `run` inside a fresh wasi runtime (see [`wasi_runtime`]), shut down without waiting.
@@ -452,5 +532,104 @@ impl ResourceLimiter for GuestLimits {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One member each interface really has; the probe imports it with a deliberately wrong
+    /// type, so the type-check fails either way, but only a missing interface reports the
+    /// member's implementation as missing.
+    const MEMBERS: &[(&str, &str)] = &[
+        ("wasi:cli/environment", "get-environment"),
+        ("wasi:cli/exit", "exit"),
+        ("wasi:cli/stderr", "get-stderr"),
+        ("wasi:cli/stdin", "get-stdin"),
+        ("wasi:cli/stdout", "get-stdout"),
+        ("wasi:cli/terminal-input", "terminal-input"),
+        ("wasi:cli/terminal-output", "terminal-output"),
+        ("wasi:cli/terminal-stderr", "get-terminal-stderr"),
+        ("wasi:cli/terminal-stdin", "get-terminal-stdin"),
+        ("wasi:cli/terminal-stdout", "get-terminal-stdout"),
+        ("wasi:clocks/monotonic-clock", "now"),
+        ("wasi:clocks/wall-clock", "now"),
+        ("wasi:filesystem/preopens", "get-directories"),
+        ("wasi:filesystem/types", "descriptor"),
+        ("wasi:io/error", "error"),
+        ("wasi:io/poll", "poll"),
+        ("wasi:io/streams", "input-stream"),
+        ("wasi:random/insecure", "get-insecure-random-bytes"),
+        ("wasi:random/insecure-seed", "insecure-seed"),
+        ("wasi:random/random", "get-random-bytes"),
+        ("wasi:sockets/instance-network", "instance-network"),
+        ("wasi:sockets/ip-name-lookup", "resolve-addresses"),
+        ("wasi:sockets/network", "network"),
+        ("wasi:sockets/tcp", "tcp-socket"),
+        ("wasi:sockets/tcp-create-socket", "create-tcp-socket"),
+        ("wasi:sockets/udp", "udp-socket"),
+        ("wasi:sockets/udp-create-socket", "create-udp-socket"),
+    ];
+
+    fn linker_defines(engine: &Engine, interface: &str, member: &str) -> Result<bool, String> {
+        let wat = format!(
+            r#"(component (import "{interface}" (instance (export "{member}" (func (param "wasmcell-probe" u8))))))"#
+        );
+        let bytes = wat::parse_str(&wat).map_err(|e| e.to_string())?;
+        let component = Component::from_binary(engine, &bytes).map_err(|e| e.to_string())?;
+        let linker = component_linker(engine).map_err(|e| e.to_string())?;
+        match linker.instantiate_pre(&component) {
+            Ok(_) => Err(format!("{interface}: the probe type-checked")),
+            Err(e) => Ok(!format!("{e:#}").contains("implementation is missing")),
+        }
+    }
+
+    #[test]
+    fn the_interface_table_is_what_the_linker_defines() -> Result<(), String> {
+        let engine = Engine::new(&crate::config::engine_config()).map_err(|e| e.to_string())?;
+        let listed: Vec<&str> = MEMBERS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            listed,
+            host::WASI_P2_INTERFACES,
+            "probe table and host table differ"
+        );
+        for (interface, member) in MEMBERS {
+            let versioned = format!("{interface}@{}", host::WASI_P2_VERSION);
+            assert!(
+                linker_defines(&engine, &versioned, member)?,
+                "{versioned} is listed but the linker does not define it"
+            );
+            let next_minor = format!("{interface}@0.3.0");
+            assert!(
+                !linker_defines(&engine, &next_minor, member)?,
+                "{next_minor} should not be satisfied"
+            );
+        }
+        assert!(!linker_defines(
+            &engine,
+            "wasi:cli/nonesuch@0.2.12",
+            "get-environment"
+        )?);
+        Ok(())
+    }
+
+    #[test]
+    fn preview1_functions_come_from_the_linker() -> Result<(), String> {
+        let engine = Engine::new(&crate::config::engine_config()).map_err(|e| e.to_string())?;
+        let names = preview1_functions(&engine).map_err(|e| e.to_string())?;
+        for expected in [
+            "fd_write",
+            "proc_exit",
+            "path_open",
+            "sock_accept",
+            "poll_oneoff",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use wasmcell_engine::{
-    EngineOptions, ExitStatus, LoadOutcome, Preopen, Program, RunSpec, Stdio, WasmEngine,
+    EngineOptions, ExitStatus, LoadOutcome, Policy, Preopen, Program, RunSpec, Stdio, WasmEngine,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -686,7 +686,12 @@ fn imports_the_host_lacks_are_refused_before_instantiation()
     let load = |wat_text: &str| -> Result<Program, Box<dyn std::error::Error>> {
         Ok(engine.load(&wat::parse_str(wat_text)?)?.0)
     };
-    let refusal = |program: &Program| engine.check_imports(program).err().map(|e| e.to_string());
+    let refusal = |program: &Program| {
+        engine
+            .check_imports(program, &Policy::default())
+            .err()
+            .map(|e| e.to_string())
+    };
     let keyvalue = load(
         r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "open" (func)))))"#,
     )?;
@@ -710,5 +715,96 @@ fn imports_the_host_lacks_are_refused_before_instantiation()
         r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32))) (memory (export "memory") 1))"#,
     )?;
     assert_eq!(refusal(&p1), None, "preview1 is provided");
+
+    // Every refused import is listed, not just the first one wasmtime would report.
+    let several = load(
+        r#"(component
+            (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "open" (func))))
+            (import "wasi:cli/environment@0.3.0" (instance (export "get-environment" (func))))
+            (import "wasi:cli/exit@0.2.0" (instance)))"#,
+    )?;
+    let err = refusal(&several).unwrap_or_default();
+    assert!(err.contains("2 imports cannot be satisfied"), "{err}");
+    assert!(
+        err.contains("wasi:keyvalue/store@0.2.0-draft (not provided by this host)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "wasi:cli/environment@0.3.0 (not provided; the host has wasi:cli/environment@0.2.12)"
+        ),
+        "{err}"
+    );
+    let err = refusal(&load(
+        r#"(module (import "env" "foo" (func)) (import "env" "bar" (func)))"#,
+    )?)
+    .unwrap_or_default();
+    assert!(err.contains("env.foo") && err.contains("env.bar"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_deny_policy_refuses_components_and_preview1_sockets() -> Result<(), Box<dyn std::error::Error>>
+{
+    let engine = WasmEngine::new(EngineOptions::default())?;
+    let deny_sockets = Policy {
+        deny: vec!["wasi:sockets/*".into()],
+        source: "/etc/wasmcell/strict.toml".into(),
+    };
+    let tcp = engine
+        .load(&wat::parse_str(
+            r#"(component (import "wasi:sockets/tcp@0.2.0" (instance (export "tcp-socket" (type (sub resource))))))"#,
+        )?)?
+        .0;
+    assert!(engine.check_imports(&tcp, &Policy::default()).is_ok());
+    let err = engine
+        .check_imports(&tcp, &deny_sockets)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains(r#"wasi:sockets/tcp@0.2.0 (denied by policy "wasi:sockets/*" from /etc/wasmcell/strict.toml)"#),
+        "{err}"
+    );
+    let sock_module = engine
+        .load(&wat::parse_str(
+            r#"(module (import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32))))"#,
+        )?)?
+        .0;
+    assert!(
+        engine
+            .check_imports(&sock_module, &Policy::default())
+            .is_ok()
+    );
+    let err = engine
+        .check_imports(&sock_module, &deny_sockets)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("wasi_snapshot_preview1.sock_accept (denied by policy"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn worlds_name_what_the_linkers_provide() -> Result<(), Box<dyn std::error::Error>> {
+    let engine = WasmEngine::new(EngineOptions::default())?;
+    let worlds = engine.worlds()?;
+    let names: Vec<&str> = worlds.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["wasi:cli/command@0.2.12", "wasi_snapshot_preview1"]);
+    assert!(
+        worlds[0]
+            .provides
+            .iter()
+            .any(|i| i == "wasi:cli/environment@0.2.12")
+    );
+    assert!(
+        worlds[1]
+            .provides
+            .iter()
+            .any(|f| f == "wasi_snapshot_preview1.fd_write")
+    );
     Ok(())
 }

@@ -7,6 +7,7 @@ use containerd_client::{Client, with_namespace};
 use tonic::Request;
 use wasmcell_oci::digest::verify_blob;
 use wasmcell_oci::media_types as mt;
+use wasmcell_oci::wasm_config::WasmConfig;
 
 /// Why the wasm layer could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -132,12 +133,46 @@ fn descriptor(value: &serde_json::Value) -> (String, String, u64) {
     )
 }
 
-/// Fetches the first wasm layer of the image that container `id` was created from.
-pub async fn fetch_wasm_layer(
+/// A container's wasm image as far as it has been read: the manifest and the (small) wasm
+/// config, but not yet the wasm layer, so the config can be checked first.
+pub struct WasmImage {
+    /// The image name.
+    pub image: String,
+    /// The artifact's `application/vnd.wasm.config.v0+json`, when the image carries one (as
+    /// its config, or as a layer of an image made by `wasmcell import`).
+    pub config: Option<DeclaredConfig>,
+    /// Digests of the image's wasm layers, in manifest order.
+    pub wasm_layers: Vec<String>,
+    store: Store,
+    layer: (String, String, u64),
+}
+
+impl std::fmt::Debug for WasmImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmImage")
+            .field("image", &self.image)
+            .field("config", &self.config)
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A wasm config read from the content store.
+#[derive(Debug)]
+pub struct DeclaredConfig {
+    /// The config blob's digest.
+    pub digest: String,
+    /// What it says.
+    pub config: WasmConfig,
+}
+
+/// Resolves the image container `id` was created from down to its first wasm layer, reading
+/// the index, manifest and wasm config (each verified) but not the layer itself.
+pub async fn resolve_wasm_image(
     address: &str,
     namespace: &str,
     id: &str,
-) -> Result<WasmLayer, ContentError> {
+) -> Result<WasmImage, ContentError> {
     let client = Client::from_path(address)
         .await
         .map_err(|e| ContentError::Connect {
@@ -207,21 +242,55 @@ pub async fn fetch_wasm_layer(
     }
     let what = format!("manifest {digest} of image {}", container.image);
     let manifest = parse(&store.read_blob(&digest, size, &what).await?, &what)?;
-    let layer = manifest["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l["mediaType"].as_str().is_some_and(mt::is_wasm_layer))
-        .ok_or_else(|| ContentError::NoWasmLayer {
-            image: container.image.clone(),
-        })?;
-    let (media_type, digest, size) = descriptor(layer);
-    let what = format!("wasm layer {digest} of image {}", container.image);
-    let bytes = store.read_blob(&digest, size, &what).await?;
-    Ok(WasmLayer {
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let wasm_layers: Vec<&serde_json::Value> = layers
+        .iter()
+        .filter(|l| l["mediaType"].as_str().is_some_and(mt::is_wasm_layer))
+        .collect();
+    let layer =
+        wasm_layers
+            .first()
+            .map(|l| descriptor(l))
+            .ok_or_else(|| ContentError::NoWasmLayer {
+                image: container.image.clone(),
+            })?;
+    let config_descriptor = std::iter::once(&manifest["config"])
+        .chain(layers.iter())
+        .find(|d| d["mediaType"] == mt::WASM_CONFIG_V0)
+        .map(descriptor);
+    let config = match config_descriptor {
+        Some((_, digest, size)) => {
+            let what = format!("wasm config {digest} of image {}", container.image);
+            let bytes = store.read_blob(&digest, size, &what).await?;
+            let config: WasmConfig =
+                serde_json::from_slice(&bytes).map_err(|e| ContentError::Json {
+                    what,
+                    message: e.to_string(),
+                })?;
+            Some(DeclaredConfig { digest, config })
+        }
+        None => None,
+    };
+    Ok(WasmImage {
         image: container.image,
-        digest,
-        media_type,
-        bytes,
+        config,
+        wasm_layers: wasm_layers.iter().map(|l| descriptor(l).1).collect(),
+        store,
+        layer,
     })
+}
+
+impl WasmImage {
+    /// Reads and verifies the first wasm layer.
+    pub async fn read_layer(self) -> Result<WasmLayer, ContentError> {
+        let (media_type, digest, size) = self.layer;
+        let what = format!("wasm layer {digest} of image {}", self.image);
+        let bytes = self.store.read_blob(&digest, size, &what).await?;
+        Ok(WasmLayer {
+            image: self.image,
+            digest,
+            media_type,
+            bytes,
+        })
+    }
 }

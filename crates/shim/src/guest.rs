@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::path::Path;
 
-use wasmcell_engine::{EngineOptions, ExitStatus, Preopen, RunSpec, WasmEngine};
+use wasmcell_engine::{EngineOptions, ExitStatus, Policy, Preopen, RunSpec, WasmEngine};
 
 use crate::plan::GuestPlan;
 
@@ -110,10 +110,19 @@ fn prepare(plan_path: &Path) -> Result<Prepared, String> {
     let (program, outcome) = engine
         .load(&bytes)
         .map_err(|e| format!("program {:?}: {e}", plan.args.first().map_or("", |a| a)))?;
-    // Refuse at create, naming the import, rather than failing after start.
+    let name = plan.args.first().map_or("", |a| a);
+    // Refuse at create, naming every import, rather than failing after start.
+    if let Some(declared) = &plan.declared_imports {
+        check_declared_matches(declared, &engine.imports(&program))
+            .map_err(|e| format!("program {name:?}: {e}"))?;
+    }
+    let policy = Policy {
+        deny: plan.deny.clone(),
+        source: plan.policy_source.clone(),
+    };
     engine
-        .check_imports(&program)
-        .map_err(|e| format!("program {:?}: {e}", plan.args.first().map_or("", |a| a)))?;
+        .check_imports(&program, &policy)
+        .map_err(|e| format!("program {name:?}: {e}"))?;
     let spec = RunSpec {
         args: plan.args.clone(),
         env: plan.env.clone(),
@@ -135,10 +144,71 @@ fn prepare(plan_path: &Path) -> Result<Prepared, String> {
     Ok((engine, (program, spec), outcome.to_string()))
 }
 
+/// An artifact's config must declare exactly what its binary imports: a config that hides an
+/// import would let the pre-flight pass what the binary then needs.
+fn check_declared_matches(declared: &[String], imported: &[String]) -> Result<(), String> {
+    let undeclared: Vec<&str> = imported
+        .iter()
+        .filter(|i| !declared.contains(i))
+        .map(String::as_str)
+        .collect();
+    let unused: Vec<&str> = declared
+        .iter()
+        .filter(|d| !imported.contains(d))
+        .map(String::as_str)
+        .collect();
+    if undeclared.is_empty() && unused.is_empty() {
+        return Ok(());
+    }
+    let mut message = format!(
+        "the artifact's wasm config and its binary disagree: config declares [{}], binary imports [{}]",
+        declared.join(", "),
+        imported.join(", ")
+    );
+    if !undeclared.is_empty() {
+        message.push_str(&format!("; not declared: {}", undeclared.join(", ")));
+    }
+    if !unused.is_empty() {
+        message.push_str(&format!(
+            "; declared but not imported: {}",
+            unused.join(", ")
+        ));
+    }
+    Err(message)
+}
+
 fn read_byte(file: &mut File) -> Option<u8> {
     let mut byte = [0u8; 1];
     match file.read(&mut byte) {
         Ok(1) => Some(byte[0]),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_that_omits_or_invents_imports_is_named() {
+        let binary = [
+            "wasi:cli/exit@0.2.0".to_owned(),
+            "wasi:sockets/tcp@0.2.0".to_owned(),
+        ];
+        assert!(check_declared_matches(&binary, &binary).is_ok());
+        let hidden = check_declared_matches(&binary[..1], &binary)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            hidden.contains("config declares [wasi:cli/exit@0.2.0], binary imports [wasi:cli/exit@0.2.0, wasi:sockets/tcp@0.2.0]; not declared: wasi:sockets/tcp@0.2.0"),
+            "{hidden}"
+        );
+        let invented = check_declared_matches(&binary, &binary[..1])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            invented.ends_with("declared but not imported: wasi:sockets/tcp@0.2.0"),
+            "{invented}"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod container;
 mod content;
 mod guest;
 mod plan;
+mod policy;
 mod process;
 mod rootfs;
 mod service;

@@ -60,6 +60,17 @@ pub struct GuestPlan {
     pub network: NetworkMode,
     /// Compile cache directory.
     pub cache_dir: Option<PathBuf>,
+    /// The operator's deny patterns ([`wasmcell_engine::Policy`]), checked against the
+    /// binary's imports before anything runs.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Where `deny` came from, for messages.
+    #[serde(default)]
+    pub policy_source: String,
+    /// The imports the artifact's wasm config declares, when it has a config with a
+    /// `component` section; the binary must import exactly these.
+    #[serde(default)]
+    pub declared_imports: Option<Vec<String>>,
 }
 
 /// Linear memory a guest may use under a cgroup limit of `limit` bytes: the limit minus a
@@ -204,6 +215,9 @@ impl GuestPlan {
             memory_limit_bytes,
             network,
             cache_dir,
+            deny: Vec::new(),
+            policy_source: String::new(),
+            declared_imports: None,
         })
     }
 }

@@ -30,8 +30,11 @@ use tokio::sync::{Mutex, watch};
 
 use crate::cgroup::ContainerCgroup;
 use crate::container::{Container, Exit, Status};
-use crate::content::{ContentError, fetch_wasm_layer};
+use crate::content::{ContentError, DeclaredConfig, resolve_wasm_image};
+use wasmcell_engine::{Policy, host};
+
 use crate::plan::{GuestPlan, PLAN_FILE, PROGRAM_FILE, PlanError, ProgramSource};
+use crate::policy;
 use crate::process::{GuestStdio, spawn_guest};
 
 /// What `create` produced before the container is recorded.
@@ -238,7 +241,8 @@ impl Service {
         rootfs: &Path,
         spec: &Spec,
     ) -> Result<PreparedContainer, String> {
-        let plan = self.plan(req, bundle, rootfs, spec).await?;
+        let policy = policy::resolve(req.options.as_ref()).map_err(|e| e.to_string())?;
+        let plan = self.plan(req, bundle, rootfs, spec, &policy).await?;
         let plan_path = bundle.join(PLAN_FILE);
         let plan_json = serde_json::to_vec(&plan).map_err(|e| e.to_string())?;
         std::fs::write(&plan_path, plan_json)
@@ -294,22 +298,36 @@ impl Service {
         bundle: &Path,
         rootfs: &Path,
         spec: &Spec,
+        policy: &Policy,
     ) -> Result<GuestPlan, String> {
         let cache = self.config.cache_dir.clone();
         let from_rootfs = GuestPlan::from_spec(spec, rootfs, ProgramSource::Rootfs, cache.clone());
         let not_in_rootfs = match from_rootfs {
-            Ok(plan) => return Ok(plan),
+            Ok(plan) => return Ok(with_policy(plan, policy)),
             Err(e @ PlanError::Program { .. }) => e,
             Err(e) => return Err(e.to_string()),
         };
-        let layer =
-            match fetch_wasm_layer(&self.config.address, &self.config.namespace, &req.id).await {
-                Ok(layer) => layer,
+        let image =
+            match resolve_wasm_image(&self.config.address, &self.config.namespace, &req.id).await {
+                Ok(image) => image,
                 Err(ContentError::NoWasmLayer { .. } | ContentError::NoImage { .. }) => {
                     return Err(not_in_rootfs.to_string());
                 }
                 Err(e) => return Err(e.to_string()),
             };
+        // Pre-flight: refuse from the artifact's config before the layer is read or compiled.
+        let declared_imports = match &image.config {
+            Some(declared) => {
+                preflight(declared, &image.image, &image.wasm_layers, policy)?;
+                declared
+                    .config
+                    .component
+                    .as_ref()
+                    .map(|c| c.imports.clone())
+            }
+            None => None,
+        };
+        let layer = image.read_layer().await.map_err(|e| e.to_string())?;
         debug!(
             "container {}: program is wasm layer {} ({}) of {}",
             req.id, layer.digest, layer.media_type, layer.image
@@ -317,8 +335,10 @@ impl Service {
         let program = bundle.join(PROGRAM_FILE);
         std::fs::write(&program, &layer.bytes)
             .map_err(|e| format!("writing {}: {e}", program.display()))?;
-        GuestPlan::from_spec(spec, rootfs, ProgramSource::File(program), cache)
-            .map_err(|e| e.to_string())
+        let mut plan = GuestPlan::from_spec(spec, rootfs, ProgramSource::File(program), cache)
+            .map_err(|e| e.to_string())?;
+        plan.declared_imports = declared_imports;
+        Ok(with_policy(plan, policy))
     }
 
     async fn cleanup(&self, container: &Container) {
@@ -334,6 +354,37 @@ impl Service {
         let _ = std::fs::remove_file(container.bundle.join(PLAN_FILE));
         let _ = std::fs::remove_file(container.bundle.join(PROGRAM_FILE));
     }
+}
+
+/// Checks an artifact's wasm config against the host and `policy` before its layer is read.
+fn preflight(
+    declared: &DeclaredConfig,
+    image: &str,
+    wasm_layers: &[String],
+    policy: &Policy,
+) -> Result<(), String> {
+    let context = || format!("image {image}: wasm config {}", declared.digest);
+    declared
+        .config
+        .validate(wasm_layers)
+        .map_err(|e| format!("{}: {e}", context()))?;
+    if let Some(component) = &declared.config.component {
+        host::check_declared(&component.imports, component.target.as_deref(), policy).map_err(
+            |refusal| {
+                format!(
+                    "{} (checked before reading the wasm layer): {refusal}",
+                    context()
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn with_policy(mut plan: GuestPlan, policy: &Policy) -> GuestPlan {
+    plan.deny = policy.deny.clone();
+    plan.policy_source = policy.source.clone();
+    plan
 }
 
 /// A cgroup can be removed only once the reaper has collected the guest; retry briefly.
