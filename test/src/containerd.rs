@@ -137,6 +137,12 @@ impl Containerd {
         self.wait_ready()
     }
 
+    /// The shim config file (policy) shims under this containerd read; absent unless a test
+    /// writes it.
+    pub fn shim_config(&self) -> PathBuf {
+        self.dir.join(SHIM_CONFIG)
+    }
+
     /// The compile cache the shim uses under this containerd.
     pub fn cache_dir(&self) -> PathBuf {
         self.cache.clone()
@@ -186,6 +192,9 @@ impl Containerd {
     }
 }
 
+/// The shim config file's name in the instance directory.
+const SHIM_CONFIG: &str = "wasmcell.toml";
+
 /// Starts containerd with the freshly built shim first on its PATH and a private compile cache.
 fn spawn_daemon(bin: &Path, dir: &Path, cache: &Path) -> Result<Child, String> {
     let log = std::fs::OpenOptions::new()
@@ -205,6 +214,9 @@ fn spawn_daemon(bin: &Path, dir: &Path, cache: &Path) -> Result<Child, String> {
         .arg("debug")
         .env("PATH", path)
         .env("WASMCELL_CACHE_DIR", cache)
+        // Never the machine's /etc/wasmcell/config.toml: tests write this file when they
+        // need a shim config.
+        .env("WASMCELL_CONFIG", dir.join(SHIM_CONFIG))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)

@@ -84,3 +84,35 @@ pub fn write_image_tar(path: &Path, name: &str, entries: &[(&str, Entry)]) {
     }
     std::fs::write(path, out.into_inner().expect("tar")).expect("writing the image tar");
 }
+
+/// Writes a CNCF wasm artifact (OCI layout tar) named `name` whose config is `config` as
+/// given (its `layerDigests` filled in), so tests can make configs that lie about the binary.
+pub fn write_artifact_tar(path: &Path, name: &str, wasm: &[u8], mut config: serde_json::Value) {
+    config["layerDigests"] = serde_json::json!([digest(wasm)]);
+    let config = serde_json::to_vec(&config).expect("config");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/wasm",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/wasm", "digest": digest(wasm), "size": wasm.len()}]
+    }))
+    .expect("manifest");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest(&manifest), "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"}
+        }]
+    }))
+    .expect("index");
+    let mut out = tar::Builder::new(Vec::new());
+    append(&mut out, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    append(&mut out, "index.json", &index);
+    for blob in [wasm, &config, &manifest] {
+        let name = format!("blobs/sha256/{}", &digest(blob)[7..]);
+        append(&mut out, &name, blob);
+    }
+    std::fs::write(path, out.into_inner().expect("tar")).expect("writing the artifact tar");
+}

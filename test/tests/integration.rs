@@ -3,6 +3,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
+/// Runs a scenario against private containerd 2.1 and 1.7, as one test each.
+macro_rules! on_2_1_and_1_7 {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                fn containerd_2_1() {
+                    super::$scenario(super::Version::V2_1);
+                }
+                #[test]
+                fn containerd_1_7() {
+                    super::$scenario(super::Version::V1_7);
+                }
+            }
+        )*
+    };
+}
+
 mod cli;
 mod demo_images;
 mod shim;
+mod validation;

@@ -6,34 +6,15 @@ use std::time::{Duration, Instant};
 use wasmcell_tests::containerd::{Containerd, Version};
 use wasmcell_tests::{DEMO_IMAGES, demo_tar};
 
-const RUNTIME: &str = "io.containerd.wasmcell.v1";
-const IMAGE: &str = "localhost/wasmcell/demo-app:latest";
+pub(crate) const RUNTIME: &str = "io.containerd.wasmcell.v1";
+pub(crate) const IMAGE: &str = "localhost/wasmcell/demo-app:latest";
 const WASM_LAYER_IMAGE: &str = "localhost/wasmcell/demo-app-wasm-layer:latest";
-
-/// Runs a scenario against private containerd 2.1 and 1.7, as one test each.
-macro_rules! on_2_1_and_1_7 {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                #[test]
-                fn containerd_2_1() {
-                    super::$scenario(super::Version::V2_1);
-                }
-                #[test]
-                fn containerd_1_7() {
-                    super::$scenario(super::Version::V1_7);
-                }
-            }
-        )*
-    };
-}
 
 on_2_1_and_1_7!(
     guest_behaves_like_a_container,
     signals_and_cleanup,
     artifact_runs_after_wasmcell_import,
     preview1_module_runs,
-    unsatisfiable_imports_fail_at_create,
     twenty_containers_at_once,
     bad_input_is_refused_with_a_clear_message,
     second_run_uses_the_compile_cache_and_survives_corruption,
@@ -46,12 +27,12 @@ on_2_1_and_1_7!(
     a_listening_guest_answers_on_the_host_network,
 );
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A containerd with the demo images imported.
-fn containerd_with_demo(version: Version) -> Option<Containerd> {
+pub(crate) fn containerd_with_demo(version: Version) -> Option<Containerd> {
     containerd_with_demo_cache(version, false)
 }
 
@@ -93,7 +74,7 @@ fn containerd_with_demo_images(
 }
 
 /// `ctr run --rm` of the demo app with `args`, feeding `stdin`.
-fn run_demo(
+pub(crate) fn run_demo(
     containerd: &Containerd,
     image: &str,
     id: &str,
@@ -123,7 +104,7 @@ fn run_demo(
 
 /// Packages `module` as a classic image named `name` with `wasmcell package` (written to
 /// `tar`) and imports it into `containerd`.
-fn package_and_import(
+pub(crate) fn package_and_import(
     containerd: &Containerd,
     module: &std::path::Path,
     name: &str,
@@ -140,7 +121,29 @@ fn package_and_import(
     containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
 }
 
-fn wait_for_status(containerd: &Containerd, id: &str, status: &str) -> u32 {
+/// `wasmcell import TAR` into `containerd`; panics with its stderr if it fails.
+pub(crate) fn wasmcell_import(containerd: &Containerd, tar: &std::path::Path) {
+    let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+        .args([
+            "import",
+            "--address",
+            containerd.address().to_str().unwrap(),
+            "--namespace",
+            &containerd.namespace,
+        ])
+        .arg("--ctr")
+        .arg(containerd.ctr_path())
+        .arg(tar)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wasmcell import: {}",
+        text(&out.stderr)
+    );
+}
+
+pub(crate) fn wait_for_status(containerd: &Containerd, id: &str, status: &str) -> u32 {
     // Generous: a cold compile in a debug build on a loaded 2-core machine takes a while.
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
@@ -727,24 +730,7 @@ fn artifact_runs_after_wasmcell_import(version: Version) {
     let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
-    let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
-        .args([
-            "import",
-            "--address",
-            containerd.address().to_str().unwrap(),
-            "--namespace",
-            &containerd.namespace,
-        ])
-        .arg("--ctr")
-        .arg(containerd.ctr_path())
-        .arg(demo_tar("demo-app-artifact.tar"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wasmcell import: {}",
-        text(&out.stderr)
-    );
+    wasmcell_import(&containerd, &demo_tar("demo-app-artifact.tar"));
     let image = "localhost/wasmcell/demo-app-artifact:latest";
     let out = run_demo(
         &containerd,
@@ -935,40 +921,4 @@ fn a_listening_guest_answers_on_the_host_network(version: Version) {
     };
     assert!(line.starts_with("hello from demo-app listener"), "{line:?}");
     containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "listener"]);
-}
-
-/// A component importing an interface this host lacks fails `ctr run` at task creation, with
-/// the import named, instead of failing after start.
-fn unsatisfiable_imports_fail_at_create(version: Version) {
-    let Some(containerd) = containerd_with_demo(version) else {
-        return;
-    };
-    let temp = tempfile::tempdir().unwrap();
-    let module = temp.path().join("kv.wasm");
-    let wasm = wat::parse_str(
-        r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "open" (func)))))"#,
-    )
-    .unwrap();
-    std::fs::write(&module, wasm).unwrap();
-    let tar = temp.path().join("kv.tar");
-    let name = "localhost/test/keyvalue:latest";
-    package_and_import(&containerd, &module, name, &tar);
-    let out = containerd.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasip2/wasm",
-        name,
-        "kv",
-        "/kv.wasm",
-    ]);
-    assert_ne!(out.status.code(), Some(0));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("failed to create shim task")
-            && err.contains("wasi:keyvalue/store@0.2.0-draft"),
-        "{err}"
-    );
 }
