@@ -199,3 +199,114 @@ fn bad_input_fails_clearly_and_writes_nothing() {
         stderr(&result)
     );
 }
+
+#[test]
+fn worlds_lists_what_the_host_provides() {
+    let text = run_ok(wasmcell_bin(), &["worlds"]);
+    assert!(
+        text.starts_with(
+            "wasi:cli/command@0.2.12 (components; imports at any 0.2.x version match)"
+        ),
+        "{text}"
+    );
+    for name in [
+        "  wasi:cli/environment@0.2.12",
+        "  wasi:sockets/tcp@0.2.12",
+        "wasi_snapshot_preview1 (core modules)",
+        "  wasi_snapshot_preview1.fd_write",
+    ] {
+        assert!(text.lines().any(|l| l == name), "missing {name:?}:\n{text}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(wasmcell_bin(), &["worlds", "--json"])).unwrap();
+    assert_eq!(json[0]["world"], "wasi:cli/command@0.2.12");
+    assert_eq!(json[1]["kind"], "module");
+}
+
+/// `wasmcell inspect` judges an archive as the shim would, for this host and a policy.
+#[test]
+fn inspect_gives_the_verdict_for_this_host_and_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let inspect = |args: &[&str]| -> serde_json::Value {
+        let mut full = vec!["inspect", "--json"];
+        full.extend(args);
+        let out = run(wasmcell_bin(), &full);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let artifact = demo_tar("demo-app-artifact.tar");
+    let artifact = artifact.to_str().unwrap();
+    let verdict = &inspect(&[artifact])["images"][0]["verdict"];
+    assert_eq!(verdict["runs"], true, "{verdict}");
+    let text = run_ok(wasmcell_bin(), &["inspect", artifact]);
+    assert!(
+        text.contains("  verdict (no policy): runs on this host"),
+        "{text}"
+    );
+
+    let policy = dir.path().join("strict.toml");
+    std::fs::write(&policy, "deny = [\"wasi:sockets/*\"]\n").unwrap();
+    let verdict =
+        &inspect(&["--policy", policy.to_str().unwrap(), artifact])["images"][0]["verdict"];
+    assert_eq!(verdict["runs"], false);
+    let config_check = verdict["checks"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        config_check.contains("wasi:sockets/tcp@0.2.6 (denied by policy \"wasi:sockets/*\""),
+        "{verdict}"
+    );
+
+    // A config that hides an import the binary has.
+    let wasm = wat::parse_str(
+        r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "open" (func)))))"#,
+    )
+    .unwrap();
+    let liar = dir.path().join("liar.tar");
+    wasmcell_tests::image::write_artifact_tar(
+        &liar,
+        "localhost/test/liar:latest",
+        &wasm,
+        serde_json::json!({"architecture": "wasm", "os": "wasip2", "component": {"imports": [], "exports": []}}),
+    );
+    let text = run_ok(wasmcell_bin(), &["inspect", liar.to_str().unwrap()]);
+    assert!(text.contains("  verdict (no policy): refused"), "{text}");
+    assert!(text.contains("    wasm config: ok"), "{text}");
+    assert!(
+        text.contains("    binary imports: the component cannot run on this host: 1 import cannot be satisfied on this host (wasi:cli/command@0.2.12): wasi:keyvalue/store@0.2.0-draft (not provided by this host)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    config matches binary: the wasm config and the binary disagree: config declares [], binary imports [wasi:keyvalue/store@0.2.0-draft]"),
+        "{text}"
+    );
+
+    // A classic image: the program is read from its filesystem, then type-checked.
+    let module = dir.path().join("envfoo.wasm");
+    std::fs::write(
+        &module,
+        wat::parse_str(r#"(module (import "env" "foo" (func)) (func (export "_start")))"#).unwrap(),
+    )
+    .unwrap();
+    let image = dir.path().join("envfoo.tar");
+    run_ok(
+        wasmcell_bin(),
+        &[
+            "package",
+            "--format",
+            "image",
+            "--name",
+            "localhost/test/envfoo:latest",
+            "--module",
+            module.to_str().unwrap(),
+            "-o",
+            image.to_str().unwrap(),
+        ],
+    );
+    let verdict = &inspect(&["--compile", image.to_str().unwrap()])["images"][0]["verdict"];
+    assert_eq!(verdict["runs"], false);
+    let checks = verdict["checks"].to_string();
+    assert!(
+        checks.contains("env.foo (not provided; the host has wasi_snapshot_preview1.*)"),
+        "{checks}"
+    );
+    assert!(checks.contains("compiled and type-checked"), "{checks}");
+}

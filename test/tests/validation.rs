@@ -178,9 +178,30 @@ fn an_artifact_is_refused_from_its_config_before_its_layer_is_read(version: Vers
     let out = run(&containerd, &exit, "exit-artifact", &[], &["exit42.wasm"]);
     assert_eq!(out.status.code(), Some(42), "{}", text(&out.stderr));
 
+    // `wasmcell inspect --containerd` gives the same verdict without running anything.
+    let (keyvalue, wasm) = package_artifact("kv", KEYVALUE);
+    let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+        .args(["inspect", "--containerd", "--address"])
+        .arg(containerd.address())
+        .args(["--namespace", &containerd.namespace, "--ctr"])
+        .arg(containerd.ctr_path())
+        .arg(&keyvalue)
+        .output()
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        shown.contains("(exported from containerd, every blob verified)"),
+        "{shown}"
+    );
+    assert!(shown.contains("  verdict (no policy): refused"), "{shown}");
+    assert!(
+        shown.contains("    wasm config: 1 import cannot be satisfied on this host (wasi:cli/command@0.2.12): wasi:keyvalue/store@0.2.0-draft (not provided by this host)"),
+        "{shown}"
+    );
+
     // Remove the keyvalue artifact's wasm layer from the content store: if the shim read it,
     // the error would be about the missing blob, not about the config.
-    let (keyvalue, wasm) = package_artifact("kv", KEYVALUE);
     let digest = wasmcell_oci::digest::sha256_digest(&wasm);
     let blob = containerd
         .dir

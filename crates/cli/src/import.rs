@@ -7,8 +7,8 @@
 //! tool that talks to the user's containerd already.
 
 use std::path::PathBuf;
-use std::process::Command;
 
+use crate::ctr::ContainerdArgs;
 use anyhow::{Context, bail};
 use clap::Args;
 use wasmcell_oci::{ReadLimits, read_archive, runnable_from_artifact};
@@ -21,24 +21,8 @@ pub struct ImportArgs {
     /// Name to store an artifact under [default: the name in the archive].
     #[arg(long, value_name = "REF")]
     name: Option<String>,
-    /// containerd's socket.
-    #[arg(
-        long,
-        env = "CONTAINERD_ADDRESS",
-        default_value = "/run/containerd/containerd.sock"
-    )]
-    address: String,
-    /// containerd namespace.
-    #[arg(
-        long,
-        short = 'n',
-        env = "CONTAINERD_NAMESPACE",
-        default_value = "default"
-    )]
-    namespace: String,
-    /// The ctr binary to import with.
-    #[arg(long, default_value = "ctr")]
-    ctr: PathBuf,
+    #[command(flatten)]
+    containerd: ContainerdArgs,
     /// Write the runnable archive here instead of importing it.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -83,14 +67,16 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
     if args.output.is_some() {
         return Ok(());
     }
-    let status = Command::new(&args.ctr)
-        .args(["--address", &args.address, "--namespace", &args.namespace])
+    let ctr = &args.containerd.ctr;
+    let status = args
+        .containerd
+        .command()
         .args(["image", "import", "--all-platforms"])
         .arg(&to_import)
         .status()
-        .with_context(|| format!("running {} (give its path with --ctr)", args.ctr.display()))?;
+        .with_context(|| format!("running {} (give its path with --ctr)", ctr.display()))?;
     if !status.success() {
-        bail!("{} image import failed ({status})", args.ctr.display());
+        bail!("{} image import failed ({status})", ctr.display());
     }
     Ok(())
 }

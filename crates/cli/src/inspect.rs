@@ -1,16 +1,42 @@
-//! `wasmcell inspect`: what an archive holds, verified, without running anything.
+//! `wasmcell inspect`: what an archive (or an image in containerd) holds, verified, and
+//! whether this host and policy would run it, without running anything.
+//!
+//! The verdict makes the shim's checks: the wasm config against the host's worlds and the
+//! policy, the binary's imports by name (and by type with `--compile`), and whether the two
+//! agree.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
-use wasmcell_oci::{ArchiveFormat, Config, Descriptor, Image, ReadLimits, read_archive};
+use wasmcell_engine::{EngineOptions, Policy, WasmEngine, host};
+use wasmcell_oci::extract::{ExtractLimits, LayerInput, extract_layers};
+use wasmcell_oci::media_types as mt;
+use wasmcell_oci::wasm::{WasmKind, inspect_wasm};
+use wasmcell_oci::{
+    ArchiveFormat, Config, Descriptor, Image, ReadLimits, WasmConfig, read_archive,
+};
+
+use crate::ctr::ContainerdArgs;
 
 /// Arguments of `wasmcell inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// An OCI image-layout tar or directory, or a `docker save` tar.
-    archive: PathBuf,
+    /// An OCI image-layout tar or directory, or a `docker save` tar; with `--containerd`, an
+    /// image reference in containerd.
+    archive: String,
+    /// Read ARCHIVE as an image reference in containerd (exported with `ctr image export`).
+    #[arg(long)]
+    containerd: bool,
+    #[command(flatten)]
+    client: ContainerdArgs,
+    /// Judge with this policy file (`deny = [...]`, as the shim reads it).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Also compile the program and type-check its imports, as the shim does at create.
+    #[arg(long)]
+    compile: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -18,22 +44,255 @@ pub struct InspectArgs {
 
 /// Runs `wasmcell inspect`.
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
-    let archive = read_archive(&args.archive, ReadLimits::default())?;
+    let policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the policy {}", path.display()))?;
+            Policy::from_toml(&text, &path.display().to_string())?
+        }
+        None => Policy::default(),
+    };
+    let exported;
+    let path = if args.containerd {
+        exported = export_from_containerd(&args.client, &args.archive)?;
+        exported.path().to_owned()
+    } else {
+        PathBuf::from(&args.archive)
+    };
+    let archive = read_archive(&path, ReadLimits::default())?;
+    let engine = WasmEngine::new(EngineOptions::default())?;
     let format = match archive.format {
         ArchiveFormat::OciLayout => "oci-layout",
         ArchiveFormat::DockerArchive => "docker-archive",
     };
-    let images: Vec<Value> = archive.images.iter().map(describe).collect();
+    let images: Vec<Value> = archive
+        .images
+        .iter()
+        .map(|image| {
+            let mut described = describe(image);
+            described["verdict"] = verdict(image, &engine, &policy, args.compile);
+            described
+        })
+        .collect();
     if args.json {
-        let doc = json!({ "archive": args.archive.display().to_string(), "format": format, "images": images });
+        let doc = json!({ "archive": args.archive, "format": format, "images": images });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("{} ({format}, every blob verified)", args.archive.display());
+    let origin = if args.containerd {
+        "exported from containerd"
+    } else {
+        format
+    };
+    println!("{} ({origin}, every blob verified)", args.archive);
     for image in &images {
         print_image(image);
+        print_verdict(&image["verdict"], &policy);
     }
     Ok(())
+}
+
+/// Exports `reference` (all platforms) from containerd into a temporary archive.
+fn export_from_containerd(
+    client: &ContainerdArgs,
+    reference: &str,
+) -> anyhow::Result<tempfile::NamedTempFile> {
+    let file = tempfile::Builder::new()
+        .prefix("wasmcell-inspect-")
+        .suffix(".tar")
+        .tempfile()
+        .context("creating a temporary file")?;
+    let out = client
+        .command()
+        .args(["image", "export", "--all-platforms"])
+        .arg(file.path())
+        .arg(reference)
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (give its path with --ctr)",
+                client.ctr.display()
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "exporting {reference} from containerd: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(file)
+}
+
+/// One check of the verdict: what was checked and the refusal, if any.
+fn check(what: &str, result: Result<(), String>) -> Value {
+    json!({ "check": what, "ok": result.is_ok(), "message": result.err() })
+}
+
+/// The checks the shim makes at create, without running anything.
+fn verdict(image: &Image, engine: &WasmEngine, policy: &Policy, compile: bool) -> Value {
+    let mut checks = Vec::new();
+    let declared = match declared_config(image) {
+        Ok(declared) => declared,
+        Err(message) => {
+            checks.push(check("wasm config", Err(message)));
+            None
+        }
+    };
+    if let Some(config) = &declared {
+        let wasm_layers: Vec<String> = image
+            .layers
+            .iter()
+            .filter(|l| l.wasm.is_some())
+            .map(|l| l.descriptor.digest().to_string())
+            .collect();
+        let result = config
+            .validate(&wasm_layers)
+            .map_err(|e| e.to_string())
+            .and_then(|()| match &config.component {
+                Some(c) => host::check_declared(&c.imports, c.target.as_deref(), policy)
+                    .map_err(|r| r.to_string()),
+                None => Ok(()),
+            });
+        checks.push(check("wasm config", result));
+    }
+    match program(image) {
+        Err(message) => checks.push(check("binary", Err(message))),
+        Ok(bytes) => match inspect_wasm(&bytes) {
+            Err(e) => checks.push(check("binary", Err(e.to_string()))),
+            Ok(info) => {
+                let component = info.kind == WasmKind::Component;
+                let names = engine
+                    .check_import_names(component, &info.imports, policy)
+                    .map_err(|e| e.to_string());
+                checks.push(check("binary imports", names));
+                if let Some(imports) = declared
+                    .as_ref()
+                    .and_then(|c| c.component.as_ref())
+                    .map(|c| &c.imports)
+                {
+                    let agree = imports.len() == info.imports.len()
+                        && info.imports.iter().all(|i| imports.contains(i));
+                    let result = if agree {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "the wasm config and the binary disagree: config declares [{}], binary imports [{}]",
+                            imports.join(", "),
+                            info.imports.join(", ")
+                        ))
+                    };
+                    checks.push(check("config matches binary", result));
+                }
+                if compile {
+                    let result = engine
+                        .load(&bytes)
+                        .and_then(|(program, _)| engine.check_imports(&program, policy))
+                        .map_err(|e| format!("{e}"));
+                    checks.push(check("compiled and type-checked", result));
+                }
+            }
+        },
+    }
+    let runs = checks.iter().all(|c| c["ok"] == true);
+    json!({ "runs": runs, "checks": checks })
+}
+
+/// The artifact's wasm config: the image config of an artifact, or the config layer of an
+/// image made by `wasmcell import`.
+fn declared_config(image: &Image) -> Result<Option<WasmConfig>, String> {
+    if let Config::Wasm(config) = &image.config {
+        return Ok(Some(config.clone()));
+    }
+    let Some(layer) = image
+        .layers
+        .iter()
+        .find(|l| l.descriptor.media_type().to_string() == mt::WASM_CONFIG_V0)
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&layer.bytes)
+        .map(Some)
+        .map_err(|e| format!("wasm config layer {}: {e}", layer.descriptor.digest()))
+}
+
+/// The program's bytes: the first wasm layer, or for images with a filesystem the file their
+/// entrypoint (or first command word) names, read from the safely extracted layers.
+fn program(image: &Image) -> Result<Vec<u8>, String> {
+    if let Some(layer) = image.wasm_layer() {
+        return Ok(layer.bytes.clone());
+    }
+    let Config::Image(config) = &image.config else {
+        return Err("the artifact has no wasm layer".to_owned());
+    };
+    let process = config.config().as_ref();
+    let first = process
+        .and_then(|c| c.entrypoint().as_ref())
+        .and_then(|e| e.first())
+        .or_else(|| {
+            process
+                .and_then(|c| c.cmd().as_ref())
+                .and_then(|c| c.first())
+        })
+        .ok_or("the image names no program (no entrypoint or cmd)")?;
+    let path = first.split_once('#').map_or(first.as_str(), |(p, _)| p);
+    let temp = tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
+    let root = temp.path().join("rootfs");
+    let labels: Vec<(String, String)> = image
+        .layers
+        .iter()
+        .map(|l| {
+            (
+                l.descriptor.digest().to_string(),
+                l.descriptor.media_type().to_string(),
+            )
+        })
+        .collect();
+    let inputs: Vec<LayerInput<'_>> = image
+        .layers
+        .iter()
+        .zip(&labels)
+        .map(|(l, (name, media_type))| LayerInput {
+            name,
+            media_type,
+            bytes: &l.bytes,
+        })
+        .collect();
+    extract_layers(&inputs, &root, ExtractLimits::default()).map_err(|e| e.to_string())?;
+    read_inside(&root, path)
+}
+
+/// Reads `path` from the rootfs at `root`, refusing anything that resolves outside it.
+fn read_inside(root: &Path, path: &str) -> Result<Vec<u8>, String> {
+    let root = root.canonicalize().map_err(|e| e.to_string())?;
+    let resolved = root
+        .join(path.trim_start_matches('/'))
+        .canonicalize()
+        .map_err(|e| format!("program {path:?}: {e}"))?;
+    if !resolved.starts_with(&root) {
+        return Err(format!(
+            "program {path:?} resolves outside the image's filesystem"
+        ));
+    }
+    std::fs::read(&resolved).map_err(|e| format!("program {path:?}: {e}"))
+}
+
+fn print_verdict(verdict: &Value, policy: &Policy) {
+    let policy = if policy.source.is_empty() {
+        "no policy".to_owned()
+    } else {
+        format!("policy {}", policy.source)
+    };
+    let runs = verdict["runs"] == true;
+    println!(
+        "  verdict ({policy}): {}",
+        if runs { "runs on this host" } else { "refused" }
+    );
+    for check in verdict["checks"].as_array().into_iter().flatten() {
+        match check["message"].as_str() {
+            Some(message) => println!("    {}: {message}", text(&check["check"])),
+            None => println!("    {}: ok", text(&check["check"])),
+        }
+    }
 }
 
 fn descriptor(d: &Descriptor) -> Value {

@@ -1,12 +1,14 @@
-//! `wasmcell`: the command-line tool. Packages wasm programs as OCI images and artifacts and
-//! inspects image archives, and imports them into containerd; later issues add `worlds` and
-//! `containerd-config`.
+//! `wasmcell`: the command-line tool. Packages wasm programs as OCI images and artifacts,
+//! inspects archives or containerd images (with the verdict for this host), imports them into
+//! containerd, and lists the worlds this host provides.
 //!
 //! Errors go to stderr with exit status 1; usage errors exit 2 (clap's convention).
 
+mod ctr;
 mod import;
 mod inspect;
 mod package;
+mod worlds;
 
 use std::process::ExitCode;
 
@@ -24,12 +26,15 @@ struct Cli {
 enum Command {
     /// Package a wasm module or component as an OCI image-layout tar.
     Package(package::PackageArgs),
-    /// Show what an image archive holds: references, media types, digests, sizes, and the
-    /// wasm config's os, imports and exports.
+    /// Show what an image archive (or an image in containerd) holds: references, media
+    /// types, digests, sizes, the wasm config and binary's imports and exports, and whether
+    /// this host would run it.
     Inspect(inspect::InspectArgs),
     /// Import an archive into containerd so `ctr run` can run it; CNCF wasm artifacts are made
     /// runnable on the way, keeping their wasm and wasm config blobs byte-identical.
     Import(import::ImportArgs),
+    /// List the worlds and interfaces this host provides to guests.
+    Worlds(worlds::WorldsArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
         Command::Package(args) => package::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Import(args) => import::run(&args),
+        Command::Worlds(args) => worlds::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -367,6 +367,45 @@ pub fn check_component_names<'a>(
     }
 }
 
+/// Checks core-module imports (`(module, function)`) against the preview 1 functions the
+/// module linker defines (`provided`) and `policy`, collecting every refusal.
+pub fn check_module_names<'a>(
+    imports: impl IntoIterator<Item = (&'a str, &'a str)>,
+    provided: &[String],
+    policy: &Policy,
+) -> Result<(), Refusal> {
+    let refused: Vec<Refused> = imports
+        .into_iter()
+        .filter_map(|(module, name)| {
+            let reason = if module != PREVIEW1_MODULE {
+                RefusedBecause::NotProvided {
+                    instead: vec![format!("{PREVIEW1_MODULE}.*")],
+                }
+            } else if !provided.iter().any(|f| f == name) {
+                RefusedBecause::NotProvided { instead: vec![] }
+            } else {
+                let pattern = policy.denies_module_import(module, name)?;
+                RefusedBecause::Denied {
+                    pattern: pattern.to_owned(),
+                    source: policy.source.clone(),
+                }
+            };
+            Some(Refused {
+                import: format!("{module}.{name}"),
+                reason,
+            })
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal {
+            refused,
+            world: PREVIEW1_MODULE.to_owned(),
+        })
+    }
+}
+
 /// Checks what an artifact's wasm config declares, without the binary: its
 /// `component.imports` (as [`check_component_names`]) and, when set, its `target` world, which
 /// must be the command world at a compatible version (an unversioned name is accepted; the

@@ -201,6 +201,28 @@ impl WasmEngine {
         run::check_imports(&self.engine, program, policy)
     }
 
+    /// The name-level part of [`WasmEngine::check_imports`] for import names decoded without
+    /// compiling (`ns:pkg/iface@version` for a component, `module.function` for a module):
+    /// every import the host lacks or `policy` denies. Types are not checked.
+    pub fn check_import_names(
+        &self,
+        component: bool,
+        imports: &[String],
+        policy: &Policy,
+    ) -> Result<(), EngineError> {
+        let kind = if component { "component" } else { "module" };
+        let refused = |refusal| EngineError::Refused { kind, refusal };
+        if component {
+            return host::check_component_names(imports.iter().map(String::as_str), policy)
+                .map_err(refused);
+        }
+        let provided = run::preview1_functions(&self.engine)?;
+        let split = imports
+            .iter()
+            .map(|i| i.split_once('.').unwrap_or((i.as_str(), "")));
+        host::check_module_names(split, &provided, policy).map_err(refused)
+    }
+
     /// The top-level import names of `program`: `ns:pkg/iface@version` for components,
     /// `module.function` for modules, in the program's order.
     pub fn imports(&self, program: &Program) -> Vec<String> {

@@ -17,7 +17,7 @@ use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::EngineError;
-use crate::host::{self, Policy, Refusal, Refused, RefusedBecause};
+use crate::host::{self, Policy};
 
 /// What to run a program with. `RunSpec::default()` is: no arguments, empty environment, no
 /// preopens, no cwd, unlimited memory, no network, `_start` (modules) or `wasi:cli/run`
@@ -194,38 +194,14 @@ pub(crate) fn check_imports(
         crate::Program::Module(module) => {
             let linker = module_linker(engine)?;
             let provided = preview1_functions_of(engine, &linker);
-            let refused: Vec<Refused> = module
-                .imports()
-                .filter_map(|import| {
-                    let (module_name, name) = (import.module(), import.name());
-                    let reason = if module_name != host::PREVIEW1_MODULE {
-                        RefusedBecause::NotProvided {
-                            instead: vec![format!("{}.*", host::PREVIEW1_MODULE)],
-                        }
-                    } else if !provided.iter().any(|f| f == name) {
-                        RefusedBecause::NotProvided { instead: vec![] }
-                    } else {
-                        let pattern = policy.denies_module_import(module_name, name)?;
-                        RefusedBecause::Denied {
-                            pattern: pattern.to_owned(),
-                            source: policy.source.clone(),
-                        }
-                    };
-                    Some(Refused {
-                        import: format!("{module_name}.{name}"),
-                        reason,
-                    })
-                })
-                .collect();
-            if !refused.is_empty() {
-                return Err(EngineError::Refused {
+            let imports: Vec<(&str, &str)> =
+                module.imports().map(|i| (i.module(), i.name())).collect();
+            host::check_module_names(imports, &provided, policy).map_err(|refusal| {
+                EngineError::Refused {
                     kind: "module",
-                    refusal: Refusal {
-                        refused,
-                        world: host::PREVIEW1_MODULE.to_owned(),
-                    },
-                });
-            }
+                    refusal,
+                }
+            })?;
             linker
                 .instantiate_pre(module)
                 .map_err(unsatisfied("module"))?;
