@@ -9,7 +9,7 @@ export WASMCELL_OCI_OUT := $(CURDIR)/target/oci
 # containerd release lines the integration tests run against (see test/fetch-containerd.sh).
 CONTAINERD_VERSIONS ?= 2.1 1.7 1.6
 # containerd release line(s) make bench runs under (1.6 matches DESIGN.md's baselines).
-BENCH_CONTAINERD ?= 1.6
+BENCH_CONTAINERD ?= 2.1 1.6
 
 PREFIX ?= /usr/local
 

@@ -7,10 +7,15 @@
 #      BENCH_WARMUP warm-up runs each, then BENCH_ITERATIONS pairs, alternating which goes first.
 #   2. PSS of every shim-side process (shims and their descendants: wasmcell guests, runc
 #      container processes) with N detached sleeping containers, N in BENCH_COUNTS.
+#   3. Import validation: `ctr run --rm` of an artifact with a BENCH_BIG_MIB MiB wasm layer
+#      that imports wasi:keyvalue (refused by the pre-flight from its config) against a first
+#      run, empty compile cache, of its satisfiable twin (same code) and a warm run of it;
+#      compile time = cold - warm. BENCH_REJECT_RUNS runs each.
 #
-# Knobs (environment): BENCH_CONTAINERD="1.6" (space-separated list of release lines for
+# Knobs (environment): BENCH_CONTAINERD="2.1 1.6" (space-separated list of release lines for
 # test/fetch-containerd.sh; the first one fills report.json's top-level figures),
-# BENCH_ITERATIONS=20, BENCH_WARMUP=3, BENCH_COUNTS="1 10 50", BENCH_SKIP_BUILD=1 to reuse
+# BENCH_ITERATIONS=20, BENCH_WARMUP=3, BENCH_COUNTS="1 10 50", BENCH_BIG_MIB=10,
+# BENCH_REJECT_RUNS=3, BENCH_SKIP_BUILD=1 to reuse
 # target/release as it is.
 #
 # Needs root. Installs runc (and gcc) with apt-get if missing. Everything it starts — containerd,
@@ -21,10 +26,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-BENCH_CONTAINERD=${BENCH_CONTAINERD:-1.6}
+BENCH_CONTAINERD=${BENCH_CONTAINERD:-2.1 1.6}
 BENCH_ITERATIONS=${BENCH_ITERATIONS:-20}
 BENCH_WARMUP=${BENCH_WARMUP:-3}
 BENCH_COUNTS=${BENCH_COUNTS:-1 10 50}
+BENCH_BIG_MIB=${BENCH_BIG_MIB:-10}
+BENCH_REJECT_RUNS=${BENCH_REJECT_RUNS:-3}
 CARGO=${CARGO:-cargo}
 export WASMCELL_OCI_OUT=${WASMCELL_OCI_OUT:-$ROOT/target/oci}
 
@@ -125,11 +132,16 @@ trap 'exit 143' TERM
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building release binaries and demo images"
-  "$CARGO" build --release --locked -p wasmcell-shim -p demo-app
+  "$CARGO" build --release --locked -p wasmcell-shim -p wasmcell -p demo-app
+  "$CARGO" build --release --locked -p wasmcell-tests --example big_component
 fi
 SHIM=$ROOT/target/release/containerd-shim-wasmcell-v1
+WASMCELL=$ROOT/target/release/wasmcell
+BIG_COMPONENT=$ROOT/target/release/examples/big_component
 DEMO_TAR=$WASMCELL_OCI_OUT/demo-app-image.tar
-[ -x "$SHIM" ] || die "$SHIM missing (run without BENCH_SKIP_BUILD=1)"
+for exe in "$SHIM" "$WASMCELL" "$BIG_COMPONENT"; do
+  [ -x "$exe" ] || die "$exe missing (run without BENCH_SKIP_BUILD=1)"
+done
 [ -f "$DEMO_TAR" ] || die "$DEMO_TAR missing"
 
 apt_install() {
@@ -150,6 +162,16 @@ for prog in hello sleep; do
 done
 python3 "$ROOT/bench/mkimage.py" --name "$NATIVE_IMAGE" --cmd /hello \
   --file "/hello=$BUILD/hello" --file "/sleep=$BUILD/sleep" -o "$BUILD/native-image.tar"
+
+# Two artifacts with the same large code: one the host can run, one importing wasi:keyvalue.
+BIG_IMAGE=localhost/bench/big:latest
+BIG_KV_IMAGE=localhost/bench/big-kv:latest
+"$BIG_COMPONENT" "$BUILD/big.wasm" "$BENCH_BIG_MIB"
+"$BIG_COMPONENT" "$BUILD/big-kv.wasm" "$BENCH_BIG_MIB" wasi:keyvalue/store@0.2.0-draft
+"$WASMCELL" package --format artifact --name "$BIG_IMAGE" --module "$BUILD/big.wasm" \
+  -o "$BUILD/big.tar" >/dev/null
+"$WASMCELL" package --format artifact --name "$BIG_KV_IMAGE" --module "$BUILD/big-kv.wasm" \
+  -o "$BUILD/big-kv.tar" >/dev/null
 
 now_us() { local t=${EPOCHREALTIME//[!0-9]/}; echo "$t"; }
 
@@ -309,6 +331,41 @@ bench_one() {
     us=$(run_once "$second" "lat-$second-$i")
     printf 'measure\t%s\t2\t%s\t%s\n' "$i" "$second" "$us" >>"$RAW/latency.tsv"
   done
+
+  # 3. validation: reject from the config vs compile (done first: nothing else is running).
+  # containerd 1.6 cannot run artifacts (it unpacks only tar layers), so it has no figure.
+  if [ "$ver" != 1.6 ]; then
+  log "containerd $ver: rejecting a $BENCH_BIG_MIB MiB artifact vs compiling it, $BENCH_REJECT_RUNS runs each"
+  "$WASMCELL" import --address "$ADDR" -n "$NS" --ctr "$BIN/ctr" "$BUILD/big.tar" >/dev/null
+  "$WASMCELL" import --address "$ADDR" -n "$NS" --ctr "$BIN/ctr" "$BUILD/big-kv.tar" >/dev/null
+  printf 'kind\trun\tus\n' >"$RAW/reject.tsv"
+  local t0 t1
+  for i in $(seq "$BENCH_REJECT_RUNS"); do
+    echo "reject-$i" >>"$IDS_FILE"
+    t0=$(now_us)
+    if ctr_ run --rm --runtime "$WASM_RUNTIME" --platform wasip2/wasm "$BIG_KV_IMAGE" \
+      "reject-$i" big-kv.wasm >"$DIR/out" 2>&1; then
+      die "the keyvalue artifact ran"
+    fi
+    t1=$(now_us)
+    grep -q "checked before reading the wasm layer" "$DIR/out" || die "unexpected refusal: $(cat "$DIR/out")"
+    printf 'reject\t%s\t%s\n' "$i" $((t1 - t0)) >>"$RAW/reject.tsv"
+    rm -rf "$DIR/cache" && mkdir -p "$DIR/cache"
+    echo "cold-$i" >>"$IDS_FILE"
+    t0=$(now_us)
+    ctr_ run --rm --runtime "$WASM_RUNTIME" --platform wasip2/wasm "$BIG_IMAGE" "cold-$i" big.wasm \
+      >"$DIR/out" 2>&1 || die "the big artifact failed: $(cat "$DIR/out")"
+    t1=$(now_us)
+    printf 'cold\t%s\t%s\n' "$i" $((t1 - t0)) >>"$RAW/reject.tsv"
+    echo "warm-$i" >>"$IDS_FILE"
+    t0=$(now_us)
+    ctr_ run --rm --runtime "$WASM_RUNTIME" --platform wasip2/wasm "$BIG_IMAGE" "warm-$i" big.wasm \
+      >"$DIR/out" 2>&1 || die "the big artifact failed: $(cat "$DIR/out")"
+    t1=$(now_us)
+    printf 'warm\t%s\t%s\n' "$i" $((t1 - t0)) >>"$RAW/reject.tsv"
+  done
+  printf '%s\n' "$(stat -c %s "$BUILD/big.wasm")" >"$RAW/big-bytes"
+  fi
 
   # 2. memory
   local n kind
