@@ -1,5 +1,7 @@
 //! Private containerd instances: own root, state, sockets and `opt` dir in a temp directory,
-//! CRI and NRI off, never touching a system containerd. Dropping the handle stops the daemon,
+//! NRI off and CRI off unless a test asks for it (then with a private CNI bridge, a private
+//! registry mirror configuration and pod cgroups under the instance's namespace name), never
+//! touching a system containerd. Dropping the handle stops the daemon,
 //! unmounts anything left under its directory and removes it.
 
 use std::path::{Path, PathBuf};
@@ -66,6 +68,8 @@ pub struct Containerd {
     pub namespace: String,
     bin: PathBuf,
     cache: PathBuf,
+    /// The CNI bridge created for CRI pods, removed on drop.
+    bridge: Option<String>,
     child: Option<Child>,
     _temp: tempfile::TempDir,
 }
@@ -86,15 +90,24 @@ impl Containerd {
     /// all test instances (entries are content-addressed, so sharing is safe) so that only the
     /// first run of a module pays for compiling it.
     pub fn start(version: Version) -> Result<Containerd, String> {
-        Containerd::start_with_cache(version, None)
+        Containerd::start_with(version, None, None)
     }
 
     /// Like [`Containerd::start`], with a compile cache of its own.
     pub fn start_with_private_cache(version: Version) -> Result<Containerd, String> {
-        Containerd::start_with_cache(version, Some(()))
+        Containerd::start_with(version, Some(()), None)
     }
 
-    fn start_with_cache(version: Version, private: Option<()>) -> Result<Containerd, String> {
+    /// Like [`Containerd::start`], with the CRI plugin on (see [`CriSetup`]).
+    pub fn start_with_cri(version: Version, cri: &CriSetup) -> Result<Containerd, String> {
+        Containerd::start_with(version, None, Some(cri))
+    }
+
+    fn start_with(
+        version: Version,
+        private: Option<()>,
+        cri: Option<&CriSetup>,
+    ) -> Result<Containerd, String> {
         if !nix_is_root() {
             return Err("containerd needs root".to_owned());
         }
@@ -105,7 +118,19 @@ impl Containerd {
             .tempdir_in("/tmp")
             .map_err(|e| format!("tempdir: {e}"))?;
         let dir = temp.path().to_owned();
-        let config = config_toml(version, &dir);
+        let namespace = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "wasmcell-test".to_owned());
+        let mut config = config_toml(version, &dir, cri.is_some());
+        let bridge = match cri {
+            Some(cri) => {
+                let (bridge, cri_config) = cri_toml(version, &dir, cri)?;
+                config.push_str(&cri_config);
+                Some(bridge)
+            }
+            None => None,
+        };
         std::fs::write(dir.join("config.toml"), config).map_err(|e| e.to_string())?;
         let cache = match private {
             Some(()) => dir.join("cache"),
@@ -113,16 +138,13 @@ impl Containerd {
         };
         std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
         let child = spawn_daemon(&bin, &dir, &cache)?;
-        let namespace = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "wasmcell-test".to_owned());
         let mut containerd = Containerd {
             version,
             namespace,
             dir,
             bin,
             cache,
+            bridge,
             child: Some(child),
             _temp: temp,
         };
@@ -323,6 +345,9 @@ impl Drop for Containerd {
         self.stop_daemon();
         kill_processes_using(&self.dir);
         unmount_below(&self.dir);
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new("ip").args(["link", "del", bridge]).status();
+        }
     }
 }
 
@@ -378,15 +403,18 @@ fn nix_is_root() -> bool {
         || in_ci()
 }
 
-fn config_toml(version: Version, dir: &Path) -> String {
+fn config_toml(version: Version, dir: &Path, cri: bool) -> String {
     let d = dir.display();
-    let disabled = match version {
-        Version::V2_1 => {
+    let disabled = match (version, cri) {
+        (Version::V2_1, false) => {
             r#"["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
   "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.grpc.v1.sandbox-controllers",
   "io.containerd.nri.v1.nri"]"#
         }
-        Version::V1_7 | Version::V1_6 => r#"["io.containerd.grpc.v1.cri"]"#,
+        // NRI would share /var/run/nri with every other containerd on the machine.
+        (Version::V2_1, true) => r#"["io.containerd.nri.v1.nri"]"#,
+        (_, false) => r#"["io.containerd.grpc.v1.cri"]"#,
+        (_, true) => "[]",
     };
     let schema = if version == Version::V2_1 { 3 } else { 2 };
     format!(
@@ -394,4 +422,116 @@ fn config_toml(version: Version, dir: &Path) -> String {
          [grpc]\n  address = \"{d}/c.sock\"\n\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\n\
          [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n"
     )
+}
+
+/// What a CRI-enabled instance is set up with.
+#[derive(Debug, Clone)]
+pub struct CriSetup {
+    /// `host:port` of a plain-HTTP registry the CRI plugin may pull from.
+    pub registry: String,
+    /// The image CRI pins as the pod sandbox image (wasmcell never runs it).
+    pub sandbox_image: String,
+    /// Extra TOML lines for the `wasmcell` runtime's `options` table.
+    pub runtime_options: Option<String>,
+}
+
+/// A small number unique among the CRI instances this test process starts, for bridge names
+/// and subnets.
+fn next_network_index() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The CRI part of the config (tables differ between 1.7 and 2.x) and the CNI files it points
+/// at. Returns the bridge name.
+fn cri_toml(version: Version, dir: &Path, cri: &CriSetup) -> Result<(String, String), String> {
+    let d = dir.display();
+    let index = next_network_index();
+    // Distinct per test process and instance: bridge names are global, and so are routes.
+    let pid = std::process::id();
+    let bridge = format!("wc{}x{index}", pid % 100_000);
+    let subnet = format!("10.{}.{}.0/24", 100 + pid % 100, index % 250);
+    let cni_dir = dir.join("cni");
+    std::fs::create_dir_all(&cni_dir).map_err(|e| e.to_string())?;
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": format!("wasmcell-{bridge}"),
+        "plugins": [{
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": subnet}]],
+                "dataDir": dir.join("cni-ipam"),
+            }
+        }]
+    });
+    std::fs::write(cni_dir.join("10-wasmcell.conflist"), conflist.to_string())
+        .map_err(|e| e.to_string())?;
+    let hosts = dir.join("certs.d").join(&cri.registry);
+    std::fs::create_dir_all(&hosts).map_err(|e| e.to_string())?;
+    std::fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"http://{r}\"\n[host.\"http://{r}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            r = cri.registry
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let options = cri.runtime_options.clone().unwrap_or_default();
+    let sandbox = &cri.sandbox_image;
+    let text = match version {
+        Version::V2_1 => format!(
+            r#"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[plugins."io.containerd.cri.v1.images"]
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{sandbox}"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "{d}/certs.d"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "{d}/cni"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasmcell]
+    runtime_type = "io.containerd.wasmcell.v1"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasmcell.options]
+{options}
+"#
+        ),
+        Version::V1_7 | Version::V1_6 => format!(
+            r#"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  sandbox_image = "{sandbox}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/cni"
+  # 1.7 drops its built-in runc entry once any runtime is configured.
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmcell]
+    runtime_type = "io.containerd.wasmcell.v1"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmcell.options]
+{options}
+"#
+        ),
+    };
+    Ok((bridge, text))
 }

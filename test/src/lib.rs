@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a panic is a test failure
 
 pub mod containerd;
+pub mod cri;
 pub mod image;
 
 use std::path::{Path, PathBuf};

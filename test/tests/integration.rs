@@ -23,5 +23,6 @@ macro_rules! on_2_1_and_1_7 {
 
 mod cli;
 mod demo_images;
+mod kubernetes;
 mod shim;
 mod validation;

@@ -47,6 +47,9 @@ pub fn main(plan_path: &Path) -> i32 {
     if read_byte(&mut control) != Some(b'c') {
         return EXIT_SETUP;
     }
+    if read_plan(plan_path).is_ok_and(|plan| plan.sandbox) {
+        return hold_sandbox(control, status);
+    }
     let prepared = prepare(plan_path);
     let line = match &prepared {
         Ok((_, _, outcome)) => format!("ok {outcome}\n"),
@@ -82,13 +85,30 @@ pub fn main(plan_path: &Path) -> i32 {
     }
 }
 
+fn read_plan(plan_path: &Path) -> Result<GuestPlan, String> {
+    let text =
+        std::fs::read(plan_path).map_err(|e| format!("reading {}: {e}", plan_path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("parsing {}: {e}", plan_path.display()))
+}
+
+/// A pod sandbox: report ready, wait for start, then hold the pod's cgroup and network
+/// namespace until a signal ends the process (SIGTERM 143, SIGKILL 137).
+fn hold_sandbox(mut control: File, mut status: File) -> i32 {
+    let _ = status.write_all(b"ok sandbox\n");
+    drop(status);
+    if read_byte(&mut control) != Some(b's') {
+        return 0;
+    }
+    drop(control);
+    loop {
+        nix::unistd::pause();
+    }
+}
+
 type Prepared = (WasmEngine, (wasmcell_engine::Program, RunSpec), String);
 
 fn prepare(plan_path: &Path) -> Result<Prepared, String> {
-    let text =
-        std::fs::read(plan_path).map_err(|e| format!("reading {}: {e}", plan_path.display()))?;
-    let plan: GuestPlan = serde_json::from_slice(&text)
-        .map_err(|e| format!("parsing {}: {e}", plan_path.display()))?;
+    let plan = read_plan(plan_path)?;
     let bytes = std::fs::read(&plan.program).map_err(|e| {
         format!(
             "reading program {}: {e}",

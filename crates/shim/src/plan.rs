@@ -60,6 +60,9 @@ pub struct GuestPlan {
     pub network: NetworkMode,
     /// Compile cache directory.
     pub cache_dir: Option<PathBuf>,
+    /// A pod sandbox: nothing to run, the process waits to be killed.
+    #[serde(default)]
+    pub sandbox: bool,
     /// The operator's deny patterns ([`wasmcell_engine::Policy`]), checked against the
     /// binary's imports before anything runs.
     #[serde(default)]
@@ -116,6 +119,9 @@ pub enum ProgramSource {
     Rootfs,
     /// The shim already wrote the wasm layer here (wasm-layer images, artifacts).
     File(PathBuf),
+    /// A pod's sandbox container: no program; the guest process only holds the pod's place
+    /// (cgroup, network namespace) until it is killed.
+    Sandbox,
 }
 
 impl GuestPlan {
@@ -133,8 +139,10 @@ impl GuestPlan {
             Some((path, func)) if !func.is_empty() => (path.to_owned(), Some(func.to_owned())),
             _ => (first.clone(), None),
         };
+        let sandbox = matches!(source, ProgramSource::Sandbox);
         let program = match source {
             ProgramSource::File(file) => file,
+            ProgramSource::Sandbox => PathBuf::new(),
             ProgramSource::Rootfs => {
                 let host = resolve_in_root(rootfs, &path).map_err(|source| PlanError::Program {
                     arg: first.clone(),
@@ -215,6 +223,7 @@ impl GuestPlan {
             memory_limit_bytes,
             network,
             cache_dir,
+            sandbox,
             deny: Vec::new(),
             policy_source: String::new(),
             declared_imports: None,

@@ -36,6 +36,7 @@ use wasmcell_engine::{Policy, host};
 use crate::plan::{GuestPlan, PLAN_FILE, PROGRAM_FILE, PlanError, ProgramSource};
 use crate::policy;
 use crate::process::{GuestStdio, spawn_guest};
+use crate::shim;
 
 /// What `create` produced before the container is recorded.
 struct PreparedContainer {
@@ -275,6 +276,9 @@ impl Service {
                     "container {}: program loaded ({})",
                     req.id, prepared.load_outcome
                 );
+                if let Some(score) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+                    set_oom_score_adj(&req.id, prepared.pid, score);
+                }
                 Ok(PreparedContainer {
                     cgroup,
                     prepared,
@@ -301,6 +305,10 @@ impl Service {
         policy: &Policy,
     ) -> Result<GuestPlan, String> {
         let cache = self.config.cache_dir.clone();
+        if shim::is_sandbox(spec) {
+            return GuestPlan::from_spec(spec, rootfs, ProgramSource::Sandbox, cache)
+                .map_err(|e| e.to_string());
+        }
         let from_rootfs = GuestPlan::from_spec(spec, rootfs, ProgramSource::Rootfs, cache.clone());
         let not_in_rootfs = match from_rootfs {
             Ok(plan) => return Ok(with_policy(plan, policy)),
@@ -353,6 +361,18 @@ impl Service {
         }
         let _ = std::fs::remove_file(container.bundle.join(PLAN_FILE));
         let _ = std::fs::remove_file(container.bundle.join(PROGRAM_FILE));
+    }
+}
+
+/// Applies the spec's `oomScoreAdj` to the guest. A kernel that refuses the value (lowering
+/// it needs CAP_SYS_RESOURCE, which some hosts deny even to root) gets a warning, not a failed
+/// container: the guest runs with the score it inherited.
+fn set_oom_score_adj(id: &str, pid: u32, score: i32) {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    if let Err(e) = std::fs::write(&path, score.to_string()) {
+        warn!(
+            "container {id}: cannot set oom_score_adj {score} for pid {pid}: {e}; keeping the inherited score"
+        );
     }
 }
 

@@ -18,6 +18,8 @@ use crate::cgroup::ContainerCgroup;
 pub const RUNTIME_ID: &str = "io.containerd.wasmcell.v1";
 /// Annotation the CRI plugin puts on every container of a pod.
 const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+/// Annotation the CRI plugin uses to mark a pod's sandbox (pause) container.
+const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 /// Where compiled code is cached unless `WASMCELL_CACHE_DIR` says otherwise. Entries are keyed
 /// by content and engine fingerprint and verified before use, so one cache can serve every
 /// containerd on the host.
@@ -40,6 +42,15 @@ pub fn grouping(bundle: &Path, id: &str) -> String {
         .and_then(|spec| spec.annotations().clone())
         .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
         .unwrap_or_else(|| id.to_owned())
+}
+
+/// Whether `spec` is a pod's sandbox container, which wasmcell runs itself instead of the
+/// (native) pause image.
+pub fn is_sandbox(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION))
+        .is_some_and(|t| t == "sandbox")
 }
 
 /// `delete` action: containerd calls it when the shim is gone; undo what create did for this
