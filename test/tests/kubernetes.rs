@@ -10,7 +10,13 @@ use wasmcell_tests::cri::{Cri, Registry, log_dir};
 use wasmcell_tests::demo_tar;
 use wasmcell_tests::image::{Entry, write_image_tar};
 
-on_2_1_and_1_7!(a_one_shot_pod_exits_zero_and_logs_through_cri,);
+on_2_1_and_1_7!(
+    a_one_shot_pod_exits_zero_and_logs_through_cri,
+    a_daemon_pod_stops_on_sigterm_and_leaves_nothing_behind,
+    two_containers_share_the_pod_network_and_not_the_hosts,
+    containers_are_recreated_measured_and_refused_exec_in_a_running_pod,
+    an_unsatisfiable_import_fails_the_container_with_the_full_message,
+);
 
 /// Everything a pod test needs; dropped in reverse order of need.
 struct Node {
@@ -200,6 +206,89 @@ impl Node {
         }
     }
 
+    fn wait_running(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status = self.status(id);
+            if status.state == cri::ContainerState::ContainerRunning as i32 {
+                return;
+            }
+            assert!(
+                status.state != cri::ContainerState::ContainerExited as i32,
+                "{id} exited: {status:?}"
+            );
+            assert!(Instant::now() < deadline, "{id} never ran: {status:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop_container(&self, id: &str, timeout_seconds: i64) {
+        let mut client = self.cri.runtime.clone();
+        self.cri
+            .block_on(client.stop_container(cri::StopContainerRequest {
+                container_id: id.to_owned(),
+                timeout: timeout_seconds,
+            }))
+            .unwrap_or_else(|e| panic!("StopContainer {id}: {e}"));
+    }
+
+    fn remove_container(&self, id: &str) {
+        let mut client = self.cri.runtime.clone();
+        self.cri
+            .block_on(client.remove_container(cri::RemoveContainerRequest {
+                container_id: id.to_owned(),
+            }))
+            .unwrap_or_else(|e| panic!("RemoveContainer {id}: {e}"));
+    }
+
+    /// The pod's IP and its network namespace path (from the sandbox's runtime spec).
+    fn pod_network(&self, pod: &str) -> (String, Option<String>) {
+        let mut client = self.cri.runtime.clone();
+        let response = self
+            .cri
+            .block_on(client.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.to_owned(),
+                verbose: true,
+            }))
+            .unwrap_or_else(|e| panic!("PodSandboxStatus: {e}"))
+            .into_inner();
+        let ip = response
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        let info: serde_json::Value = response
+            .info
+            .get("info")
+            .and_then(|i| serde_json::from_str(i).ok())
+            .unwrap_or_default();
+        let netns = info["runtimeSpec"]["linux"]["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["type"] == "network")
+            .and_then(|n| n["path"].as_str())
+            .map(str::to_owned);
+        (ip, netns)
+    }
+
+    /// A demo container started in `pod` and running `command` (args after the program).
+    fn run_demo(
+        &self,
+        pod: &str,
+        sandbox: &cri::PodSandboxConfig,
+        name: &str,
+        args: &[&str],
+    ) -> String {
+        let mut command = vec!["/demo-app.wasm"];
+        command.extend(args);
+        let id = self
+            .create(pod, sandbox, name, &self.demo_image, &command)
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"));
+        self.start(&id);
+        id
+    }
+
     fn stop_and_remove_pod(&self, pod: &str) {
         let mut client = self.cri.runtime.clone();
         self.cri
@@ -266,4 +355,298 @@ fn a_one_shot_pod_exits_zero_and_logs_through_cri(version: Version) {
     assert_eq!(lines, [("stdout".to_owned(), "hello".to_owned())]);
     node.stop_and_remove_pod(&pod);
     drop(node.registry);
+}
+
+/// Every trace of `ids` that must be gone once their pod is removed: processes naming them
+/// (shims by `-id`, guests by their bundle), mounts, cgroups, shim state and the netns.
+fn assert_nothing_left(node: &Node, ids: &[&str], netns: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut left = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if ids.iter().any(|id| cmdline.contains(id)) {
+                left.push(format!(
+                    "process {}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mounts.lines() {
+            if ids.iter().any(|id| line.contains(id)) || netns.is_some_and(|n| line.contains(n)) {
+                left.push(format!("mount {line}"));
+            }
+        }
+        for id in ids {
+            let state = node
+                .containerd
+                .dir
+                .join("state/io.containerd.runtime.v2.task/k8s.io")
+                .join(id);
+            if state.exists() {
+                left.push(format!("state {}", state.display()));
+            }
+        }
+        if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+            for controller in controllers.flatten() {
+                let pods = controller.path().join(&node.containerd.namespace);
+                for pod_dir in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+                    for id in ids {
+                        if pod_dir.path().join(id).exists() {
+                            left.push(format!("cgroup {}", pod_dir.path().join(id).display()));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(netns) = netns
+            && Path::new(netns).exists()
+        {
+            left.push(format!("netns {netns}"));
+        }
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn a_daemon_pod_stops_on_sigterm_and_leaves_nothing_behind(version: Version) {
+    let Some(node) = node(version) else {
+        return;
+    };
+    let sandbox = node.sandbox_config("daemon", false);
+    let pod = node.run_pod(&sandbox);
+    node.pull(&node.demo_image, &sandbox);
+    let id = node.run_demo(&pod, &sandbox, "daemon", &["daemon"]);
+    node.wait_running(&id);
+    let (_, netns) = node.pod_network(&pod);
+    assert!(netns.is_some(), "the sandbox has no network namespace path");
+    std::thread::sleep(Duration::from_millis(1500));
+    // The kubelet's order: StopContainer with the grace period, then StopPodSandbox.
+    let started = Instant::now();
+    node.stop_container(&id, 30);
+    let elapsed = started.elapsed();
+    let status = node.wait_exited(&id);
+    assert_eq!(
+        status.exit_code, 143,
+        "SIGTERM should end the guest: {status:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "StopContainer took {elapsed:?}"
+    );
+    let lines = cri_log_lines(&node.log_file("daemon", "daemon"));
+    assert!(
+        lines
+            .iter()
+            .any(|(stream, text)| stream == "stdout" && text == "daemon tick 0"),
+        "{lines:?}"
+    );
+    node.stop_and_remove_pod(&pod);
+    assert_nothing_left(&node, &[&pod, &id], netns.as_deref());
+}
+
+fn two_containers_share_the_pod_network_and_not_the_hosts(version: Version) {
+    let Some(node) = node(version) else {
+        return;
+    };
+    // A line-serving listener on the host's loopback, which pods must not reach.
+    let host_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = host_listener.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        for stream in host_listener.incoming().flatten() {
+            use std::io::Write as _;
+            let mut stream = stream;
+            let _ = writeln!(stream, "hello from the host");
+        }
+    });
+
+    let sandbox = node.sandbox_config("pair", false);
+    let pod = node.run_pod(&sandbox);
+    node.pull(&node.demo_image, &sandbox);
+    let port = "8080";
+    let server = node.run_demo(&pod, &sandbox, "server", &["listen", port]);
+    node.wait_running(&server);
+    // The pod's IP on the CNI bridge answers from the host.
+    let (ip, _) = node.pod_network(&pod);
+    assert!(!ip.is_empty(), "the pod has no IP");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let line = loop {
+        if let Ok(stream) = std::net::TcpStream::connect(format!("{ip}:{port}")) {
+            let mut line = String::new();
+            use std::io::BufRead as _;
+            let _ = std::io::BufReader::new(stream).read_line(&mut line);
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pod never listened on {ip}:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(line.starts_with("hello from demo-app listener"), "{line:?}");
+
+    let client = node.run_demo(
+        &pod,
+        &sandbox,
+        "client",
+        &["connect", &format!("127.0.0.1:{port}")],
+    );
+    let status = node.wait_exited(&client);
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let lines = cri_log_lines(&node.log_file("pair", "client"));
+    assert!(
+        lines
+            .iter()
+            .any(|(_, text)| text.starts_with("hello from demo-app listener")),
+        "{lines:?}"
+    );
+    let escape = node.run_demo(
+        &pod,
+        &sandbox,
+        "escape",
+        &["connect", &format!("127.0.0.1:{host_port}")],
+    );
+    let status = node.wait_exited(&escape);
+    assert_ne!(
+        status.exit_code, 0,
+        "the host's loopback was reachable from the pod"
+    );
+
+    // A host-network pod reaches the host's loopback.
+    let host_sandbox = node.sandbox_config("hostnet", true);
+    let host_pod = node.run_pod(&host_sandbox);
+    let reach = node.run_demo(
+        &host_pod,
+        &host_sandbox,
+        "reach",
+        &["connect", &format!("127.0.0.1:{host_port}")],
+    );
+    let status = node.wait_exited(&reach);
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let lines = cri_log_lines(&node.log_file("hostnet", "reach"));
+    assert_eq!(
+        lines,
+        [("stdout".to_owned(), "hello from the host".to_owned())]
+    );
+    node.stop_and_remove_pod(&pod);
+    node.stop_and_remove_pod(&host_pod);
+}
+
+fn containers_are_recreated_measured_and_refused_exec_in_a_running_pod(version: Version) {
+    let Some(node) = node(version) else {
+        return;
+    };
+    let sandbox = node.sandbox_config("lifecycle", false);
+    let pod = node.run_pod(&sandbox);
+    node.pull(&node.demo_image, &sandbox);
+    let first = node.run_demo(&pod, &sandbox, "once", &["echo", "first"]);
+    assert_eq!(node.wait_exited(&first).exit_code, 0);
+    node.remove_container(&first);
+    let again = node.run_demo(&pod, &sandbox, "once", &["echo", "again"]);
+    assert_eq!(node.wait_exited(&again).exit_code, 0);
+    let lines = cri_log_lines(&node.log_file("lifecycle", "once"));
+    assert!(lines.iter().any(|(_, t)| t == "again"), "{lines:?}");
+
+    let daemon = node.run_demo(&pod, &sandbox, "daemon", &["daemon"]);
+    node.wait_running(&daemon);
+    let mut client = node.cri.runtime.clone();
+    let stats = node
+        .cri
+        .block_on(client.container_stats(cri::ContainerStatsRequest {
+            container_id: daemon.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("ContainerStats: {e}"))
+        .into_inner()
+        .stats
+        .unwrap_or_default();
+    let memory = stats.memory.unwrap_or_default();
+    let working_set = memory.working_set_bytes.map_or(0, |v| v.value);
+    let usage = memory.usage_bytes.map_or(0, |v| v.value);
+    assert!(
+        working_set > 0 || usage > 0,
+        "no memory reported: {memory:?}"
+    );
+
+    let exec = node.cri.block_on(client.exec_sync(cri::ExecSyncRequest {
+        container_id: daemon.clone(),
+        cmd: vec!["/demo-app.wasm".into(), "echo".into(), "x".into()],
+        timeout: 10,
+    }));
+    let err = exec
+        .err()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(err.contains("not supported"), "exec: {err:?}");
+    node.stop_container(&daemon, 10);
+    node.stop_and_remove_pod(&pod);
+}
+
+fn an_unsatisfiable_import_fails_the_container_with_the_full_message(version: Version) {
+    let Some(node) = node(version) else {
+        return;
+    };
+    let wasm = node.temp.path().join("kv.wasm");
+    std::fs::write(
+        &wasm,
+        wat::parse_str(
+            r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "open" (func)))))"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let tar = node.temp.path().join("kv.tar");
+    let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+        .args([
+            "package",
+            "--format",
+            "image",
+            "--name",
+            "localhost/test/kv:latest",
+            "--module",
+        ])
+        .arg(&wasm)
+        .arg("-o")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = node.registry.push(&tar, "test/kv:latest").unwrap();
+    let sandbox = node.sandbox_config("kv", false);
+    let pod = node.run_pod(&sandbox);
+    node.pull(&image, &sandbox);
+    let id = node
+        .create(&pod, &sandbox, "kv", &image, &["/kv.wasm"])
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}"));
+    // CRI creates the task (where the shim checks) at StartContainer.
+    let mut client = node.cri.runtime.clone();
+    let err = node
+        .cri
+        .block_on(client.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        }))
+        .err()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        err.contains(
+            "program \"/kv.wasm\": the component cannot run on this host: 1 import cannot be \
+             satisfied on this host (wasi:cli/command@0.2.12): wasi:keyvalue/store@0.2.0-draft \
+             (not provided by this host)"
+        ),
+        "{err}"
+    );
+    node.stop_and_remove_pod(&pod);
 }
