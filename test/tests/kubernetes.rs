@@ -16,6 +16,7 @@ on_2_1_and_1_7!(
     two_containers_share_the_pod_network_and_not_the_hosts,
     containers_are_recreated_measured_and_refused_exec_in_a_running_pod,
     an_unsatisfiable_import_fails_the_container_with_the_full_message,
+    the_cncf_artifact_runs_as_a_pod_image,
 );
 
 /// Everything a pod test needs; dropped in reverse order of need.
@@ -647,6 +648,39 @@ fn an_unsatisfiable_import_fails_the_container_with_the_full_message(version: Ve
              (not provided by this host)"
         ),
         "{err}"
+    );
+    node.stop_and_remove_pod(&pod);
+}
+
+fn the_cncf_artifact_runs_as_a_pod_image(version: Version) {
+    let Some(node) = node(version) else {
+        return;
+    };
+    let image = node
+        .registry
+        .push(
+            &demo_tar("demo-app-artifact.tar"),
+            "wasmcell/demo-app-artifact:latest",
+        )
+        .unwrap();
+    let sandbox = node.sandbox_config("artifact", false);
+    let pod = node.run_pod(&sandbox);
+    node.pull(&image, &sandbox);
+    let id = node
+        .create(
+            &pod,
+            &sandbox,
+            "hello",
+            &image,
+            &["demo-app.wasm", "echo", "from an artifact"],
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}"));
+    node.start(&id);
+    assert_eq!(node.wait_exited(&id).exit_code, 0);
+    let lines = cri_log_lines(&node.log_file("artifact", "hello"));
+    assert_eq!(
+        lines,
+        [("stdout".to_owned(), "from an artifact".to_owned())]
     );
     node.stop_and_remove_pod(&pod);
 }
