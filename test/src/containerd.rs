@@ -100,13 +100,22 @@ impl Containerd {
 
     /// Like [`Containerd::start`], with the CRI plugin on (see [`CriSetup`]).
     pub fn start_with_cri(version: Version, cri: &CriSetup) -> Result<Containerd, String> {
-        Containerd::start_with(version, None, Some(cri))
+        Containerd::start_with(version, None, Some(Setup::Cri(cri)))
+    }
+
+    /// Like [`Containerd::start`], with the config file `config(dir)` returns, for tests of
+    /// config files themselves. It must keep root, state, sockets and `opt` inside `dir`.
+    pub fn start_with_config(
+        version: Version,
+        config: impl FnOnce(&Path) -> String,
+    ) -> Result<Containerd, String> {
+        Containerd::start_with(version, None, Some(Setup::Config(Box::new(config))))
     }
 
     fn start_with(
         version: Version,
         private: Option<()>,
-        cri: Option<&CriSetup>,
+        setup: Option<Setup<'_>>,
     ) -> Result<Containerd, String> {
         if !nix_is_root() {
             return Err("containerd needs root".to_owned());
@@ -122,14 +131,13 @@ impl Containerd {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "wasmcell-test".to_owned());
-        let mut config = config_toml(version, &dir, cri.is_some());
-        let bridge = match cri {
-            Some(cri) => {
+        let (config, bridge) = match setup {
+            None => (config_toml(version, &dir, false), None),
+            Some(Setup::Cri(cri)) => {
                 let (bridge, cri_config) = cri_toml(version, &dir, cri)?;
-                config.push_str(&cri_config);
-                Some(bridge)
+                (config_toml(version, &dir, true) + &cri_config, Some(bridge))
             }
-            None => None,
+            Some(Setup::Config(make)) => (make(&dir), None),
         };
         std::fs::write(dir.join("config.toml"), config).map_err(|e| e.to_string())?;
         let cache = match private {
@@ -422,6 +430,12 @@ fn config_toml(version: Version, dir: &Path, cri: bool) -> String {
          [grpc]\n  address = \"{d}/c.sock\"\n\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\n\
          [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n"
     )
+}
+
+/// How an instance's config is made beyond the defaults.
+enum Setup<'a> {
+    Cri(&'a CriSetup),
+    Config(Box<dyn FnOnce(&Path) -> String + 'a>),
 }
 
 /// What a CRI-enabled instance is set up with.

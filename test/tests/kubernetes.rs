@@ -17,6 +17,7 @@ on_2_1_and_1_7!(
     containers_are_recreated_measured_and_refused_exec_in_a_running_pod,
     an_unsatisfiable_import_fails_the_container_with_the_full_message,
     the_cncf_artifact_runs_as_a_pod_image,
+    wasmcell_containerd_config_patches_a_node_config,
 );
 
 /// Everything a pod test needs; dropped in reverse order of need.
@@ -683,4 +684,106 @@ fn the_cncf_artifact_runs_as_a_pod_image(version: Version) {
         [("stdout".to_owned(), "from an artifact".to_owned())]
     );
     node.stop_and_remove_pod(&pod);
+}
+
+/// A node config as an installer leaves it, with private paths; the comment must survive.
+fn sample_config(version: Version, dir: &Path) -> String {
+    let d = dir.display();
+    let common = format!(
+        "root = \"{d}/root\"\nstate = \"{d}/state\"\n# kept by wasmcell containerd-config\n\n\
+         [grpc]\n  address = \"{d}/c.sock\"\n\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\n\
+         [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n"
+    );
+    match version {
+        Version::V2_1 => format!(
+            "version = 3\n{common}disabled_plugins = [\"io.containerd.nri.v1.nri\"]\n\n\
+             [plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n  \
+             stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n\n\
+             [plugins.\"io.containerd.cri.v1.runtime\".cni]\n  bin_dirs = [\"/usr/lib/cni\"]\n  \
+             conf_dir = \"{d}/cni\"\n"
+        ),
+        _ => format!(
+            "version = 2\n{common}\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  \
+             disable_tcp_service = true\n  stream_server_address = \"127.0.0.1\"\n  \
+             stream_server_port = \"0\"\n  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n    \
+             bin_dir = \"/usr/lib/cni\"\n    conf_dir = \"{d}/cni\"\n"
+        ),
+    }
+}
+
+fn wasmcell_containerd_config_patches_a_node_config(version: Version) {
+    let temp = tempfile::tempdir().unwrap();
+    let file = temp.path().join("config.toml");
+    let policy = temp.path().join("strict.toml");
+    std::fs::write(&policy, "deny = [\"wasi:sockets/*\"]\n").unwrap();
+    let patch = |file: &Path| {
+        let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+            .arg("containerd-config")
+            .arg("--config")
+            .arg(file)
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--write")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let started = Containerd::start_with_config(version, |dir| {
+        let original = sample_config(version, dir);
+        std::fs::write(&file, &original).unwrap();
+        // What it would print parses on its own.
+        let printed = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+            .arg("containerd-config")
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+        let parsed: toml::Table = toml::from_str(&printed).unwrap();
+        assert!(
+            printed.contains("runtime_type = \"io.containerd.wasmcell.v1\""),
+            "{printed}"
+        );
+        assert!(parsed.contains_key("plugins"), "{printed}");
+
+        let said = patch(&file);
+        assert!(said.contains("added runtime wasmcell"), "{said}");
+        let backup = temp.path().join("config.toml.wasmcell-backup");
+        assert_eq!(std::fs::read_to_string(&backup).unwrap(), original);
+        let patched = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            patched.contains("# kept by wasmcell containerd-config"),
+            "{patched}"
+        );
+        toml::from_str::<toml::Table>(&patched).unwrap();
+        let said = patch(&file);
+        assert!(said.contains("nothing changed"), "{said}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            patched,
+            "not idempotent"
+        );
+        patched
+    });
+    let containerd = match started {
+        Ok(c) => c,
+        Err(reason) => wasmcell_tests::skip_or_fail!("containerd {}: {reason}", version.as_str()),
+    };
+    let cri = Cri::connect(&containerd.address()).unwrap();
+    let mut client = cri.runtime.clone();
+    let status = cri
+        .block_on(client.status(cri::StatusRequest { verbose: true }))
+        .unwrap_or_else(|e| panic!("CRI Status: {e}\n{}", containerd.log()))
+        .into_inner();
+    let info = status.info.values().cloned().collect::<Vec<_>>().join("\n");
+    assert!(
+        info.contains("io.containerd.wasmcell.v1"),
+        "CRI does not list wasmcell:\n{info}"
+    );
+    assert!(info.contains(&policy.display().to_string()), "{info}");
 }

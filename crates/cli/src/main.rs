@@ -1,9 +1,10 @@
 //! `wasmcell`: the command-line tool. Packages wasm programs as OCI images and artifacts,
 //! inspects archives or containerd images (with the verdict for this host), imports them into
-//! containerd, and lists the worlds this host provides.
+//! containerd, lists the worlds this host provides, and sets up a node's containerd config.
 //!
 //! Errors go to stderr with exit status 1; usage errors exit 2 (clap's convention).
 
+mod containerd_config;
 mod ctr;
 mod import;
 mod inspect;
@@ -35,6 +36,9 @@ enum Command {
     Import(import::ImportArgs),
     /// List the worlds and interfaces this host provides to guests.
     Worlds(worlds::WorldsArgs),
+    /// Print, or patch into containerd's config, the runtime entry Kubernetes needs for the
+    /// `wasmcell` RuntimeClass handler (containerd 1.6/1.7 config version 2, 2.x version 3).
+    ContainerdConfig(containerd_config::ContainerdConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Import(args) => import::run(&args),
         Command::Worlds(args) => worlds::run(&args),
+        Command::ContainerdConfig(args) => containerd_config::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
