@@ -447,6 +447,9 @@ pub struct CriSetup {
     pub sandbox_image: String,
     /// Extra TOML lines for the `wasmcell` runtime's `options` table.
     pub runtime_options: Option<String>,
+    /// CRI's `restrict_oom_score_adj`. Without it CRI asks for -998 on every sandbox, which
+    /// these machines' kernels refuse.
+    pub restrict_oom_score_adj: bool,
 }
 
 /// A small number unique among the CRI instances this test process starts, for bridge names
@@ -496,6 +499,7 @@ fn cri_toml(version: Version, dir: &Path, cri: &CriSetup) -> Result<(String, Str
     )
     .map_err(|e| e.to_string())?;
     let options = cri.runtime_options.clone().unwrap_or_default();
+    let restrict = cri.restrict_oom_score_adj;
     let sandbox = &cri.sandbox_image;
     let text = match version {
         Version::V2_1 => format!(
@@ -512,7 +516,7 @@ fn cri_toml(version: Version, dir: &Path, cri: &CriSetup) -> Result<(String, Str
     config_path = "{d}/certs.d"
 
 [plugins."io.containerd.cri.v1.runtime"]
-  restrict_oom_score_adj = true
+  restrict_oom_score_adj = {restrict}
   disable_apparmor = true
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["/usr/lib/cni"]
@@ -530,7 +534,7 @@ fn cri_toml(version: Version, dir: &Path, cri: &CriSetup) -> Result<(String, Str
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   sandbox_image = "{sandbox}"
-  restrict_oom_score_adj = true
+  restrict_oom_score_adj = {restrict}
   disable_apparmor = true
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{d}/certs.d"

@@ -17,6 +17,7 @@ on_2_1_and_1_7!(
     containers_are_recreated_measured_and_refused_exec_in_a_running_pod,
     an_unsatisfiable_import_fails_the_container_with_the_full_message,
     the_cncf_artifact_runs_as_a_pod_image,
+    a_policy_in_the_handlers_runtime_options_denies_sockets,
     wasmcell_containerd_config_patches_a_node_config,
 );
 
@@ -40,6 +41,14 @@ fn missing(reason: String) -> Option<Node> {
 }
 
 fn node(version: Version) -> Option<Node> {
+    node_with(version, true, None)
+}
+
+fn node_with(
+    version: Version,
+    restrict_oom_score_adj: bool,
+    runtime_options: Option<&str>,
+) -> Option<Node> {
     let registry = match Registry::start() {
         Ok(r) => r,
         Err(reason) => return missing(format!("registry: {reason}")),
@@ -61,7 +70,8 @@ fn node(version: Version) -> Option<Node> {
     let setup = CriSetup {
         registry: registry.address.clone(),
         sandbox_image,
-        runtime_options: None,
+        runtime_options: runtime_options.map(str::to_owned),
+        restrict_oom_score_adj,
     };
     let containerd = match Containerd::start_with_cri(version, &setup) {
         Ok(c) => c,
@@ -334,8 +344,10 @@ fn cri_log_lines(path: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Also without `restrict_oom_score_adj`: CRI then asks for an oom_score_adj of -998 for the
+/// sandbox, which this machine's kernel refuses; wasmcell warns and runs the pod anyway.
 fn a_one_shot_pod_exits_zero_and_logs_through_cri(version: Version) {
-    let Some(node) = node(version) else {
+    let Some(node) = node_with(version, false, None) else {
         return;
     };
     let sandbox = node.sandbox_config("oneshot", false);
@@ -355,6 +367,20 @@ fn a_one_shot_pod_exits_zero_and_logs_through_cri(version: Version) {
     assert_eq!(status.exit_code, 0, "{status:?}");
     let lines = cri_log_lines(&node.log_file("oneshot", "echo"));
     assert_eq!(lines, [("stdout".to_owned(), "hello".to_owned())]);
+    // Probe in a child so this process keeps its own score.
+    let refused = !std::process::Command::new("sh")
+        .args(["-c", "echo -998 > /proc/self/oom_score_adj"])
+        .status()
+        .unwrap()
+        .success();
+    if refused {
+        assert!(
+            node.containerd
+                .log()
+                .contains("cannot set oom_score_adj -998"),
+            "no warning about the refused oom_score_adj"
+        );
+    }
     node.stop_and_remove_pod(&pod);
     drop(node.registry);
 }
@@ -553,7 +579,25 @@ fn containers_are_recreated_measured_and_refused_exec_in_a_running_pod(version: 
     let first = node.run_demo(&pod, &sandbox, "once", &["echo", "first"]);
     assert_eq!(node.wait_exited(&first).exit_code, 0);
     node.remove_container(&first);
-    let again = node.run_demo(&pod, &sandbox, "once", &["echo", "again"]);
+    // Re-created from the wasm-layer image (runwasi's format), also pulled by CRI.
+    let wasm_layer = node
+        .registry
+        .push(
+            &demo_tar("demo-app-wasm-layer.tar"),
+            "wasmcell/demo-app-wasm-layer:latest",
+        )
+        .unwrap();
+    node.pull(&wasm_layer, &sandbox);
+    let again = node
+        .create(
+            &pod,
+            &sandbox,
+            "once",
+            &wasm_layer,
+            &["demo-app.wasm", "echo", "again"],
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}"));
+    node.start(&again);
     assert_eq!(node.wait_exited(&again).exit_code, 0);
     let lines = cri_log_lines(&node.log_file("lifecycle", "once"));
     assert!(lines.iter().any(|(_, t)| t == "again"), "{lines:?}");
@@ -786,4 +830,39 @@ fn wasmcell_containerd_config_patches_a_node_config(version: Version) {
         "CRI does not list wasmcell:\n{info}"
     );
     assert!(info.contains(&policy.display().to_string()), "{info}");
+}
+
+/// The handler's `options` table in containerd's CRI config reaches the shim as the policy.
+fn a_policy_in_the_handlers_runtime_options_denies_sockets(version: Version) {
+    let Some(node) = node_with(version, true, Some("      deny = [\"wasi:sockets/*\"]")) else {
+        return;
+    };
+    let sandbox = node.sandbox_config("strict", false);
+    let pod = node.run_pod(&sandbox);
+    node.pull(&node.demo_image, &sandbox);
+    let id = node
+        .create(
+            &pod,
+            &sandbox,
+            "sockets",
+            &node.demo_image,
+            &["/demo-app.wasm", "echo", "x"],
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}"));
+    let mut client = node.cri.runtime.clone();
+    let err = node
+        .cri
+        .block_on(client.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        }))
+        .err()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(
+        err.contains(
+            "wasi:sockets/tcp@0.2.6 (denied by policy \"wasi:sockets/*\" from containerd runtime options)"
+        ),
+        "{err}"
+    );
+    node.stop_and_remove_pod(&pod);
 }
