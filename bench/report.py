@@ -23,6 +23,10 @@ GOALS = {
     "marginal": "≤ 2 MiB (runc 2.5; runwasi 8.2)",
     "processes": "(runc 2; runwasi 4)",
     "reject": "reject ≪ compile (runwasi compiles, then fails to instantiate)",
+    "pss_n50": "≤ 2 MiB per container at N=50 (runc 2.5; runwasi 8.2)",
+    "sigterm": "≤ 100 ms (runwasi never ends a guest on SIGTERM)",
+    "throughput": "≥ 48 tasks/s at 10 parallel (4× runwasi's 12)",
+    "concurrent": "200 sleeping containers at once",
 }
 
 
@@ -48,7 +52,21 @@ def load_version(out, ver):
                 reject[row["kind"]].append(int(row["us"]) / 1000.0)
         with open(os.path.join(raw, "big-bytes")) as f:
             reject["bytes"] = int(f.read().strip())
-    return meta, lat, pss, reject
+    signals = {}
+    path = os.path.join(raw, "signals.tsv")
+    if os.path.exists(path):
+        with open(path) as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                key = (row["runtime"], row["signal"])
+                signals.setdefault(key, []).append((int(row["us"]) / 1000.0, row["status"]))
+    throughput = {}
+    path = os.path.join(raw, "throughput.tsv")
+    if os.path.exists(path):
+        with open(path) as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                seconds = int(row["us"]) / 1e6
+                throughput[(row["runtime"], int(row["parallel"]))] = int(row["tasks"]) / seconds
+    return meta, lat, pss, reject, signals, throughput
 
 
 def ratio(a, b):
@@ -59,7 +77,7 @@ def r2(x):
     return None if x is None else round(x, 2)
 
 
-def figures(meta, lat, pss, reject):
+def figures(meta, lat, pss, reject, signals, throughput):
     fig = {
         "containerd_version": meta["containerd"],
         "containerd_line": meta["containerd_line"],
@@ -115,6 +133,24 @@ def figures(meta, lat, pss, reject):
         for role in ("shim", "child"):
             d = (pss[r][hi][role]["Pss"] - pss[r][lo][role]["Pss"]) / MIB / (hi - lo)
             fig[f"pss_marginal_mib_per_container_{role}_10_to_50_{r}"] = r2(d)
+    fig["cold_latency_ratio_vs_runc"] = ratio(
+        fig["first_run_latency_ms_wasmcell"], fig["first_run_latency_ms_runc"])
+    if 50 in counts:
+        fig["pss_mib_per_container_n50"] = fig["pss_mib_per_container_n50_wasmcell"]
+    fig["max_concurrent_containers_ok"] = max(pss["wasmcell"]) if pss["wasmcell"] else None
+    for (runtime, sig), runs in sorted(signals.items()):
+        ms = [m for m, _ in runs]
+        name = sig.lower().removeprefix("sig")
+        fig[f"{name}_to_exit_ms_{runtime}"] = r2(statistics.median(ms))
+        fig[f"{name}_to_exit_ms_min_{runtime}"] = r2(min(ms))
+        fig[f"{name}_to_exit_ms_max_{runtime}"] = r2(max(ms))
+        fig[f"{name}_exit_statuses_{runtime}"] = sorted({s for _, s in runs})
+    fig["sigterm_to_exit_ms"] = fig.get("term_to_exit_ms_wasmcell")
+    fig["sigkill_to_exit_ms"] = fig.get("kill_to_exit_ms_wasmcell")
+    for (runtime, par), rate in sorted(throughput.items()):
+        fig[f"throughput_tasks_per_s_parallel{par}_{runtime}"] = r2(rate)
+    fig["throughput_parallel"] = sorted({p for _, p in throughput})
+    fig["throughput_tasks_per_s_parallel10"] = fig.get("throughput_tasks_per_s_parallel10_wasmcell")
     if reject["reject"]:
         med = {k: statistics.median(reject[k]) for k in ("reject", "cold", "warm")}
         fig["reject_layer_mib"] = r2(reject["bytes"] / 1048576.0)
@@ -152,11 +188,11 @@ def table(fig):
     row("… max (ms)", fig["warm_latency_ms_max_wasmcell"], fig["warm_latency_ms_max_runc"])
     row("… median of per-pair ratios", None, None, "",
         fig["warm_latency_ratio_vs_runc_median_of_pairs"])
-    row("first run, empty compile cache (ms)", fig["first_run_latency_ms_wasmcell"],
-        fig["first_run_latency_ms_runc"])
+    row("`ctr run --rm` echo, first run after import, empty compile cache (ms)",
+        fig["first_run_latency_ms_wasmcell"], fig["first_run_latency_ms_runc"])
     for n in fig["counts"]:
         row(f"PSS per running container, N={n} (MiB)", fig[f"pss_mib_per_container_n{n}_wasmcell"],
-            fig[f"pss_mib_per_container_n{n}_runc"])
+            fig[f"pss_mib_per_container_n{n}_runc"], GOALS["pss_n50"] if n == 50 else "")
     lo, hi = fig["marginal_between"]
     if lo is not None:
         row(f"PSS per added container, N={lo}→{hi} (MiB)",
@@ -179,6 +215,22 @@ def table(fig):
         row(f"PSS file-backed per container, N={top} (MiB)",
             fig[f"pss_mib_per_container_file_n{top}_wasmcell"],
             fig[f"pss_mib_per_container_file_n{top}_runc"])
+    if "term_to_exit_ms_wasmcell" in fig:
+        for name, sig in (("term", "SIGTERM"), ("kill", "SIGKILL")):
+            row(f"{sig} → exit, median (ms)", fig[f"{name}_to_exit_ms_wasmcell"],
+                fig[f"{name}_to_exit_ms_runc"], GOALS["sigterm"] if name == "term" else "")
+            row(f"… min / max (ms)",
+                f"{fmt(fig[f'{name}_to_exit_ms_min_wasmcell'])} / {fmt(fig[f'{name}_to_exit_ms_max_wasmcell'])}",
+                f"{fmt(fig[f'{name}_to_exit_ms_min_runc'])} / {fmt(fig[f'{name}_to_exit_ms_max_runc'])}",
+                "", None)
+    for par in fig.get("throughput_parallel", []):
+        row(f"throughput, `ctr run --rm` echo, {par} in parallel (tasks/s)",
+            fig.get(f"throughput_tasks_per_s_parallel{par}_wasmcell"),
+            fig.get(f"throughput_tasks_per_s_parallel{par}_runc"),
+            GOALS["throughput"] if par == 10 else "")
+    if fig.get("max_concurrent_containers_ok"):
+        row("sleeping containers run at once without failure", fig["max_concurrent_containers_ok"],
+            max(fig["counts"]) if fig["counts"] else None, GOALS["concurrent"], None)
     if fig.get("reject_ms") is not None:
         mib = fig["reject_layer_mib"]
         rows.append(f"| reject a {mib:.1f} MiB artifact importing wasi:keyvalue, median (ms) | "
@@ -220,6 +272,36 @@ def where(fig):
     return "\n".join(out) + "\n"
 
 
+def plot(out, fig):
+    """PSS per running container against N, wasmcell and runc, as OUT/pss.png."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        sys.stderr.write("report.py: matplotlib missing, no plot\n")
+        return None
+    counts = fig["counts"]
+    if not counts:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for runtime, style in (("wasmcell", "o-"), ("runc", "s--")):
+        axes.plot(counts, [fig[f"pss_mib_per_container_n{n}_{runtime}"] for n in counts], style,
+                  label=runtime)
+    axes.set_xscale("log")
+    axes.set_xticks(counts, [str(n) for n in counts])
+    axes.set_xlabel("running containers (N)")
+    axes.set_ylabel("PSS per container (MiB)")
+    axes.set_ylim(bottom=0)
+    axes.set_title(f"PSS per container, containerd {fig['containerd_version']}")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    path = os.path.join(out, "pss.png")
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
 def main():
     out, versions = sys.argv[1], sys.argv[2:]
     by = {}
@@ -228,6 +310,9 @@ def main():
         fig = figures(*load_version(out, ver))
         by[ver] = fig
         md.append(table(fig))
+    picture = plot(out, by[versions[0]])
+    if picture:
+        md.append(f"![PSS per container against N]({os.path.basename(picture)})\n")
     report = dict(by[versions[0]])
     report["by_containerd"] = by
     report["goals"] = GOALS

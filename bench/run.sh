@@ -7,6 +7,9 @@
 #      BENCH_WARMUP warm-up runs each, then BENCH_ITERATIONS pairs, alternating which goes first.
 #   2. PSS of every shim-side process (shims and their descendants: wasmcell guests, runc
 #      container processes) with N detached sleeping containers, N in BENCH_COUNTS.
+#   4. Signal latency: `ctr task kill` (SIGTERM, then SIGKILL) of a running sleeper until
+#      `ctr task wait` returns, BENCH_SIGNAL_RUNS each.
+#   5. Throughput: BENCH_THROUGHPUT_TASKS `ctr run --rm` echo containers, 2 and 10 at a time.
 #   3. Import validation: `ctr run --rm` of an artifact with a BENCH_BIG_MIB MiB wasm layer
 #      that imports wasi:keyvalue (refused by the pre-flight from its config) against a first
 #      run, empty compile cache, of its satisfiable twin (same code) and a warm run of it;
@@ -14,8 +17,9 @@
 #
 # Knobs (environment): BENCH_CONTAINERD="2.1 1.6" (space-separated list of release lines for
 # test/fetch-containerd.sh; the first one fills report.json's top-level figures),
-# BENCH_ITERATIONS=20, BENCH_WARMUP=3, BENCH_COUNTS="1 10 50", BENCH_BIG_MIB=10,
-# BENCH_REJECT_RUNS=3, BENCH_SKIP_BUILD=1 to reuse
+# BENCH_ITERATIONS=20, BENCH_WARMUP=3, BENCH_COUNTS="1 10 50 200", BENCH_BIG_MIB=10,
+# BENCH_REJECT_RUNS=3, BENCH_SIGNAL_RUNS=10, BENCH_THROUGHPUT_TASKS=100,
+# BENCH_PARALLEL="2 10", BENCH_SKIP_BUILD=1 to reuse
 # target/release as it is.
 #
 # Needs root. Installs runc (and gcc) with apt-get if missing. Everything it starts — containerd,
@@ -29,7 +33,10 @@ cd "$ROOT"
 BENCH_CONTAINERD=${BENCH_CONTAINERD:-2.1 1.6}
 BENCH_ITERATIONS=${BENCH_ITERATIONS:-20}
 BENCH_WARMUP=${BENCH_WARMUP:-3}
-BENCH_COUNTS=${BENCH_COUNTS:-1 10 50}
+BENCH_COUNTS=${BENCH_COUNTS:-1 10 50 200}
+BENCH_SIGNAL_RUNS=${BENCH_SIGNAL_RUNS:-10}
+BENCH_THROUGHPUT_TASKS=${BENCH_THROUGHPUT_TASKS:-100}
+BENCH_PARALLEL=${BENCH_PARALLEL:-2 10}
 BENCH_BIG_MIB=${BENCH_BIG_MIB:-10}
 BENCH_REJECT_RUNS=${BENCH_REJECT_RUNS:-3}
 CARGO=${CARGO:-cargo}
@@ -152,6 +159,7 @@ apt_install() {
 command -v runc >/dev/null || apt_install runc
 command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || apt_install gcc libc6-dev
 command -v python3 >/dev/null || apt_install python3
+python3 -c 'import matplotlib' 2>/dev/null || apt_install python3-matplotlib
 RUNC_VERSION=$(runc --version | head -1)
 
 # Static native programs and their image.
@@ -192,6 +200,58 @@ run_once() {
   fi
   [ "$(cat "$DIR/out")" = hello ] || die "$kind run $id printed: $(cat "$DIR/out")"
   echo $((t1 - t0))
+}
+
+# run_quiet KIND ID: one `ctr run --rm` echo, output checked; for the throughput runs.
+run_quiet() {
+  local kind=$1 id=$2 out
+  if [ "$kind" = wasmcell ]; then
+    out=$(ctr_ run --rm --fifo-dir "$DIR/fifo" --runtime "$WASM_RUNTIME" --platform wasip2/wasm \
+      "$WASM_IMAGE" "$id" /demo-app.wasm echo hello 2>&1)
+  else
+    out=$(ctr_ run --rm --fifo-dir "$DIR/fifo" --runtime "$RUNC_RUNTIME" --runc-root "$DIR/runc" \
+      "$NATIVE_IMAGE" "$id" /hello hello 2>&1)
+  fi
+  [ "$out" = hello ] || { echo "$kind run $id printed: $out" >&2; return 1; }
+}
+
+# throughput KIND PARALLEL: prints the wall time in microseconds of BENCH_THROUGHPUT_TASKS runs,
+# PARALLEL at a time.
+throughput() {
+  local kind=$1 par=$2 t0 t1 i
+  for i in $(seq "$BENCH_THROUGHPUT_TASKS"); do echo "tp-$kind-$par-$i" >>"$IDS_FILE"; done
+  export -f run_quiet ctr_
+  export DIR BIN ADDR NS WASM_RUNTIME RUNC_RUNTIME WASM_IMAGE NATIVE_IMAGE
+  t0=$(now_us)
+  seq "$BENCH_THROUGHPUT_TASKS" | xargs -P "$par" -I{} bash -c "run_quiet $kind tp-$kind-$par-{}" \
+    || die "$kind: a throughput run failed"
+  t1=$(now_us)
+  echo $((t1 - t0))
+}
+
+# signal_latency KIND SIGNAL ID: microseconds from `ctr task kill` to the task's exit as seen
+# by a `ctr task wait` that was already waiting; prints "us exit_status".
+signal_latency() {
+  local kind=$1 sig=$2 id=$3 waiter t0 t1 status
+  echo "$id" >>"$IDS_FILE"
+  if [ "$kind" = wasmcell ]; then
+    ctr_ run -d --null-io --runtime "$WASM_RUNTIME" --platform wasip2/wasm \
+      "$WASM_IMAGE" "$id" /demo-app.wasm sleep 600 >/dev/null
+  else
+    ctr_ run -d --null-io --runtime "$RUNC_RUNTIME" --runc-root "$DIR/runc" \
+      "$NATIVE_IMAGE" "$id" /sleep 600 >/dev/null
+  fi
+  ctr_ task wait "$id" >"$DIR/wait-$id" 2>&1 &
+  waiter=$!
+  sleep 0.3 # the waiter is subscribed
+  t0=$(now_us)
+  ctr_ task kill -s "$sig" "$id"
+  wait "$waiter" || true
+  t1=$(now_us)
+  status=$(awk '/status/ {print $NF}' "$DIR/wait-$id" | tr -dc '0-9')
+  ctr_ task delete "$id" >/dev/null 2>&1 || true
+  ctr_ container delete "$id" >/dev/null 2>&1 || true
+  echo "$((t1 - t0)) ${status:-?}"
 }
 
 # start_many KIND N: N detached sleeping containers, all RUNNING on return.
@@ -366,6 +426,30 @@ bench_one() {
   done
   printf '%s\n' "$(stat -c %s "$BUILD/big.wasm")" >"$RAW/big-bytes"
   fi
+
+  # 4. signals
+  log "containerd $ver: SIGTERM/SIGKILL to exit, $BENCH_SIGNAL_RUNS runs each"
+  printf 'runtime\tsignal\trun\tus\tstatus\n' >"$RAW/signals.tsv"
+  local sig kind result
+  for sig in SIGTERM SIGKILL; do
+    for i in $(seq "$BENCH_SIGNAL_RUNS"); do
+      for kind in wasmcell runc; do
+        result=$(signal_latency "$kind" "$sig" "sig-$kind-$sig-$i")
+        printf '%s\t%s\t%s\t%s\t%s\n' "$kind" "$sig" "$i" ${result} >>"$RAW/signals.tsv"
+      done
+    done
+  done
+
+  # 5. throughput
+  printf 'runtime\tparallel\ttasks\tus\n' >"$RAW/throughput.tsv"
+  local par
+  for par in $BENCH_PARALLEL; do
+    for kind in wasmcell runc; do
+      log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time"
+      us=$(throughput "$kind" "$par")
+      printf '%s\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" >>"$RAW/throughput.tsv"
+    done
+  done
 
   # 2. memory
   local n kind
