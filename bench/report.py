@@ -310,6 +310,25 @@ def main():
         fig = figures(*load_version(out, ver))
         by[ver] = fig
         md.append(table(fig))
+    pod = {}
+    for runtime in RUNTIMES:
+        path = os.path.join(out, "raw", "pod", f"pss-{runtime}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                pod[runtime] = json.load(f)
+    if pod:
+        first = by[versions[0]]
+        for runtime, s in pod.items():
+            first[f"pod10_pss_mib_total_{runtime}"] = r2(s["total"]["Pss"] / MIB)
+            first[f"pod10_processes_{runtime}"] = s["processes"]
+        w, r = first.get("pod10_pss_mib_total_wasmcell"), first.get("pod10_pss_mib_total_runc")
+        first["pod10_pss_ratio_vs_runc"] = ratio(w, r)
+        md.append("### A pod of 10 sleeping containers through containerd 2.1's CRI\n")
+        md.append("| figure | wasmcell | runc | wasmcell/runc |\n|---|---|---|---|")
+        md.append(f"| total PSS of the pod's shim-side processes (MiB) | {fmt(w)} | {fmt(r)} | "
+                  f"{fmt(first['pod10_pss_ratio_vs_runc'])} |")
+        md.append(f"| processes | {first.get('pod10_processes_wasmcell', '—')} | "
+                  f"{first.get('pod10_processes_runc', '—')} | |\n")
     picture = plot(out, by[versions[0]])
     if picture:
         md.append(f"![PSS per container against N]({os.path.basename(picture)})\n")

@@ -10,6 +10,8 @@
 #   4. Signal latency: `ctr task kill` (SIGTERM, then SIGKILL) of a running sleeper until
 #      `ctr task wait` returns, BENCH_SIGNAL_RUNS each.
 #   5. Throughput: BENCH_THROUGHPUT_TASKS `ctr run --rm` echo containers, 2 and 10 at a time.
+#   6. A pod of BENCH_POD_CONTAINERS sleeping containers through containerd 2.1's CRI: PSS of
+#      every shim-side process (the pod's shim, its sandbox holder and its guests).
 #   3. Import validation: `ctr run --rm` of an artifact with a BENCH_BIG_MIB MiB wasm layer
 #      that imports wasi:keyvalue (refused by the pre-flight from its config) against a first
 #      run, empty compile cache, of its satisfiable twin (same code) and a warm run of it;
@@ -19,7 +21,7 @@
 # test/fetch-containerd.sh; the first one fills report.json's top-level figures),
 # BENCH_ITERATIONS=20, BENCH_WARMUP=3, BENCH_COUNTS="1 10 50 200", BENCH_BIG_MIB=10,
 # BENCH_REJECT_RUNS=3, BENCH_SIGNAL_RUNS=10, BENCH_THROUGHPUT_TASKS=100,
-# BENCH_PARALLEL="2 10", BENCH_SKIP_BUILD=1 to reuse
+# BENCH_PARALLEL="2 10", BENCH_POD_CONTAINERS=10 (0: no pod figure), BENCH_SKIP_BUILD=1 to reuse
 # target/release as it is.
 #
 # Needs root. Installs runc (and gcc) with apt-get if missing. Everything it starts — containerd,
@@ -37,6 +39,7 @@ BENCH_COUNTS=${BENCH_COUNTS:-1 10 50 200}
 BENCH_SIGNAL_RUNS=${BENCH_SIGNAL_RUNS:-10}
 BENCH_THROUGHPUT_TASKS=${BENCH_THROUGHPUT_TASKS:-100}
 BENCH_PARALLEL=${BENCH_PARALLEL:-2 10}
+BENCH_POD_CONTAINERS=${BENCH_POD_CONTAINERS:-10}
 BENCH_BIG_MIB=${BENCH_BIG_MIB:-10}
 BENCH_REJECT_RUNS=${BENCH_REJECT_RUNS:-3}
 CARGO=${CARGO:-cargo}
@@ -140,13 +143,14 @@ trap 'exit 143' TERM
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building release binaries and demo images"
   "$CARGO" build --release --locked -p wasmcell-shim -p wasmcell -p demo-app
-  "$CARGO" build --release --locked -p wasmcell-tests --example big_component
+  "$CARGO" build --release --locked -p wasmcell-tests --example big_component --example cri_pod_pss
 fi
 SHIM=$ROOT/target/release/containerd-shim-wasmcell-v1
 WASMCELL=$ROOT/target/release/wasmcell
 BIG_COMPONENT=$ROOT/target/release/examples/big_component
+CRI_POD_PSS=$ROOT/target/release/examples/cri_pod_pss
 DEMO_TAR=$WASMCELL_OCI_OUT/demo-app-image.tar
-for exe in "$SHIM" "$WASMCELL" "$BIG_COMPONENT"; do
+for exe in "$SHIM" "$WASMCELL" "$BIG_COMPONENT" "$CRI_POD_PSS"; do
   [ -x "$exe" ] || die "$exe missing (run without BENCH_SKIP_BUILD=1)"
 done
 [ -f "$DEMO_TAR" ] || die "$DEMO_TAR missing"
@@ -159,7 +163,13 @@ apt_install() {
 command -v runc >/dev/null || apt_install runc
 command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || apt_install gcc libc6-dev
 command -v python3 >/dev/null || apt_install python3
-python3 -c 'import matplotlib' 2>/dev/null || apt_install python3-matplotlib
+# The plot needs matplotlib; Debian's python3 gets it from apt (a pyenv python3 on PATH may not
+# see it).
+PLOT_PYTHON=python3
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+  PLOT_PYTHON=/usr/bin/python3
+  "$PLOT_PYTHON" -c 'import matplotlib' 2>/dev/null || apt_install python3-matplotlib
+fi
 RUNC_VERSION=$(runc --version | head -1)
 
 # Static native programs and their image.
@@ -170,6 +180,9 @@ for prog in hello sleep; do
 done
 python3 "$ROOT/bench/mkimage.py" --name "$NATIVE_IMAGE" --cmd /hello \
   --file "/hello=$BUILD/hello" --file "/sleep=$BUILD/sleep" -o "$BUILD/native-image.tar"
+# The pod sandbox image for the CRI figure: runc really runs it, wasmcell never does.
+python3 "$ROOT/bench/mkimage.py" --name localhost/bench/pause:latest --cmd /sleep --cmd 1000000 \
+  --file "/sleep=$BUILD/sleep" -o "$BUILD/pause-image.tar"
 
 # Two artifacts with the same large code: one the host can run, one importing wasi:keyvalue.
 BIG_IMAGE=localhost/bench/big:latest
@@ -467,10 +480,30 @@ bench_one() {
   log "containerd $ver: done in $((SECONDS - started)) s"
 }
 
-rm -rf "$OUT/report.md" "$OUT/report.json" "$OUT/raw"
+# 6. A pod of BENCH_POD_CONTAINERS sleeping containers through CRI (containerd 2.1, its own
+# private instance and registry, started by the test harness with the release shim).
+pod_pss() {
+  local kind
+  mkdir -p "$OUT/raw/pod"
+  for kind in wasmcell runc; do
+    log "containerd 2.1 with CRI: a pod of $BENCH_POD_CONTAINERS $kind containers"
+    if [ "$kind" = wasmcell ]; then
+      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" wasmcell "$DEMO_TAR" "$BUILD/pause-image.tar" \
+        "$BENCH_POD_CONTAINERS" "$OUT/raw/pod/pss-wasmcell.json" -- /demo-app.wasm sleep 600
+    else
+      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
+        "$BENCH_POD_CONTAINERS" "$OUT/raw/pod/pss-runc.json" -- /sleep 600
+    fi
+  done
+}
+
+rm -rf "$OUT/report.md" "$OUT/report.json" "$OUT/raw" "$OUT/pss.png"
 for ver in $BENCH_CONTAINERD; do
   bench_one "$ver"
 done
+if [ "$BENCH_POD_CONTAINERS" -gt 0 ]; then
+  pod_pss
+fi
 # shellcheck disable=SC2086
-python3 "$ROOT/bench/report.py" "$OUT" $BENCH_CONTAINERD
+"$PLOT_PYTHON" "$ROOT/bench/report.py" "$OUT" $BENCH_CONTAINERD
 log "wrote $OUT/report.md and $OUT/report.json (raw data in $OUT/raw/) in $SECONDS s"

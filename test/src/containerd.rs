@@ -232,9 +232,13 @@ fn spawn_daemon(bin: &Path, dir: &Path, cache: &Path) -> Result<Child, String> {
         .append(true)
         .open(dir.join("containerd.log"))
         .map_err(|e| e.to_string())?;
+    // WASMCELL_BIN_DIR lets `make bench` run the release shim through this harness.
+    let shim_dir = std::env::var_os("WASMCELL_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::target_dir().join("debug"));
     let path = format!(
         "{}:{}",
-        crate::target_dir().join("debug").display(),
+        shim_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     Command::new(bin.join("containerd"))
