@@ -9,7 +9,9 @@
 #      container processes) with N detached sleeping containers, N in BENCH_COUNTS.
 #   4. Signal latency: `ctr task kill` (SIGTERM, then SIGKILL) of a running sleeper until
 #      `ctr task wait` returns, BENCH_SIGNAL_RUNS each.
-#   5. Throughput: BENCH_THROUGHPUT_TASKS `ctr run --rm` echo containers, 2 and 10 at a time.
+#   5. Throughput: BENCH_THROUGHPUT_TASKS short echo containers, 2 and 10 at a time, driven
+#      through containerd's API (test/examples/stress.rs, as runwasi's stress test does) and,
+#      for comparison, with one `ctr run --rm` process per container.
 #   6. A pod of BENCH_POD_CONTAINERS sleeping containers through containerd 2.1's CRI: PSS of
 #      every shim-side process (the pod's shim, its sandbox holder and its guests).
 #   3. Import validation: `ctr run --rm` of an artifact with a BENCH_BIG_MIB MiB wasm layer
@@ -143,14 +145,16 @@ trap 'exit 143' TERM
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building release binaries and demo images"
   "$CARGO" build --release --locked -p wasmcell-shim -p wasmcell -p demo-app
-  "$CARGO" build --release --locked -p wasmcell-tests --example big_component --example cri_pod_pss
+  "$CARGO" build --release --locked -p wasmcell-tests --example big_component --example cri_pod_pss \
+    --example stress
 fi
 SHIM=$ROOT/target/release/containerd-shim-wasmcell-v1
 WASMCELL=$ROOT/target/release/wasmcell
 BIG_COMPONENT=$ROOT/target/release/examples/big_component
 CRI_POD_PSS=$ROOT/target/release/examples/cri_pod_pss
+STRESS=$ROOT/target/release/examples/stress
 DEMO_TAR=$WASMCELL_OCI_OUT/demo-app-image.tar
-for exe in "$SHIM" "$WASMCELL" "$BIG_COMPONENT" "$CRI_POD_PSS"; do
+for exe in "$SHIM" "$WASMCELL" "$BIG_COMPONENT" "$CRI_POD_PSS" "$STRESS"; do
   [ -x "$exe" ] || die "$exe missing (run without BENCH_SKIP_BUILD=1)"
 done
 [ -f "$DEMO_TAR" ] || die "$DEMO_TAR missing"
@@ -454,16 +458,28 @@ bench_one() {
     done
   done
 
-  # 5. throughput
-  printf 'runtime\tparallel\ttasks\tus\n' >"$RAW/throughput.tsv"
+  # 5. throughput: through the API (templates made by ctr), then one ctr process per task
+  printf 'runtime\tclient\tparallel\ttasks\tus\n' >"$RAW/throughput.tsv"
+  ctr_ container create --runtime "$WASM_RUNTIME" "$WASM_IMAGE" tpl-wasmcell /demo-app.wasm echo hello
+  # containerd 1.6's `ctr container create` has no --runc-root; runc then keeps its state under
+  # containerd's default root, and every task is deleted all the same.
+  local runc_root=()
+  ctr_ container create --help 2>&1 | grep -q -- --runc-root && runc_root=(--runc-root "$DIR/runc")
+  ctr_ container create --runtime "$RUNC_RUNTIME" "${runc_root[@]}" "$NATIVE_IMAGE" tpl-runc /hello hello
+  for i in $(seq 0 $((BENCH_THROUGHPUT_TASKS - 1))); do echo "stress-$i" >>"$IDS_FILE"; done
   local par
   for par in $BENCH_PARALLEL; do
     for kind in wasmcell runc; do
-      log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time"
+      log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, API"
+      us=$("$STRESS" "$ADDR" "$NS" "tpl-$kind" "$BENCH_THROUGHPUT_TASKS" "$par") \
+        || die "$kind: the API throughput run failed"
+      printf '%s\tapi\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" >>"$RAW/throughput.tsv"
+      log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, ctr run"
       us=$(throughput "$kind" "$par")
-      printf '%s\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" >>"$RAW/throughput.tsv"
+      printf '%s\tctr\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" >>"$RAW/throughput.tsv"
     done
   done
+  ctr_ container delete tpl-wasmcell tpl-runc >/dev/null
 
   # 2. memory
   local n kind

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -68,6 +69,8 @@ pub struct Service {
     publisher: Arc<RemotePublisher>,
     config: Arc<ServiceConfig>,
     exit_signal: Arc<ExitSignal>,
+    /// cgroup removals still retrying in the background; the shim outlives them.
+    pending_cleanups: Arc<AtomicUsize>,
 }
 
 fn rpc_error(code: Code, message: impl ToString) -> ttrpc::Error {
@@ -120,6 +123,7 @@ impl Service {
             publisher: Arc::new(publisher),
             config: Arc::new(config),
             exit_signal,
+            pending_cleanups: Arc::default(),
         };
         match monitor_subscribe(Topic::Pid).await {
             Ok(mut subscription) => {
@@ -286,8 +290,8 @@ impl Service {
                 })
             }
             Err(e) => {
-                if let Some(cgroup) = &cgroup {
-                    remove_cgroup(cgroup).await;
+                if let Some(cgroup) = cgroup {
+                    self.remove_cgroup(cgroup).await;
                 }
                 Err(e.to_string())
             }
@@ -349,12 +353,47 @@ impl Service {
         Ok(with_policy(plan, policy))
     }
 
-    async fn cleanup(&self, container: &Container) {
+    /// Removes a container's cgroup. One attempt right away, which almost always succeeds;
+    /// if the kernel still holds the cgroup (it can for seconds after the last task is
+    /// reaped), retries continue in the background for up to 30 s instead of holding up
+    /// `delete`, and the shim does not exit before they end. cgroups-rs sleeps between its
+    /// own retries, so every attempt runs off the async runtime.
+    async fn remove_cgroup(&self, cgroup: ContainerCgroup) {
+        let cgroup = Arc::new(cgroup);
+        let attempt = |cgroup: Arc<ContainerCgroup>| async move {
+            tokio::task::spawn_blocking(move || cgroup.delete())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+        };
+        if attempt(cgroup.clone()).await.is_ok() {
+            return;
+        }
+        let pending = self.pending_cleanups.clone();
+        pending.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match attempt(cgroup.clone()).await {
+                    Ok(()) => break,
+                    Err(e) if tokio::time::Instant::now() >= deadline => {
+                        warn!("{e}");
+                        break;
+                    }
+                    Err(_) => {}
+                }
+            }
+            pending.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    async fn cleanup(&self, container: &mut Container) {
         if let Some(relay) = &container.stdin_relay {
             relay.close();
         }
-        if let Some(cgroup) = &container.cgroup {
-            remove_cgroup(cgroup).await;
+        if let Some(cgroup) = container.cgroup.take() {
+            self.remove_cgroup(cgroup).await;
         }
         if container.rootfs_mounted {
             unmount(&container.bundle.join("rootfs"));
@@ -405,19 +444,6 @@ fn with_policy(mut plan: GuestPlan, policy: &Policy) -> GuestPlan {
     plan.deny = policy.deny.clone();
     plan.policy_source = policy.source.clone();
     plan
-}
-
-/// A cgroup can be removed only once the reaper has collected the guest; retry briefly.
-async fn remove_cgroup(cgroup: &ContainerCgroup) {
-    for _ in 0..50 {
-        if cgroup.delete().is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if let Err(e) = cgroup.delete() {
-        warn!("{e}");
-    }
 }
 
 fn unmount(target: &Path) {
@@ -696,11 +722,11 @@ impl Task for Service {
         let _ =
             tokio::time::timeout(Duration::from_secs(5), receiver.wait_for(Option::is_some)).await;
         let mut containers = self.containers.lock().await;
-        let container = containers
+        let mut container = containers
             .remove(&req.id)
             .ok_or_else(|| not_found(&req.id))?;
         drop(containers);
-        self.cleanup(&container).await;
+        self.cleanup(&mut container).await;
         let exit = container.exited().unwrap_or(Exit {
             code: 137,
             at: SystemTime::now(),
@@ -811,10 +837,21 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         _req: api::ShutdownRequest,
     ) -> TtrpcResult<api::Empty> {
-        if self.containers.lock().await.is_empty() {
-            info!("shutting down: no containers left");
-            self.exit_signal.signal();
+        if !self.containers.lock().await.is_empty() {
+            return Ok(api::Empty::new());
         }
+        let service = self.clone();
+        tokio::spawn(async move {
+            // Let background cgroup removals finish (they stop by themselves within 30 s).
+            while service.pending_cleanups.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // A pod's next container may have arrived meanwhile.
+            if service.containers.lock().await.is_empty() {
+                info!("shutting down: no containers left");
+                service.exit_signal.signal();
+            }
+        });
         Ok(api::Empty::new())
     }
 
