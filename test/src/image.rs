@@ -75,14 +75,19 @@ pub fn write_image_tar(path: &Path, name: &str, entries: &[(&str, Entry)]) {
         }]
     }))
     .expect("index");
+    write_layout(path, &index, &[&layer, &config, &manifest]);
+}
+
+/// Writes an OCI layout tar: `oci-layout`, `index.json` and `blobs` under their digests.
+fn write_layout(path: &Path, index: &[u8], blobs: &[&[u8]]) {
     let mut out = tar::Builder::new(Vec::new());
     append(&mut out, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    append(&mut out, "index.json", &index);
-    for blob in [&layer, &config, &manifest] {
+    append(&mut out, "index.json", index);
+    for blob in blobs {
         let name = format!("blobs/sha256/{}", &digest(blob)[7..]);
         append(&mut out, &name, blob);
     }
-    std::fs::write(path, out.into_inner().expect("tar")).expect("writing the image tar");
+    std::fs::write(path, out.into_inner().expect("tar")).expect("writing the layout tar");
 }
 
 /// Writes a CNCF wasm artifact (OCI layout tar) named `name` whose config is `config` as
@@ -107,12 +112,5 @@ pub fn write_artifact_tar(path: &Path, name: &str, wasm: &[u8], mut config: serd
         }]
     }))
     .expect("index");
-    let mut out = tar::Builder::new(Vec::new());
-    append(&mut out, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    append(&mut out, "index.json", &index);
-    for blob in [wasm, &config, &manifest] {
-        let name = format!("blobs/sha256/{}", &digest(blob)[7..]);
-        append(&mut out, &name, blob);
-    }
-    std::fs::write(path, out.into_inner().expect("tar")).expect("writing the artifact tar");
+    write_layout(path, &index, &[wasm, &config, &manifest]);
 }

@@ -184,13 +184,60 @@ impl Node {
             .map(|r| r.into_inner().container_id)
     }
 
+    /// Creates and starts container `name` in `pod`, waits for it to exit and returns its
+    /// exit code and its CRI log lines.
+    fn run_to_exit(
+        &self,
+        pod: &str,
+        sandbox: &cri::PodSandboxConfig,
+        name: &str,
+        image: &str,
+        command: &[&str],
+    ) -> (i32, Vec<(String, String)>) {
+        let id = self
+            .create(pod, sandbox, name, image, command)
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", self.containerd.log()));
+        self.start(&id);
+        let status = self.wait_exited(&id);
+        let pod_name = sandbox
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        (
+            status.exit_code,
+            cri_log_lines(&self.log_file(&pod_name, name)),
+        )
+    }
+
+    /// [`Node::run_to_exit`] of the demo app with `args`.
+    fn demo_to_exit(
+        &self,
+        pod: &str,
+        sandbox: &cri::PodSandboxConfig,
+        name: &str,
+        args: &[&str],
+    ) -> (i32, Vec<(String, String)>) {
+        let mut command = vec!["/demo-app.wasm"];
+        command.extend(args);
+        self.run_to_exit(pod, sandbox, name, &self.demo_image, &command)
+    }
+
     fn start(&self, id: &str) {
+        if let Err(message) = self.try_start(id) {
+            panic!("StartContainer {id}: {message}");
+        }
+    }
+
+    /// StartContainer, with CRI's error message on failure.
+    fn try_start(&self, id: &str) -> Result<(), String> {
         let mut client = self.cri.runtime.clone();
         self.cri
             .block_on(client.start_container(cri::StartContainerRequest {
                 container_id: id.to_owned(),
             }))
-            .unwrap_or_else(|e| panic!("StartContainer {id}: {e}"));
+            .map(|_| ())
+            .map_err(|e| e.message().to_owned())
     }
 
     fn status(&self, id: &str) -> cri::ContainerStatus {
@@ -353,19 +400,14 @@ fn a_one_shot_pod_exits_zero_and_logs_through_cri(version: Version) {
     let sandbox = node.sandbox_config("oneshot", false);
     let pod = node.run_pod(&sandbox);
     node.pull(&node.demo_image, &sandbox);
-    let id = node
-        .create(
-            &pod,
-            &sandbox,
-            "echo",
-            &node.demo_image,
-            &["/demo-app.wasm", "echo", "hello"],
-        )
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", node.containerd.log()));
-    node.start(&id);
-    let status = node.wait_exited(&id);
-    assert_eq!(status.exit_code, 0, "{status:?}");
-    let lines = cri_log_lines(&node.log_file("oneshot", "echo"));
+    let (code, lines) = node.run_to_exit(
+        &pod,
+        &sandbox,
+        "echo",
+        &node.demo_image,
+        &["/demo-app.wasm", "echo", "hello"],
+    );
+    assert_eq!(code, 0, "{lines:?}");
     assert_eq!(lines, [("stdout".to_owned(), "hello".to_owned())]);
     // Probe in a child so this process keeps its own score.
     let refused = !std::process::Command::new("sh")
@@ -522,45 +564,29 @@ fn two_containers_share_the_pod_network_and_not_the_hosts(version: Version) {
     };
     assert!(line.starts_with("hello from demo-app listener"), "{line:?}");
 
-    let client = node.run_demo(
-        &pod,
-        &sandbox,
-        "client",
-        &["connect", &format!("127.0.0.1:{port}")],
-    );
-    let status = node.wait_exited(&client);
-    assert_eq!(status.exit_code, 0, "{status:?}");
-    let lines = cri_log_lines(&node.log_file("pair", "client"));
+    let inside = format!("127.0.0.1:{port}");
+    let (code, lines) = node.demo_to_exit(&pod, &sandbox, "client", &["connect", &inside]);
+    assert_eq!(code, 0, "{lines:?}");
     assert!(
         lines
             .iter()
             .any(|(_, text)| text.starts_with("hello from demo-app listener")),
         "{lines:?}"
     );
-    let escape = node.run_demo(
-        &pod,
-        &sandbox,
-        "escape",
-        &["connect", &format!("127.0.0.1:{host_port}")],
-    );
-    let status = node.wait_exited(&escape);
-    assert_ne!(
-        status.exit_code, 0,
-        "the host's loopback was reachable from the pod"
-    );
+    let host_loopback = format!("127.0.0.1:{host_port}");
+    let (code, _) = node.demo_to_exit(&pod, &sandbox, "escape", &["connect", &host_loopback]);
+    assert_ne!(code, 0, "the host's loopback was reachable from the pod");
 
     // A host-network pod reaches the host's loopback.
     let host_sandbox = node.sandbox_config("hostnet", true);
     let host_pod = node.run_pod(&host_sandbox);
-    let reach = node.run_demo(
+    let (code, lines) = node.demo_to_exit(
         &host_pod,
         &host_sandbox,
         "reach",
-        &["connect", &format!("127.0.0.1:{host_port}")],
+        &["connect", &host_loopback],
     );
-    let status = node.wait_exited(&reach);
-    assert_eq!(status.exit_code, 0, "{status:?}");
-    let lines = cri_log_lines(&node.log_file("hostnet", "reach"));
+    assert_eq!(code, 0, "{lines:?}");
     assert_eq!(
         lines,
         [("stdout".to_owned(), "hello from the host".to_owned())]
@@ -588,18 +614,14 @@ fn containers_are_recreated_measured_and_refused_exec_in_a_running_pod(version: 
         )
         .unwrap();
     node.pull(&wasm_layer, &sandbox);
-    let again = node
-        .create(
-            &pod,
-            &sandbox,
-            "once",
-            &wasm_layer,
-            &["demo-app.wasm", "echo", "again"],
-        )
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}"));
-    node.start(&again);
-    assert_eq!(node.wait_exited(&again).exit_code, 0);
-    let lines = cri_log_lines(&node.log_file("lifecycle", "once"));
+    let (code, lines) = node.run_to_exit(
+        &pod,
+        &sandbox,
+        "once",
+        &wasm_layer,
+        &["demo-app.wasm", "echo", "again"],
+    );
+    assert_eq!(code, 0, "{lines:?}");
     assert!(lines.iter().any(|(_, t)| t == "again"), "{lines:?}");
 
     let daemon = node.run_demo(&pod, &sandbox, "daemon", &["daemon"]);
@@ -677,15 +699,7 @@ fn an_unsatisfiable_import_fails_the_container_with_the_full_message(version: Ve
         .create(&pod, &sandbox, "kv", &image, &["/kv.wasm"])
         .unwrap_or_else(|e| panic!("CreateContainer: {e}"));
     // CRI creates the task (where the shim checks) at StartContainer.
-    let mut client = node.cri.runtime.clone();
-    let err = node
-        .cri
-        .block_on(client.start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        }))
-        .err()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
+    let err = node.try_start(&id).err().unwrap_or_default();
     assert!(
         err.contains(
             "program \"/kv.wasm\": the component cannot run on this host: 1 import cannot be \
@@ -711,18 +725,14 @@ fn the_cncf_artifact_runs_as_a_pod_image(version: Version) {
     let sandbox = node.sandbox_config("artifact", false);
     let pod = node.run_pod(&sandbox);
     node.pull(&image, &sandbox);
-    let id = node
-        .create(
-            &pod,
-            &sandbox,
-            "hello",
-            &image,
-            &["demo-app.wasm", "echo", "from an artifact"],
-        )
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}"));
-    node.start(&id);
-    assert_eq!(node.wait_exited(&id).exit_code, 0);
-    let lines = cri_log_lines(&node.log_file("artifact", "hello"));
+    let (code, lines) = node.run_to_exit(
+        &pod,
+        &sandbox,
+        "hello",
+        &image,
+        &["demo-app.wasm", "echo", "from an artifact"],
+    );
+    assert_eq!(code, 0, "{lines:?}");
     assert_eq!(
         lines,
         [("stdout".to_owned(), "from an artifact".to_owned())]
@@ -849,15 +859,7 @@ fn a_policy_in_the_handlers_runtime_options_denies_sockets(version: Version) {
             &["/demo-app.wasm", "echo", "x"],
         )
         .unwrap_or_else(|e| panic!("CreateContainer: {e}"));
-    let mut client = node.cri.runtime.clone();
-    let err = node
-        .cri
-        .block_on(client.start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        }))
-        .err()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
+    let err = node.try_start(&id).err().unwrap_or_default();
     assert!(
         err.contains(
             "wasi:sockets/tcp@0.2.6 (denied by policy \"wasi:sockets/*\" from containerd runtime options)"

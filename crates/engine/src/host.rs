@@ -322,6 +322,17 @@ pub struct Refusal {
     pub world: String,
 }
 
+impl Refusal {
+    /// `Ok` when nothing was refused, else the refusal against `world`.
+    fn unless_empty(refused: Vec<Refused>, world: String) -> Result<(), Refusal> {
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal { refused, world })
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.refused.len();
@@ -347,7 +358,7 @@ pub fn check_component_names<'a>(
     imports: impl IntoIterator<Item = &'a str>,
     policy: &Policy,
 ) -> Result<(), Refusal> {
-    let refused: Vec<Refused> = imports
+    let refused = imports
         .into_iter()
         .filter_map(|import| {
             let reason = component_refusal(import, policy)?;
@@ -357,14 +368,7 @@ pub fn check_component_names<'a>(
             })
         })
         .collect();
-    if refused.is_empty() {
-        Ok(())
-    } else {
-        Err(Refusal {
-            refused,
-            world: component_world().name,
-        })
-    }
+    Refusal::unless_empty(refused, component_world().name)
 }
 
 /// Checks core-module imports (`(module, function)`) against the preview 1 functions the
@@ -374,7 +378,7 @@ pub fn check_module_names<'a>(
     provided: &[String],
     policy: &Policy,
 ) -> Result<(), Refusal> {
-    let refused: Vec<Refused> = imports
+    let refused = imports
         .into_iter()
         .filter_map(|(module, name)| {
             let reason = if module != PREVIEW1_MODULE {
@@ -396,14 +400,7 @@ pub fn check_module_names<'a>(
             })
         })
         .collect();
-    if refused.is_empty() {
-        Ok(())
-    } else {
-        Err(Refusal {
-            refused,
-            world: PREVIEW1_MODULE.to_owned(),
-        })
-    }
+    Refusal::unless_empty(refused, PREVIEW1_MODULE.to_owned())
 }
 
 /// Checks what an artifact's wasm config declares, without the binary: its
@@ -435,14 +432,7 @@ pub fn check_declared(
             });
         }
     }
-    if refused.is_empty() {
-        Ok(())
-    } else {
-        Err(Refusal {
-            refused,
-            world: component_world().name,
-        })
-    }
+    Refusal::unless_empty(refused, component_world().name)
 }
 
 fn component_refusal(import: &str, policy: &Policy) -> Option<RefusedBecause> {
