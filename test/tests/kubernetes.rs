@@ -500,18 +500,14 @@ fn a_daemon_pod_stops_on_sigterm_and_leaves_nothing_behind(version: Version) {
     let (_, netns) = node.pod_network(&pod);
     assert!(netns.is_some(), "the sandbox has no network namespace path");
     std::thread::sleep(Duration::from_millis(1500));
-    // The kubelet's order: StopContainer with the grace period, then StopPodSandbox.
-    let started = Instant::now();
+    // The kubelet's order: StopContainer with the grace period, then StopPodSandbox. CRI sends
+    // SIGTERM and escalates to SIGKILL (exit 137) only once the grace period is over, so 143
+    // shows the guest ended on SIGTERM within it (no timing is asserted).
     node.stop_container(&id, 30);
-    let elapsed = started.elapsed();
     let status = node.wait_exited(&id);
     assert_eq!(
         status.exit_code, 143,
         "SIGTERM should end the guest: {status:?}"
-    );
-    assert!(
-        elapsed < Duration::from_secs(30),
-        "StopContainer took {elapsed:?}"
     );
     let lines = cri_log_lines(&node.log_file("daemon", "daemon"));
     assert!(
