@@ -13,15 +13,19 @@ BENCH_CONTAINERD ?= 2.1 1.6
 
 PREFIX ?= /usr/local
 
-.PHONY: help build demo-images demo install test lint fmt clean containerd bench
+.PHONY: help setup build demo-images demo install test lint fmt clean containerd bench
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: ## Install everything build, demo, test and bench need (scripts/setup.sh all).
+	scripts/setup.sh all
 
 build: demo-images ## Build the wasmcell command and the demo images (debug).
 	$(CARGO) build --workspace --locked
 
 demo-images: ## Build demo-app and write its three OCI tars to target/oci/ (one cargo build).
+	@scripts/setup.sh build
 	$(CARGO) build -p demo-app --locked
 	@ls -l target/oci/*.tar
 
@@ -29,18 +33,22 @@ demo: ## The quickstart: build, start a private containerd, run the demo images,
 	demo/run.sh
 
 install: ## Install containerd-shim-wasmcell-v1 and wasmcell into $(PREFIX)/bin (release build).
+	@scripts/setup.sh build
 	$(CARGO) build --release --locked -p wasmcell-shim -p wasmcell
 	install -D -m 0755 target/release/containerd-shim-wasmcell-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-wasmcell-v1
 	install -D -m 0755 target/release/wasmcell $(DESTDIR)$(PREFIX)/bin/wasmcell
 
 containerd: ## Fetch private containerd binaries (2.1, 1.7, 1.6) into the user cache; no system change.
-	@test/fetch-containerd.sh $(CONTAINERD_VERSIONS) >/dev/null
+	@CONTAINERD_VERSIONS="$(CONTAINERD_VERSIONS)" scripts/setup.sh test
 
-test: demo-images containerd ## Unit and integration tests (integration tests start their own containerd).
+test: ## Unit and integration tests (installs what they need; they start their own containerd).
+	@scripts/setup.sh test
+	$(MAKE) --no-print-directory demo-images
 	$(CARGO) build --workspace --bins --locked   # the integration tests run the real binaries
 	$(CARGO) test --workspace --locked
 
 lint: ## rustfmt check and clippy with warnings as errors.
+	@scripts/setup.sh build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
@@ -48,6 +56,7 @@ fmt: ## Format the code.
 	$(CARGO) fmt --all
 
 bench: ## Release build, then ctr run latency and PSS per container, wasmcell vs runc (root; target/bench/).
+	@BENCH_CONTAINERD="$(BENCH_CONTAINERD)" scripts/setup.sh bench
 	BENCH_CONTAINERD="$(BENCH_CONTAINERD)" CARGO="$(CARGO)" bench/run.sh
 
 clean: ## Remove build outputs (target/, including target/oci).

@@ -26,7 +26,7 @@
 # BENCH_PARALLEL="2 10", BENCH_POD_CONTAINERS=10 (0: no pod figure), BENCH_SKIP_BUILD=1 to reuse
 # target/release as it is.
 #
-# Needs root. Installs runc (and gcc) with apt-get if missing. Everything it starts — containerd,
+# Needs root and what scripts/setup.sh bench installs (make bench runs it). Everything it starts — containerd,
 # shims, guests, runc containers, mounts, cgroups, its /tmp/wcb.* directory — is removed on exit,
 # whatever the exit path.
 set -euo pipefail
@@ -159,21 +159,14 @@ for exe in "$SHIM" "$WASMCELL" "$BIG_COMPONENT" "$CRI_POD_PSS" "$STRESS"; do
 done
 [ -f "$DEMO_TAR" ] || die "$DEMO_TAR missing"
 
-apt_install() {
-  log "installing $* with apt-get"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2 \
-    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2; }
-}
-command -v runc >/dev/null || apt_install runc
-command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || apt_install gcc libc6-dev
-command -v python3 >/dev/null || apt_install python3
-# The plot needs matplotlib; Debian's python3 gets it from apt (a pyenv python3 on PATH may not
-# see it).
+# runc, gcc with a static libc, python3 and matplotlib come from scripts/setup.sh bench (make
+# bench runs it first). The plot needs matplotlib; Debian's python3 has it (a pyenv python3 on
+# PATH may not see it).
+for tool in runc gcc python3; do
+  command -v "$tool" >/dev/null || die "$tool missing: run scripts/setup.sh bench (make bench does)"
+done
 PLOT_PYTHON=python3
-if ! python3 -c 'import matplotlib' 2>/dev/null; then
-  PLOT_PYTHON=/usr/bin/python3
-  "$PLOT_PYTHON" -c 'import matplotlib' 2>/dev/null || apt_install python3-matplotlib
-fi
+python3 -c 'import matplotlib' 2>/dev/null || PLOT_PYTHON=/usr/bin/python3
 RUNC_VERSION=$(runc --version | head -1)
 
 # Static native programs and their image.

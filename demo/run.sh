@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: wasmcell end to end on this machine, then everything cleaned up.
-# Installs what it needs (Debian packages, rustup targets, a private containerd 2.1 from
-# Debian's packages into ~/.cache/wasmcell), builds, starts a private containerd with the
+# Installs what it needs with scripts/setup.sh (Debian packages, rustup targets, a private
+# containerd 2.1 from Debian's packages into ~/.cache/wasmcell), builds, starts a private containerd with the
 # freshly built shim first on its PATH, imports the demo images and runs them with ctr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,14 +12,7 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 [ "$(id -u)" = 0 ] || { echo "make demo needs root (containerd, mounts, cgroups)" >&2; exit 1; }
 
 say "installing what is missing"
-need=()
-for p in protobuf-compiler gcc make; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-fi
-rustup target add wasm32-wasip2 >/dev/null
+scripts/setup.sh demo
 CONTAINERD_DIR=$(test/fetch-containerd.sh "${DEMO_CONTAINERD:-2.1}" | cut -d= -f2)
 BIN="$CONTAINERD_DIR/usr/bin"
 
