@@ -99,6 +99,45 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, ResolveError>
     Ok(out)
 }
 
+/// Like [`resolve_in_root`], creating what is missing on the way: directories, and the last
+/// component as an empty file when `last_is_file` (a mount point for a single-file bind).
+/// Components are created only inside `root`, never through a symlink.
+pub fn create_in_root(root: &Path, path: &str, last_is_file: bool) -> Result<PathBuf, ResolveError> {
+    let parts = components(Path::new(path));
+    let mut prefix = PathBuf::from("/");
+    for (index, part) in parts.iter().enumerate() {
+        let parent = resolve_in_root(root, &prefix.display().to_string())?;
+        prefix.push(part);
+        match resolve_in_root(root, &prefix.display().to_string()) {
+            Ok(_) => continue,
+            Err(ResolveError::NotFound { .. }) if part != ".." => {}
+            Err(e) => return Err(e),
+        }
+        let target = parent.join(part);
+        let created = if index + 1 == parts.len() && last_is_file {
+            // create_new: never follows a (dangling) symlink that is in the way.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)
+                .map(drop)
+        } else {
+            std::fs::create_dir(&target)
+        };
+        match created {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(ResolveError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    resolve_in_root(root, path)
+}
+
 fn components(path: &Path) -> Vec<OsString> {
     path.components()
         .filter_map(|c| match c {
@@ -140,6 +179,18 @@ mod tests {
                 "{escaping}"
             );
         }
+        // Mount points are created inside the root, through symlinks resolved in it.
+        std::os::unix::fs::symlink("/bin", root.join("etc"))?;
+        assert_eq!(
+            create_in_root(&root, "/etc/hosts", true)?,
+            root.join("bin/hosts")
+        );
+        assert!(root.join("bin/hosts").is_file());
+        assert!(
+            create_in_root(&root, "/up/x/y", false).is_err(),
+            "a dangling symlink in the way is an error, never followed outside"
+        );
+        assert!(!dir.path().join("outside/x").exists());
         std::os::unix::fs::symlink("loop", root.join("loop"))?;
         assert!(matches!(
             resolve_in_root(&root, "/loop"),
