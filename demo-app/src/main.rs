@@ -3,7 +3,7 @@
 //! memory, traps). Built as a WASI 0.2 component; it also builds natively for host-side checks.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ commands:
   daemon             print a line each second until stopped
   listen PORT        TCP server on 0.0.0.0:PORT answering one line per connection
   connect HOST:PORT  print what a TCP server sends (exit 1 if it cannot connect)
+  resolve NAME       print the addresses NAME resolves to, one per line, sorted
   alloc MIB          allocate and touch MIB mebibytes
   trap               execute `unreachable`";
 
@@ -122,6 +123,19 @@ fn run(command: &str, rest: &[String]) -> Result<ExitCode, String> {
                 .read_line(&mut line)
                 .map_err(|e| format!("{address}: {e}"))?;
             print!("{line}");
+        }
+        "resolve" => {
+            let name = arg(0, "NAME")?;
+            let mut addresses: Vec<String> = (name, 0)
+                .to_socket_addrs()
+                .map_err(|e| format!("{name}: {e}"))?
+                .map(|a| a.ip().to_string())
+                .collect();
+            addresses.sort();
+            addresses.dedup();
+            for address in addresses {
+                println!("{address}");
+            }
         }
         "alloc" => {
             let mib: usize = arg(0, "MIB")?

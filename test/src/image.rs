@@ -30,6 +30,17 @@ fn append(builder: &mut tar::Builder<Vec<u8>>, path: &str, bytes: &[u8]) {
 /// Writes an OCI layout tar for platform wasm/wasip2 named `name`, whose single tar layer
 /// holds `entries`.
 pub fn write_image_tar(path: &Path, name: &str, entries: &[(&str, Entry)]) {
+    write_platform_image_tar(path, name, ("wasm", "wasip2"), entries);
+}
+
+/// [`write_image_tar`] for platform `(architecture, os)`, e.g. a native `("amd64", "linux")`
+/// image for runc to compare against.
+pub fn write_platform_image_tar(
+    path: &Path,
+    name: &str,
+    (architecture, os): (&str, &str),
+    entries: &[(&str, Entry)],
+) {
     let mut layer = tar::Builder::new(Vec::new());
     for (entry_path, entry) in entries {
         let mut header = tar::Header::new_ustar();
@@ -53,7 +64,7 @@ pub fn write_image_tar(path: &Path, name: &str, entries: &[(&str, Entry)]) {
     }
     let layer = layer.into_inner().expect("layer");
     let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "wasm", "os": "wasip2",
+        "architecture": architecture, "os": os,
         "config": {"Cmd": ["/app.wasm"]},
         "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]}
     }))
@@ -70,7 +81,7 @@ pub fn write_image_tar(path: &Path, name: &str, entries: &[(&str, Entry)]) {
         "manifests": [{
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": digest(&manifest), "size": manifest.len(),
-            "platform": {"architecture": "wasm", "os": "wasip2"},
+            "platform": {"architecture": architecture, "os": os},
             "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"}
         }]
     }))

@@ -19,6 +19,7 @@ on_2_1_and_1_7!(
     the_cncf_artifact_runs_as_a_pod_image,
     a_policy_in_the_handlers_runtime_options_denies_sockets,
     wasmcell_containerd_config_patches_a_node_config,
+    a_pods_security_context_reaches_its_guests,
 );
 
 /// Everything a pod test needs; dropped in reverse order of need.
@@ -160,6 +161,29 @@ impl Node {
         image: &str,
         command: &[&str],
     ) -> Result<String, tonic::Status> {
+        self.create_with(
+            pod,
+            sandbox,
+            name,
+            image,
+            command,
+            cri::LinuxContainerConfig::default(),
+            Vec::new(),
+        )
+    }
+
+    /// [`Node::create`] with the container's Linux settings (security context) and mounts.
+    #[allow(clippy::too_many_arguments)]
+    fn create_with(
+        &self,
+        pod: &str,
+        sandbox: &cri::PodSandboxConfig,
+        name: &str,
+        image: &str,
+        command: &[&str],
+        linux: cri::LinuxContainerConfig,
+        mounts: Vec<cri::Mount>,
+    ) -> Result<String, tonic::Status> {
         let mut client = self.cri.runtime.clone();
         let config = cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
@@ -172,7 +196,8 @@ impl Node {
             }),
             command: command.iter().map(|s| s.to_string()).collect(),
             log_path: format!("{name}.log"),
-            linux: Some(cri::LinuxContainerConfig::default()),
+            linux: Some(linux),
+            mounts,
             ..Default::default()
         };
         self.cri
@@ -251,6 +276,34 @@ impl Node {
             .into_inner()
             .status
             .unwrap_or_default()
+    }
+
+    /// The host pid of a running container's guest (from CRI's verbose status).
+    fn container_pid(&self, id: &str) -> u32 {
+        let mut client = self.cri.runtime.clone();
+        let response = self
+            .cri
+            .block_on(client.container_status(cri::ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: true,
+            }))
+            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
+            .into_inner();
+        verbose_pid(&response.info)
+    }
+
+    /// The host pid of a pod's sandbox process.
+    fn sandbox_pid(&self, pod: &str) -> u32 {
+        let mut client = self.cri.runtime.clone();
+        let response = self
+            .cri
+            .block_on(client.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: pod.to_owned(),
+                verbose: true,
+            }))
+            .unwrap_or_else(|e| panic!("PodSandboxStatus: {e}"))
+            .into_inner();
+        verbose_pid(&response.info)
     }
 
     fn wait_exited(&self, id: &str) -> cri::ContainerStatus {
@@ -365,6 +418,17 @@ impl Node {
     fn log_file(&self, pod: &str, container: &str) -> PathBuf {
         log_dir(self.temp.path(), pod).join(format!("{container}.log"))
     }
+}
+
+/// The `pid` in CRI's verbose `info` JSON.
+fn verbose_pid(info: &std::collections::HashMap<String, String>) -> u32 {
+    let info: serde_json::Value = info
+        .get("info")
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or_default();
+    let pid = info["pid"].as_u64().unwrap_or(0) as u32;
+    assert!(pid > 0, "no pid in CRI's verbose info: {info}");
+    pid
 }
 
 /// The message lines of a CRI log file (`<RFC 3339 time> <stream> <F|P> <text>`), checking the
@@ -863,4 +927,194 @@ fn a_policy_in_the_handlers_runtime_options_denies_sockets(version: Version) {
         "{err}"
     );
     node.stop_and_remove_pod(&pod);
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn same_namespace(a: u32, b: u32, kind: &str) -> bool {
+    let link = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    link(a) == link(b)
+}
+
+/// What the kubelet asks for with runAsUser, runAsGroup, supplementalGroups,
+/// readOnlyRootFilesystem, allowPrivilegeEscalation: false, capabilities.drop: [ALL] and
+/// seccompProfile: RuntimeDefault; and the files it mounts (/etc/hosts, resolv.conf).
+fn a_pods_security_context_reaches_its_guests(version: Version) {
+    let Some(node) = node(version) else {
+        return;
+    };
+    let mut sandbox = node.sandbox_config("secure", false);
+    sandbox.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.96.0.10".to_owned()],
+        searches: vec!["default.svc.cluster.local".to_owned()],
+        options: vec!["ndots:5".to_owned()],
+    });
+    let pod = node.run_pod(&sandbox);
+    node.pull(&node.demo_image, &sandbox);
+    let hosts = node.temp.path().join("etc-hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n10.1.2.3 wasmcell-alias.example\n",
+    )
+    .unwrap();
+    let secure = || cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 3000 }),
+            supplemental_groups: vec![4000],
+            readonly_rootfs: true,
+            no_new_privs: true,
+            capabilities: Some(cri::Capability {
+                drop_capabilities: vec!["ALL".to_owned()],
+                ..Default::default()
+            }),
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            }),
+            // What the kubelet sends without shareProcessNamespace.
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Pod as i32,
+                pid: cri::NamespaceMode::Container as i32,
+                ipc: cri::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let kubelet_mounts = || {
+        vec![cri::Mount {
+            container_path: "/etc/hosts".to_owned(),
+            host_path: hosts.display().to_string(),
+            ..Default::default()
+        }]
+    };
+    let run = |name: &str, args: &[&str]| {
+        let mut command = vec!["/demo-app.wasm"];
+        command.extend(args);
+        let id = node
+            .create_with(
+                &pod,
+                &sandbox,
+                name,
+                &node.demo_image,
+                &command,
+                secure(),
+                kubelet_mounts(),
+            )
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", node.containerd.log()));
+        node.start(&id);
+        id
+    };
+    let sleeper = run("sleeper", &["sleep", "120"]);
+    node.wait_running(&sleeper);
+    let pid = node.container_pid(&sleeper);
+    assert_eq!(status_field(pid, "Uid"), "1000 1000 1000 1000");
+    assert_eq!(status_field(pid, "Gid"), "3000 3000 3000 3000");
+    let groups = status_field(pid, "Groups");
+    assert!(
+        groups.split(' ').any(|g| g == "4000"),
+        "supplementalGroups: {groups}"
+    );
+    assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
+    assert_eq!(
+        status_field(pid, "CapBnd"),
+        "0000000000000000",
+        "capabilities.drop: [ALL]"
+    );
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, "Seccomp"), "2");
+
+    // The pod's sandbox holds IPC and UTS for its containers; PID is per container here.
+    let sandbox_pid = node.sandbox_pid(&pod);
+    assert!(
+        same_namespace(pid, sandbox_pid, "ipc"),
+        "containers share the pod's IPC namespace"
+    );
+    assert!(
+        same_namespace(pid, sandbox_pid, "uts"),
+        "containers share the pod's UTS namespace"
+    );
+    assert!(same_namespace(pid, sandbox_pid, "net"));
+    assert!(
+        !same_namespace(pid, sandbox_pid, "pid"),
+        "PID namespace per container"
+    );
+    assert!(!same_namespace(pid, std::process::id(), "uts"));
+    let hostname = std::process::Command::new("nsenter")
+        .args(["--uts", "--target", &sandbox_pid.to_string(), "hostname"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&hostname.stdout).trim(),
+        "secure",
+        "the pod's hostname"
+    );
+
+    for (name, args, expect) in [
+        (
+            "hosts",
+            &["cat", "/etc/hosts"][..],
+            "10.1.2.3 wasmcell-alias.example",
+        ),
+        (
+            "resolv",
+            &["cat", "/etc/resolv.conf"][..],
+            "nameserver 10.96.0.10",
+        ),
+        (
+            "resolve",
+            &["resolve", "wasmcell-alias.example"][..],
+            "10.1.2.3",
+        ),
+    ] {
+        let id = run(name, args);
+        let status = node.wait_exited(&id);
+        let lines = cri_log_lines(&node.log_file("secure", name));
+        assert_eq!(status.exit_code, 0, "{name}: {lines:?}");
+        assert!(
+            lines.iter().any(|(_, text)| text == expect),
+            "{name}: expected {expect:?} in {lines:?}"
+        );
+    }
+    let id = run("write-root", &["write", "/note", "x"]);
+    let status = node.wait_exited(&id);
+    let lines = cri_log_lines(&node.log_file("secure", "write-root"));
+    assert_ne!(
+        status.exit_code, 0,
+        "readOnlyRootFilesystem refuses writes: {lines:?}"
+    );
+
+    // shareProcessNamespace: the pod's containers join the sandbox's PID namespace.
+    let mut shared = node.sandbox_config("shared-pid", false);
+    if let Some(ctx) = shared
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|c| c.namespace_options.as_mut())
+    {
+        ctx.pid = cri::NamespaceMode::Pod as i32;
+    }
+    let shared_pod = node.run_pod(&shared);
+    let member = node.run_demo(&shared_pod, &shared, "member", &["sleep", "120"]);
+    node.wait_running(&member);
+    let member_pid = node.container_pid(&member);
+    assert!(
+        same_namespace(member_pid, node.sandbox_pid(&shared_pod), "pid"),
+        "shareProcessNamespace shares the sandbox's PID namespace"
+    );
+    node.stop_and_remove_pod(&shared_pod);
+    node.stop_and_remove_pod(&pod);
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

@@ -221,9 +221,10 @@ fn guest_behaves_like_a_container(version: Version) {
             text(&out.stderr)
         );
     }
-    // The classic image's rootfs is the container's `/`, writable, and nothing else is there.
+    // The classic image's rootfs is the container's `/`, writable; beside the image's file
+    // only the spec's tmpfs mounts (/dev, /run) are there, and no /proc or /sys.
     let out = run_demo(&containerd, IMAGE, "ls", &[], &["ls", "/"], b"");
-    assert_eq!(text(&out.stdout), "demo-app.wasm\n");
+    assert_eq!(text(&out.stdout), "demo-app.wasm\ndev\nrun\n");
     let out = run_demo(
         &containerd,
         IMAGE,
@@ -828,7 +829,12 @@ fn preview1_module_runs(version: Version) {
     );
     assert_eq!(run("p1-exit", &["exit", "7"]).status.code(), Some(7));
     let out = run("p1-ls", &["ls", "/"]);
-    assert_eq!(text(&out.stdout), "demo-p1.wasm\n", "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "demo-p1.wasm\ndev\nrun\n",
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 fn bind_mounts_appear_at_their_destination_honouring_read_only(version: Version) {

@@ -47,23 +47,43 @@ pub fn main(plan_path: &Path) -> i32 {
     if read_byte(&mut control) != Some(b'c') {
         return EXIT_SETUP;
     }
-    if read_plan(plan_path).is_ok_and(|plan| plan.sandbox) {
+    exit_on_signals_as_init();
+    let plan = read_plan(plan_path);
+    if let Ok(plan) = &plan
+        && plan.sandbox
+    {
+        if let Err(e) = plan.confinement.apply() {
+            report(&mut status, Err(e.to_string()));
+            return EXIT_SETUP;
+        }
         return hold_sandbox(control, status);
     }
-    let prepared = prepare(plan_path);
-    let line = match &prepared {
-        Ok((_, _, outcome)) => format!("ok {outcome}\n"),
-        Err(message) => format!("error {}\n", message.replace('\n', " ")),
-    };
-    let _ = status.write_all(line.as_bytes());
+    // Load (the cache is outside the rootfs and root-only), then confine, then report: a
+    // guest that could not be confined never reports ready.
+    let prepared = plan.and_then(|plan| {
+        let prepared = prepare(&plan)?;
+        plan.confinement.apply().map_err(|e| e.to_string())?;
+        Ok((plan, prepared))
+    });
+    report(
+        &mut status,
+        prepared
+            .as_ref()
+            .map(|(_, p)| p.2.clone())
+            .map_err(Clone::clone),
+    );
     drop(status);
-    let Ok((engine, program, _)) = prepared else {
+    let Ok((_plan, (engine, program, _))) = prepared else {
         return EXIT_SETUP;
     };
     if read_byte(&mut control) != Some(b's') {
         return 0; // deleted before it was started
     }
     drop(control);
+    #[cfg(debug_assertions)]
+    if let Some(drill) = crate::drill::requested(&_plan.env) {
+        return crate::drill::run(&drill);
+    }
     let (program, spec) = program;
     match engine.run(&program, &spec) {
         Ok(ExitStatus::Exited(code)) => code,
@@ -85,16 +105,71 @@ pub fn main(plan_path: &Path) -> i32 {
     }
 }
 
+/// One status line for the shim: `ok OUTCOME` or `error MESSAGE`.
+fn report(status: &mut File, outcome: Result<String, String>) {
+    let line = match outcome {
+        Ok(outcome) => format!("ok {outcome}\n"),
+        Err(message) => format!("error {}\n", message.replace('\n', " ")),
+    };
+    let _ = status.write_all(line.as_bytes());
+}
+
+/// Signals that end a process by default. The first process of a PID namespace gets only the
+/// signals it has a handler for, so as its namespace's init a guest handles these by exiting
+/// with 128+N — what the shim reports for a process they killed.
+const TERMINATING_SIGNALS: [libc::c_int; 14] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGSTKFLT,
+    libc::SIGIO,
+    libc::SIGPWR,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+];
+
+extern "C" fn exit_with_signal(signal: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe and ends the process without running anything else.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::_exit(128 + signal)
+    }
+}
+
+fn exit_on_signals_as_init() {
+    if std::process::id() != 1 {
+        return;
+    }
+    let realtime = libc::SIGRTMIN()..=libc::SIGRTMAX();
+    for signal in TERMINATING_SIGNALS.into_iter().chain(realtime) {
+        // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" action; the handler is
+        // an extern "C" fn that only calls _exit; sigaction copies the struct.
+        #[allow(unsafe_code)]
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = exit_with_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
 fn read_plan(plan_path: &Path) -> Result<GuestPlan, String> {
     let text =
         std::fs::read(plan_path).map_err(|e| format!("reading {}: {e}", plan_path.display()))?;
     serde_json::from_slice(&text).map_err(|e| format!("parsing {}: {e}", plan_path.display()))
 }
 
-/// A pod sandbox: report ready, wait for start, then hold the pod's cgroup and network
-/// namespace until a signal ends the process (SIGTERM 143, SIGKILL 137).
+/// A pod sandbox: report ready, wait for start, then hold the pod's cgroup and namespaces
+/// until a signal ends the process (SIGTERM 143, SIGKILL 137).
 fn hold_sandbox(mut control: File, mut status: File) -> i32 {
-    let _ = status.write_all(b"ok sandbox\n");
+    report(&mut status, Ok("sandbox".to_owned()));
     drop(status);
     if read_byte(&mut control) != Some(b's') {
         return 0;
@@ -107,8 +182,7 @@ fn hold_sandbox(mut control: File, mut status: File) -> i32 {
 
 type Prepared = (WasmEngine, (wasmcell_engine::Program, RunSpec), String);
 
-fn prepare(plan_path: &Path) -> Result<Prepared, String> {
-    let plan = read_plan(plan_path)?;
+fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
     let bytes = std::fs::read(&plan.program).map_err(|e| {
         format!(
             "reading program {}: {e}",

@@ -6,8 +6,11 @@
 
 mod bootstrap;
 mod cgroup;
+mod confine;
 mod container;
 mod content;
+#[cfg(debug_assertions)]
+mod drill;
 mod guest;
 mod plan;
 mod policy;

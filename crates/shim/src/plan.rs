@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
+use crate::confine::mounts::BindSource;
+use crate::confine::{ConfineError, Confinement, MountPlan};
 use crate::rootfs::{ResolveError, resolve_in_root};
+use nix::mount::MsFlags;
 
 /// File name of the plan inside the bundle.
 pub const PLAN_FILE: &str = "wasmcell-plan.json";
@@ -51,8 +54,11 @@ pub struct GuestPlan {
     pub env: Vec<(String, String)>,
     /// Working directory inside the guest.
     pub cwd: Option<String>,
-    /// Directories the guest can reach: the rootfs at `/` and the spec's bind mounts.
+    /// Directories the guest can reach, as paths inside its confined root (see
+    /// [`confined_preopens`]).
     pub preopens: Vec<PlanPreopen>,
+    /// The second wall, applied by the guest to itself before guest code runs.
+    pub confinement: Confinement,
     /// Cap on the guest's linear memory, derived from `linux.resources.memory.limit` (see
     /// [`wasm_memory_budget`]); the cgroup enforces the limit itself.
     pub memory_limit_bytes: Option<u64>,
@@ -84,6 +90,29 @@ pub fn wasm_memory_budget(limit: u64) -> u64 {
     limit.saturating_sub(headroom).max(1 << 20)
 }
 
+/// WASI preopens once the guest is confined: `/` (read-only with `root.readonly`), which
+/// holds every mount, single files included, plus one per directory mount with that mount's
+/// read-only flag. The kernel enforces the flags anyway; the extra preopens make WASI refuse a
+/// write itself, with a clear "read-only" error (wasmtime-wasi reports the kernel's EROFS as a
+/// plain I/O error), and keep writable volumes writable under a read-only root.
+pub fn confined_preopens(mounts: &MountPlan) -> Vec<PlanPreopen> {
+    let root = PlanPreopen {
+        host: PathBuf::from("/"),
+        guest: "/".to_owned(),
+        read_only: mounts.read_only,
+    };
+    let directories = mounts
+        .mounts
+        .iter()
+        .filter(|m| m.bind != Some(BindSource::File))
+        .map(|m| PlanPreopen {
+            host: PathBuf::from(&m.destination),
+            guest: m.destination.clone(),
+            read_only: m.flags & MsFlags::MS_RDONLY.bits() != 0,
+        });
+    std::iter::once(root).chain(directories).collect()
+}
+
 /// Why a spec cannot be run.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -110,6 +139,9 @@ pub enum PlanError {
     /// The spec has no `process`.
     #[error("the OCI spec has no process section")]
     NoProcess,
+    /// The spec asks for confinement wasmcell cannot give.
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
 }
 
 /// Where the program comes from when `args[0]` is not a file in the rootfs.
@@ -125,8 +157,10 @@ pub enum ProgramSource {
 }
 
 impl GuestPlan {
-    /// Builds the plan for `spec`, whose root filesystem is mounted at `rootfs`.
+    /// Builds the plan for container `id`'s `spec`, whose root filesystem is mounted at
+    /// `rootfs`.
     pub fn from_spec(
+        id: &str,
         spec: &Spec,
         rootfs: &Path,
         source: ProgramSource,
@@ -167,33 +201,8 @@ impl GuestPlan {
             })
             .collect();
 
-        let root_read_only = spec
-            .root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false);
-        let mut preopens = vec![PlanPreopen {
-            host: rootfs.to_owned(),
-            guest: "/".to_owned(),
-            read_only: root_read_only,
-        }];
-        for mount in spec.mounts().iter().flatten() {
-            let options = mount.options().clone().unwrap_or_default();
-            let is_bind = mount.typ().as_deref() == Some("bind")
-                || options.iter().any(|o| o == "bind" || o == "rbind");
-            let Some(source) = mount.source() else {
-                continue;
-            };
-            // WASI preopens are directories; file binds (e.g. /etc/hosts) cannot be offered.
-            if !is_bind || !source.is_dir() {
-                continue;
-            }
-            preopens.push(PlanPreopen {
-                host: source.clone(),
-                guest: mount.destination().display().to_string(),
-                read_only: options.iter().any(|o| o == "ro"),
-            });
-        }
+        let confinement = Confinement::from_spec(id, spec, rootfs.to_owned())?;
+        let preopens = confined_preopens(&confinement.mounts);
 
         let linux = spec.linux().as_ref();
         let memory_limit_bytes = linux
@@ -220,6 +229,7 @@ impl GuestPlan {
             env,
             cwd: Some(process.cwd().display().to_string()),
             preopens,
+            confinement,
             memory_limit_bytes,
             network,
             cache_dir,

@@ -1,5 +1,7 @@
 //! Starting a guest process: a fresh exec of this binary in guest mode, with the container's
-//! stdio, network namespace and cgroup, and the setup handshake described in [`crate::guest`].
+//! stdio, network and PID namespaces and cgroup, and the setup handshake described in
+//! [`crate::guest`]. The rest of the confinement the guest applies to itself
+//! ([`crate::confine`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -11,6 +13,8 @@ use std::process::{Command, Stdio};
 use nix::fcntl::OFlag;
 
 use crate::cgroup::ContainerCgroup;
+use crate::confine::NsAction;
+use crate::confine::namespaces::PidNamespaceForChildren;
 use crate::guest::{CONTROL_FD, GUEST_ARG, STATUS_FD};
 use crate::plan::NetworkMode;
 
@@ -80,6 +84,7 @@ pub fn spawn_guest(
     plan_path: &Path,
     stdio: GuestStdio,
     network: &NetworkMode,
+    pid_namespace: &NsAction,
     cgroup: Option<&ContainerCgroup>,
 ) -> Result<PreparedGuest, SpawnError> {
     let (control_read, control_write) =
@@ -135,7 +140,12 @@ pub fn spawn_guest(
             Ok(())
         });
     }
-    let child = command.spawn().map_err(io("starting the guest process"))?;
+    let child = {
+        // Only a new process can be in a PID namespace: fork it there (restored on drop).
+        let _pid_namespace = PidNamespaceForChildren::enter(pid_namespace)
+            .map_err(io("preparing the guest's PID namespace"))?;
+        command.spawn().map_err(io("starting the guest process"))?
+    };
     let pid = child.id();
     // The reaper owns exit statuses; the Child handle is only dropped.
     drop(child);

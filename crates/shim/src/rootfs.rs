@@ -102,7 +102,11 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, ResolveError>
 /// Like [`resolve_in_root`], creating what is missing on the way: directories, and the last
 /// component as an empty file when `last_is_file` (a mount point for a single-file bind).
 /// Components are created only inside `root`, never through a symlink.
-pub fn create_in_root(root: &Path, path: &str, last_is_file: bool) -> Result<PathBuf, ResolveError> {
+pub fn create_in_root(
+    root: &Path,
+    path: &str,
+    last_is_file: bool,
+) -> Result<PathBuf, ResolveError> {
     let parts = components(Path::new(path));
     let mut prefix = PathBuf::from("/");
     for (index, part) in parts.iter().enumerate() {

@@ -267,9 +267,17 @@ impl Service {
         let (stdio, stdin_relay) = open_stdio(&req.stdin, &req.stdout, &req.stderr)?;
         let exe = self.config.exe.clone();
         let network = plan.network.clone();
+        let pid_namespace = plan.confinement.namespaces.pid.clone();
         let cgroup_for_spawn = cgroup;
         let (prepared, cgroup) = tokio::task::spawn_blocking(move || {
-            let result = spawn_guest(&exe, &plan_path, stdio, &network, cgroup_for_spawn.as_ref());
+            let result = spawn_guest(
+                &exe,
+                &plan_path,
+                stdio,
+                &network,
+                &pid_namespace,
+                cgroup_for_spawn.as_ref(),
+            );
             (result, cgroup_for_spawn)
         })
         .await
@@ -310,10 +318,11 @@ impl Service {
     ) -> Result<GuestPlan, String> {
         let cache = self.config.cache_dir.clone();
         if shim::is_sandbox(spec) {
-            return GuestPlan::from_spec(spec, rootfs, ProgramSource::Sandbox, cache)
+            return GuestPlan::from_spec(&req.id, spec, rootfs, ProgramSource::Sandbox, cache)
                 .map_err(|e| e.to_string());
         }
-        let from_rootfs = GuestPlan::from_spec(spec, rootfs, ProgramSource::Rootfs, cache.clone());
+        let from_rootfs =
+            GuestPlan::from_spec(&req.id, spec, rootfs, ProgramSource::Rootfs, cache.clone());
         let not_in_rootfs = match from_rootfs {
             Ok(plan) => return Ok(with_policy(plan, policy)),
             Err(e @ PlanError::Program { .. }) => e,
@@ -347,8 +356,9 @@ impl Service {
         let program = bundle.join(PROGRAM_FILE);
         std::fs::write(&program, &layer.bytes)
             .map_err(|e| format!("writing {}: {e}", program.display()))?;
-        let mut plan = GuestPlan::from_spec(spec, rootfs, ProgramSource::File(program), cache)
-            .map_err(|e| e.to_string())?;
+        let mut plan =
+            GuestPlan::from_spec(&req.id, spec, rootfs, ProgramSource::File(program), cache)
+                .map_err(|e| e.to_string())?;
         plan.declared_imports = declared_imports;
         Ok(with_policy(plan, policy))
     }

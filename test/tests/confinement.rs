@@ -1,0 +1,454 @@
+//! The second wall: a guest process is confined as runc confines a container. Compared with
+//! runc itself where it can be (the same `ctr run` flags, read from `/proc/PID/status`), and
+//! probed from inside by the escape drill (a debug-build-only native program that runs with
+//! exactly a guest's confinement).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use wasmcell_tests::containerd::{Containerd, Version};
+use wasmcell_tests::image::{Entry, write_platform_image_tar};
+use wasmcell_tests::skip_or_fail;
+
+use crate::shim::{IMAGE, RUNTIME, containerd_with_demo, run_demo, text, wait_for_status};
+
+/// `--cap-drop` for each of containerd's default capabilities (ctr has no `ALL`).
+const DROP_ALL: [&str; 28] = [
+    "--cap-drop",
+    "CAP_CHOWN",
+    "--cap-drop",
+    "CAP_DAC_OVERRIDE",
+    "--cap-drop",
+    "CAP_FSETID",
+    "--cap-drop",
+    "CAP_FOWNER",
+    "--cap-drop",
+    "CAP_MKNOD",
+    "--cap-drop",
+    "CAP_NET_RAW",
+    "--cap-drop",
+    "CAP_SETGID",
+    "--cap-drop",
+    "CAP_SETUID",
+    "--cap-drop",
+    "CAP_SETFCAP",
+    "--cap-drop",
+    "CAP_SETPCAP",
+    "--cap-drop",
+    "CAP_NET_BIND_SERVICE",
+    "--cap-drop",
+    "CAP_SYS_CHROOT",
+    "--cap-drop",
+    "CAP_KILL",
+    "--cap-drop",
+    "CAP_AUDIT_WRITE",
+];
+
+const NATIVE_IMAGE: &str = "localhost/wasmcell/native-sleep:latest";
+
+on_2_1_and_1_7!(
+    a_guests_credentials_match_runcs,
+    binds_keep_owners_single_files_and_read_only_flags,
+    procfs_and_sysfs_never_reach_a_guest,
+    the_escape_drill_fails_at_everything,
+);
+
+/// `/proc/PID/status` fields that say who a process is and what it may do.
+const STATUS_FIELDS: [&str; 10] = [
+    "Uid",
+    "Gid",
+    "Groups",
+    "CapInh",
+    "CapPrm",
+    "CapEff",
+    "CapBnd",
+    "CapAmb",
+    "NoNewPrivs",
+    "Seccomp",
+];
+
+fn status(pid: u32) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| STATUS_FIELDS.contains(k))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
+        .collect()
+}
+
+/// Imports a native static `sleep` (bench/sleep.c) for runc, or skips without a C compiler.
+fn import_native_sleep(containerd: &Containerd) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("sleep");
+    let source = wasmcell_tests::workspace_root().join("bench/sleep.c");
+    let built = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        return false;
+    }
+    let tar = dir.path().join("native.tar");
+    write_platform_image_tar(
+        &tar,
+        NATIVE_IMAGE,
+        ("amd64", "linux"),
+        &[("sleep", Entry::File(std::fs::read(&binary).unwrap(), 0o755))],
+    );
+    containerd.ctr_ok(&["image", "import", tar.to_str().unwrap()]);
+    true
+}
+
+/// Starts `id` detached with `flags`, under runc (native sleep) or wasmcell (demo sleep).
+fn start_sleeper(containerd: &Containerd, id: &str, wasm: bool, flags: &[&str]) -> u32 {
+    let mut args = vec!["run", "-d"];
+    args.extend(flags);
+    if wasm {
+        args.extend([
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip2/wasm",
+            IMAGE,
+            id,
+            "/demo-app.wasm",
+            "sleep",
+            "120",
+        ]);
+    } else {
+        args.extend([NATIVE_IMAGE, id, "/sleep", "120"]);
+    }
+    containerd.ctr_ok(&args);
+    wait_for_status(containerd, id, "RUNNING")
+}
+
+fn remove(containerd: &Containerd, id: &str) {
+    containerd.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    wait_for_status(containerd, id, "STOPPED");
+    containerd.ctr(&["task", "delete", id]);
+    containerd.ctr(&["container", "delete", id]);
+}
+
+fn namespace(pid: &str, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .map(|l| l.display().to_string())
+        .unwrap_or_default()
+}
+
+fn a_guests_credentials_match_runcs(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    if !import_native_sleep(&containerd) {
+        skip_or_fail!("gcc -static is needed to build the native image runc compares against");
+    }
+    let cases: [&[&str]; 5] = [
+        &[],
+        &["--user", "1000:1000"],
+        &DROP_ALL,
+        &["--seccomp"],
+        &["--user", "1000:1000", "--seccomp"],
+    ];
+    for (n, flags) in cases.iter().enumerate() {
+        let runc_pid = start_sleeper(&containerd, &format!("runc-{n}"), false, flags);
+        let guest_pid = start_sleeper(&containerd, &format!("guest-{n}"), true, flags);
+        let mut runc = status(runc_pid);
+        let mut guest = status(guest_pid);
+        assert_eq!(
+            guest.remove("Seccomp").as_deref(),
+            Some("2"),
+            "{flags:?}: every guest has a seccomp filter (the spec's or wasmcell's default)"
+        );
+        if flags.contains(&"--seccomp") {
+            assert_eq!(runc.get("Seccomp").map(String::as_str), Some("2"));
+        }
+        runc.remove("Seccomp");
+        assert_eq!(
+            guest, runc,
+            "{flags:?}: the guest's credentials differ from runc's"
+        );
+        assert_eq!(guest["NoNewPrivs"], "1", "{flags:?}");
+        if flags.contains(&"--user") {
+            assert_eq!(guest["Uid"], "1000 1000 1000 1000", "{flags:?}");
+            assert_eq!(guest["Gid"], "1000 1000 1000 1000", "{flags:?}");
+        }
+        if flags.contains(&"--user") || flags.len() == DROP_ALL.len() {
+            assert_eq!(guest["CapEff"], "0000000000000000", "{flags:?}");
+        }
+        let guest_pid = guest_pid.to_string();
+        for kind in ["mnt", "pid", "ipc", "uts", "net"] {
+            let own = namespace(&guest_pid, kind);
+            assert!(!own.is_empty(), "{kind} namespace of the guest unreadable");
+            assert_ne!(
+                own,
+                namespace("self", kind),
+                "{flags:?}: the guest shares the host's {kind} namespace"
+            );
+        }
+        remove(&containerd, &format!("runc-{n}"));
+        remove(&containerd, &format!("guest-{n}"));
+    }
+}
+
+fn binds_keep_owners_single_files_and_read_only_flags(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    let data = host.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let greeting = host.path().join("greeting");
+    std::fs::write(&greeting, "hello from one file\n").unwrap();
+    let settings = host.path().join("settings");
+    std::fs::write(&settings, "old").unwrap();
+    let dir_rw = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        data.display()
+    );
+    let file_ro = format!(
+        "type=bind,src={},dst=/etc/greeting,options=rbind:ro",
+        greeting.display()
+    );
+    let file_rw = format!(
+        "type=bind,src={},dst=/settings,options=rbind:rw",
+        settings.display()
+    );
+
+    let user = ["--user", "1000:1000", "--mount", dir_rw.as_str()];
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "owner",
+        &user,
+        &["write", "/data/by-user", "x"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let meta = std::fs::metadata(data.join("by-user")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (1000, 1000),
+        "written as the spec's user"
+    );
+
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "file-ro",
+        &["--mount", &file_ro],
+        &["cat", "/etc/greeting"],
+        b"",
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "hello from one file\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "file-ro-write",
+        &["--mount", &file_ro],
+        &["write", "/etc/greeting", "changed"],
+        b"",
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a read-only file mount refuses writes"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&greeting).unwrap(),
+        "hello from one file\n"
+    );
+
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "file-rw-write",
+        &["--mount", &file_rw],
+        &["write", "/settings", "new"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&settings).unwrap(), "new");
+
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "ro-root",
+        &["--read-only"],
+        &["write", "/note", "x"],
+        b"",
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "--read-only refuses writes to the root"
+    );
+    let stderr = text(&out.stderr).to_lowercase();
+    assert!(
+        stderr.contains("not permitted") || stderr.contains("read-only"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+fn procfs_and_sysfs_never_reach_a_guest(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    // ctr's default spec mounts proc at /proc and sysfs at /sys: neither is made.
+    for path in [
+        "/proc/self/maps",
+        "/proc/self/mem",
+        "/proc/1/environ",
+        "/sys/kernel/notes",
+    ] {
+        let out = run_demo(&containerd, IMAGE, "proc-read", &[], &["cat", path], b"");
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "{path} was readable: {}",
+            text(&out.stdout)
+        );
+    }
+    let out = run_demo(&containerd, IMAGE, "proc-ls", &[], &["ls", "/proc"], b"");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "/proc exists: {}",
+        text(&out.stdout)
+    );
+
+    for (source, filesystem) in [
+        ("/proc", "procfs"),
+        ("/sys", "sysfs"),
+        ("/proc/self", "procfs"),
+    ] {
+        let mount = format!("type=bind,src={source},dst=/host,options=rbind:ro");
+        let out = run_demo(
+            &containerd,
+            IMAGE,
+            "proc-bind",
+            &["--mount", &mount],
+            &["ls", "/host"],
+            b"",
+        );
+        assert_ne!(out.status.code(), Some(0), "a bind of {source} ran");
+        let message = format!("mount {source} -> /host: the source is on {filesystem}");
+        assert!(
+            text(&out.stderr).contains(&message),
+            "the refusal names the rule ({message}):\n{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// Runs the drill in a guest started with `flags`; returns its output.
+fn drill(containerd: &Containerd, id: &str, flags: &[&str], setting: &str) -> String {
+    let env = format!("WASMCELL_ESCAPE_DRILL={setting}");
+    let mut extra = vec!["--env", env.as_str()];
+    extra.extend(flags);
+    let out = run_demo(
+        containerd,
+        IMAGE,
+        id,
+        &extra,
+        &["echo", "the drill runs instead"],
+        b"",
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{flags:?}: the drill escaped (its exit code counts escapes):\n{stdout}\n{}",
+        text(&out.stderr)
+    );
+    stdout
+}
+
+fn the_escape_drill_fails_at_everything(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "host secret").unwrap();
+    let mut target = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let setting = format!(
+        "secret={};dir={};pid={};port={}",
+        secret.display(),
+        host.path().display(),
+        target.id(),
+        listener.local_addr().unwrap().port()
+    );
+    let attempts = [
+        "read /etc/shadow",
+        "read ",
+        "write outside the rootfs",
+        "list host processes",
+        "signal a host process",
+        "ptrace a host process",
+        "mount",
+        "unshare user namespace",
+        "unshare mount namespace",
+        "setns",
+        "load a kernel module (init_module)",
+        "load a kernel module (finit_module)",
+        "raw IP socket",
+        "packet socket",
+        "chroot escape",
+        "fchdir escape",
+        "reach the host's loopback",
+    ];
+    let cases: [&[&str]; 3] = [
+        &[],
+        &["--user", "1000:1000"],
+        &["--user", "1000:1000", "--seccomp"],
+    ];
+    for (n, flags) in cases.iter().enumerate() {
+        let out = drill(&containerd, &format!("drill-{n}"), flags, &setting);
+        for attempt in attempts {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(&format!("blocked {attempt}"))),
+                "{flags:?}: no 'blocked {attempt}' line:\n{out}"
+            );
+        }
+        if flags.contains(&"--user") {
+            assert!(out.contains("blocked setuid(0)"), "{flags:?}:\n{out}");
+        }
+        assert!(!out.contains("ESCAPED"), "{flags:?}:\n{out}");
+    }
+    assert!(
+        target.try_wait().unwrap().is_none(),
+        "the host process the drill signalled must still run"
+    );
+    let _ = target.kill();
+    let _ = target.wait();
+    let left: Vec<_> = std::fs::read_dir(host.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        left,
+        [std::ffi::OsString::from("secret")],
+        "nothing written outside the rootfs"
+    );
+    assert!(Path::new(&secret).is_file());
+}
