@@ -158,6 +158,10 @@ for exe in "$SHIM" "$WASMCELL" "$BIG_COMPONENT" "$CRI_POD_PSS" "$STRESS"; do
   [ -x "$exe" ] || die "$exe missing (run without BENCH_SKIP_BUILD=1)"
 done
 [ -f "$DEMO_TAR" ] || die "$DEMO_TAR missing"
+# The escape drill (crates/shim/src/drill.rs) exists only in debug builds.
+if grep -q WASMCELL_ESCAPE_DRILL "$SHIM"; then
+  die "$SHIM contains the escape drill: release builds must not"
+fi
 
 # runc, gcc with a static libc, python3 and matplotlib come from scripts/setup.sh bench (make
 # bench runs it first). The plot needs matplotlib; Debian's python3 has it (a pyenv python3 on

@@ -11,7 +11,12 @@ use wasmcell_tests::containerd::{Containerd, Version};
 use wasmcell_tests::image::{Entry, write_platform_image_tar};
 use wasmcell_tests::skip_or_fail;
 
-use crate::shim::{IMAGE, RUNTIME, containerd_with_demo, run_demo, text, wait_for_status};
+use wasmcell_tests::DEMO_IMAGES;
+
+use crate::shim::{
+    IMAGE, RUNTIME, containerd_with_demo, containerd_with_demo_images, run_demo, text,
+    wait_for_status,
+};
 
 /// `--cap-drop` for each of containerd's default capabilities (ctr has no `ALL`).
 const DROP_ALL: [&str; 28] = [
@@ -53,6 +58,12 @@ on_2_1_and_1_7!(
     procfs_and_sysfs_never_reach_a_guest,
     the_escape_drill_fails_at_everything,
 );
+
+/// containerd 1.6 runs the classic image: the same comparison there.
+#[test]
+fn a_guests_credentials_match_runcs_on_1_6() {
+    a_guests_credentials_match_runcs(Version::V1_6);
+}
 
 /// `/proc/PID/status` fields that say who a process is and what it may do.
 const STATUS_FIELDS: [&str; 10] = [
@@ -143,7 +154,13 @@ fn namespace(pid: &str, kind: &str) -> String {
 }
 
 fn a_guests_credentials_match_runcs(version: Version) {
-    let Some(containerd) = containerd_with_demo(version) else {
+    // 1.6 unpacks only tar layers: the classic image alone.
+    let images = if matches!(version, Version::V1_6) {
+        &DEMO_IMAGES[..1]
+    } else {
+        &DEMO_IMAGES[..2]
+    };
+    let Some(containerd) = containerd_with_demo_images(version, images, false) else {
         return;
     };
     if !import_native_sleep(&containerd) {

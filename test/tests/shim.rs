@@ -40,7 +40,7 @@ fn containerd_with_demo_cache(version: Version, private_cache: bool) -> Option<C
     containerd_with_demo_images(version, &DEMO_IMAGES[..2], private_cache)
 }
 
-fn containerd_with_demo_images(
+pub(crate) fn containerd_with_demo_images(
     version: Version,
     images: &[(&str, &str)],
     private_cache: bool,

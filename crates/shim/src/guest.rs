@@ -61,9 +61,11 @@ pub fn main(plan_path: &Path) -> i32 {
     // Load (the cache is outside the rootfs and root-only), then confine, then report: a
     // guest that could not be confined never reports ready.
     let prepared = plan.and_then(|plan| {
-        let prepared = prepare(&plan)?;
+        let (engine, program, loaded) = prepare(&plan)?;
+        let started = std::time::Instant::now();
         plan.confinement.apply().map_err(|e| e.to_string())?;
-        Ok((plan, prepared))
+        let outcome = format!("{loaded}; confined in {} µs", started.elapsed().as_micros());
+        Ok((plan, (engine, program, outcome)))
     });
     report(
         &mut status,

@@ -114,17 +114,6 @@ pub fn audit(spec: &Spec) -> Result<Vec<String>, ConfineError> {
         if resources.block_io().is_some() {
             warn("linux.resources.blockIO", "not supported by wasmcell yet");
         }
-        if resources
-            .hugepage_limits()
-            .iter()
-            .flatten()
-            .any(|h| h.limit() > 0)
-        {
-            warn(
-                "linux.resources.hugepageLimits",
-                "wasm memory never uses huge pages",
-            );
-        }
         if resources.network().is_some() {
             warn("linux.resources.network", "not supported by wasmcell");
         }
@@ -200,7 +189,11 @@ mod tests {
                       "resources": {"hugepageLimits": [{"pageSize": "2MB", "limit": 0}]}}
         })))
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert_eq!(
+            warned.len(),
+            2,
+            "hugepage limits are applied by the cgroup: {warned:?}"
+        );
         assert!(warned[0].starts_with("process.apparmorProfile is not applied"));
         assert!(warned[1].starts_with("linux.devices is not applied"));
 
