@@ -266,44 +266,40 @@ impl Node {
     }
 
     fn status(&self, id: &str) -> cri::ContainerStatus {
+        self.container_status(id, false).status.unwrap_or_default()
+    }
+
+    fn container_status(&self, id: &str, verbose: bool) -> cri::ContainerStatusResponse {
         let mut client = self.cri.runtime.clone();
         self.cri
             .block_on(client.container_status(cri::ContainerStatusRequest {
                 container_id: id.to_owned(),
-                verbose: false,
+                verbose,
             }))
             .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
             .into_inner()
-            .status
-            .unwrap_or_default()
     }
 
     /// The host pid of a running container's guest (from CRI's verbose status).
     fn container_pid(&self, id: &str) -> u32 {
-        let mut client = self.cri.runtime.clone();
-        let response = self
-            .cri
-            .block_on(client.container_status(cri::ContainerStatusRequest {
-                container_id: id.to_owned(),
-                verbose: true,
-            }))
-            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
-            .into_inner();
-        verbose_pid(&response.info)
+        verbose_pid(&self.container_status(id, true).info)
     }
 
     /// The host pid of a pod's sandbox process.
     fn sandbox_pid(&self, pod: &str) -> u32 {
+        verbose_pid(&self.sandbox_status(pod).info)
+    }
+
+    /// PodSandboxStatus, verbose (its `info` has the runtime spec and the pid).
+    fn sandbox_status(&self, pod: &str) -> cri::PodSandboxStatusResponse {
         let mut client = self.cri.runtime.clone();
-        let response = self
-            .cri
+        self.cri
             .block_on(client.pod_sandbox_status(cri::PodSandboxStatusRequest {
                 pod_sandbox_id: pod.to_owned(),
                 verbose: true,
             }))
             .unwrap_or_else(|e| panic!("PodSandboxStatus: {e}"))
-            .into_inner();
-        verbose_pid(&response.info)
+            .into_inner()
     }
 
     fn wait_exited(&self, id: &str) -> cri::ContainerStatus {
@@ -355,15 +351,7 @@ impl Node {
 
     /// The pod's IP and its network namespace path (from the sandbox's runtime spec).
     fn pod_network(&self, pod: &str) -> (String, Option<String>) {
-        let mut client = self.cri.runtime.clone();
-        let response = self
-            .cri
-            .block_on(client.pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: pod.to_owned(),
-                verbose: true,
-            }))
-            .unwrap_or_else(|e| panic!("PodSandboxStatus: {e}"))
-            .into_inner();
+        let response = self.sandbox_status(pod);
         let ip = response
             .status
             .and_then(|s| s.network)

@@ -172,14 +172,7 @@ pub fn is_privileged(spec: &Spec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(json: serde_json::Value) -> Spec {
-        let mut base = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}});
-        if let (Some(base), Some(extra)) = (base.as_object_mut(), json.as_object()) {
-            base.extend(extra.clone());
-        }
-        serde_json::from_value(base).unwrap_or_else(|e| panic!("spec: {e}"))
-    }
+    use crate::confine::test_spec as spec;
 
     #[test]
     fn unapplied_fields_are_warned_or_refused() {

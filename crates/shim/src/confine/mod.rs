@@ -167,3 +167,13 @@ impl Confinement {
         Ok(())
     }
 }
+
+/// A minimal spec with `json`'s top-level fields, for the submodules' tests.
+#[cfg(test)]
+pub(crate) fn test_spec(json: serde_json::Value) -> Spec {
+    let mut base = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}});
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), json.as_object()) {
+        base.extend(extra.clone());
+    }
+    serde_json::from_value(base).unwrap_or_else(|e| panic!("spec: {e}"))
+}

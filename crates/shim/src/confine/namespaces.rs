@@ -296,14 +296,7 @@ impl Drop for PidNamespaceForChildren {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(json: serde_json::Value) -> Spec {
-        let mut base = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}});
-        if let (Some(base), Some(extra)) = (base.as_object_mut(), json.as_object()) {
-            base.extend(extra.clone());
-        }
-        serde_json::from_value(base).unwrap_or_else(|e| panic!("spec: {e}"))
-    }
+    use crate::confine::test_spec as spec;
 
     #[test]
     fn namespaces_are_joined_created_or_refused() {
