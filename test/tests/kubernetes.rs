@@ -1081,6 +1081,44 @@ fn a_pods_security_context_reaches_its_guests(version: Version) {
         "readOnlyRootFilesystem refuses writes: {lines:?}"
     );
 
+    // seccompProfile: Localhost, a profile file on the node: sockets refused.
+    let profile = node.temp.path().join("no-sockets.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    let mut localhost = secure();
+    if let Some(ctx) = localhost.security_context.as_mut() {
+        ctx.seccomp = Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: profile.display().to_string(),
+        });
+    }
+    let id = node
+        .create_with(
+            &pod,
+            &sandbox,
+            "no-sockets",
+            &node.demo_image,
+            &["/demo-app.wasm", "connect", "127.0.0.1:9"],
+            localhost,
+            Vec::new(),
+        )
+        .unwrap_or_else(|e| panic!("CreateContainer no-sockets: {e}"));
+    node.start(&id);
+    let status = node.wait_exited(&id);
+    let lines = cri_log_lines(&node.log_file("secure", "no-sockets"));
+    assert_ne!(status.exit_code, 0);
+    // WASI reports the filter's EPERM on socket() as access-denied.
+    assert!(
+        lines
+            .iter()
+            .any(|(_, text)| text.contains("Permission denied")),
+        "the Localhost profile's EPERM, not a refused connection: {lines:?}"
+    );
+
     // shareProcessNamespace: the pod's containers join the sandbox's PID namespace.
     let mut shared = node.sandbox_config("shared-pid", false);
     if let Some(ctx) = shared
