@@ -526,7 +526,12 @@ fn pivot_into(root: &Path) -> Result<(), ConfineError> {
     )))?;
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
     // removes it without needing a directory for it inside the rootfs.
-    nix::unistd::pivot_root(".", ".").map_err(ConfineError::apply("pivot_root into the rootfs"))?;
+    // No chroot fallback: a chroot leaves the host's tree in the namespace, one escape away.
+    // pivot_root is impossible only when the host's own root is ramfs (an initramfs root).
+    nix::unistd::pivot_root(".", ".").map_err(ConfineError::apply(
+        "pivot_root into the rootfs (EINVAL here means the node's root is an initramfs, which \
+         wasmcell does not support)",
+    ))?;
     // Keep the detach from propagating to the host's copy of those mounts.
     remount(
         Path::new("."),
