@@ -192,7 +192,7 @@ fn bad_input_fails_clearly_and_writes_nothing() {
     assert!(stderr(&result).contains("unknown package format \"zip\""));
 
     let result = run(wasmcell_bin(), &["inspect", not_wasm.to_str().unwrap()]);
-    assert_eq!(result.status.code(), Some(1));
+    assert_eq!(result.status.code(), Some(2), "unreadable input exits 2");
     assert!(
         stderr(&result).contains("is not an image archive"),
         "{}",
@@ -227,18 +227,32 @@ fn worlds_lists_what_the_host_provides() {
 #[test]
 fn inspect_gives_the_verdict_for_this_host_and_policy() {
     let dir = tempfile::tempdir().unwrap();
+    // The exit status is the verdict (0 runs, 1 refused), and so is the JSON's top level.
     let inspect = |args: &[&str]| -> serde_json::Value {
         let mut full = vec!["inspect", "--json"];
         full.extend(args);
         let out = run(wasmcell_bin(), &full);
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+        let (expected_code, expected) = if json["images"][0]["verdict"]["runs"] == true {
+            (0, "runs")
+        } else {
+            (1, "refused")
+        };
+        assert_eq!(out.status.code(), Some(expected_code), "{}", stderr(&out));
+        assert_eq!(json["verdict"], expected);
+        json
+    };
+    let text_of = |path: &str, code: i32| {
+        let out = run(wasmcell_bin(), &["inspect", path]);
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let artifact = demo_tar("demo-app-artifact.tar");
     let artifact = artifact.to_str().unwrap();
     let verdict = &inspect(&[artifact])["images"][0]["verdict"];
     assert_eq!(verdict["runs"], true, "{verdict}");
-    let text = run_ok(wasmcell_bin(), &["inspect", artifact]);
+    let text = text_of(artifact, 0);
     assert!(
         text.contains("  verdict (no policy): runs on this host"),
         "{text}"
@@ -267,7 +281,7 @@ fn inspect_gives_the_verdict_for_this_host_and_policy() {
         &wasm,
         serde_json::json!({"architecture": "wasm", "os": "wasip2", "component": {"imports": [], "exports": []}}),
     );
-    let text = run_ok(wasmcell_bin(), &["inspect", liar.to_str().unwrap()]);
+    let text = text_of(liar.to_str().unwrap(), 1);
     assert!(text.contains("  verdict (no policy): refused"), "{text}");
     assert!(text.contains("    wasm config: ok"), "{text}");
     assert!(

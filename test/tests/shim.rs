@@ -25,6 +25,7 @@ on_2_1_and_1_7!(
     programs_and_links_cannot_escape_the_rootfs,
     bind_mounts_appear_at_their_destination_honouring_read_only,
     a_listening_guest_answers_on_the_host_network,
+    guests_die_with_a_killed_shim_and_nothing_is_left,
 );
 
 pub(crate) fn text(bytes: &[u8]) -> String {
@@ -929,4 +930,104 @@ fn a_listening_guest_answers_on_the_host_network(version: Version) {
     };
     assert!(line.starts_with("hello from demo-app listener"), "{line:?}");
     containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "listener"]);
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A shim killed with SIGKILL (as the OOM killer would) takes its guests with it, and
+/// containerd's cleanup (`shim delete`) leaves no cgroup, mount or bundle behind.
+fn guests_die_with_a_killed_shim_and_nothing_is_left(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    containerd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        IMAGE,
+        "orphan",
+        "/demo-app.wasm",
+        "sleep",
+        "600",
+    ]);
+    let guest = wait_for_status(&containerd, "orphan", "RUNNING");
+    let shim = parent_of(guest).expect("the guest's parent");
+    let cmdline = std::fs::read(format!("/proc/{shim}/cmdline")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("containerd-shim-wasmcell-v1"),
+        "the guest's parent is its shim"
+    );
+    nix_kill(shim);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::path::Path::new(&format!("/proc/{guest}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{guest}/stat")).unwrap_or_default();
+        if state
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        {
+            break; // dead, waiting to be reaped by its new parent
+        }
+        assert!(Instant::now() < deadline, "the guest outlived its shim");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // containerd notices the dead shim; delete runs its cleanup.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        containerd.ctr(&["task", "delete", "-f", "orphan"]);
+        let listed = text(&containerd.ctr(&["task", "ls"]).stdout);
+        if !listed.lines().any(|l| l.starts_with("orphan ")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the task stayed:\n{listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    containerd.ctr_ok(&["container", "delete", "orphan"]);
+    let bundle = containerd
+        .dir
+        .join("state/io.containerd.runtime.v2.task")
+        .join(&containerd.namespace)
+        .join("orphan");
+    // containerd removes the bundle once its cleanup of the dead shim has run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bundle.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !bundle.exists(),
+        "{} left behind: {:?}",
+        bundle.display(),
+        walk(&bundle)
+    );
+    let rootfs = bundle.join("rootfs").display().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(&rootfs),
+        "rootfs mount {rootfs} left behind"
+    );
+    for controller in ["memory", "cpu", "pids"] {
+        let cgroup = std::path::Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(&containerd.namespace)
+            .join("orphan");
+        assert!(!cgroup.exists(), "{} left behind", cgroup.display());
+    }
+}
+
+fn nix_kill(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

@@ -189,7 +189,12 @@ fn an_artifact_is_refused_from_its_config_before_its_layer_is_read(version: Vers
         .output()
         .unwrap();
     let shown = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "refused exits 1: {}",
+        text(&out.stderr)
+    );
     assert!(
         shown.contains("(exported from containerd, every blob verified)"),
         "{shown}"

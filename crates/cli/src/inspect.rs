@@ -42,8 +42,37 @@ pub struct InspectArgs {
     json: bool,
 }
 
-/// Runs `wasmcell inspect`.
-pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
+/// How `wasmcell inspect` ended, as its exit status: a CI gate can rely on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every image in the input runs on this host under the policy (exit 0).
+    Runs,
+    /// At least one image is refused (exit 1).
+    Refused,
+}
+
+/// Exit status when the input (or the policy) cannot be read (an `Err` from [`run`]).
+pub const EXIT_CANNOT_READ: u8 = 2;
+
+impl Outcome {
+    /// The process exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Runs => 0,
+            Outcome::Refused => 1,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Runs => "runs",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// Runs `wasmcell inspect`; an error means the input could not be read.
+pub fn run(args: &InspectArgs) -> anyhow::Result<Outcome> {
     let policy = match &args.policy {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -74,10 +103,18 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
             described
         })
         .collect();
+    let outcome = if images.iter().all(|image| image["verdict"]["runs"] == true) {
+        Outcome::Runs
+    } else {
+        Outcome::Refused
+    };
     if args.json {
-        let doc = json!({ "archive": args.archive, "format": format, "images": images });
+        let doc = json!({
+            "archive": args.archive, "format": format, "images": images,
+            "verdict": outcome.as_str(),
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
+        return Ok(outcome);
     }
     let origin = if args.containerd {
         "exported from containerd"
@@ -89,7 +126,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         print_image(image);
         print_verdict(&image["verdict"], &policy);
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// Exports `reference` (all platforms) from containerd into a temporary archive.

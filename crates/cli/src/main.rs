@@ -29,7 +29,8 @@ enum Command {
     Package(package::PackageArgs),
     /// Show what an image archive (or an image in containerd) holds: references, media
     /// types, digests, sizes, the wasm config and binary's imports and exports, and whether
-    /// this host would run it.
+    /// this host would run it. Exits 0 when every image runs, 1 when one is refused, 2 when the
+    /// input cannot be read.
     Inspect(inspect::InspectArgs),
     /// Import an archive into containerd so `ctr run` can run it; CNCF wasm artifacts are made
     /// runnable on the way, keeping their wasm and wasm config blobs byte-identical.
@@ -45,7 +46,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Package(args) => package::run(&args),
-        Command::Inspect(args) => inspect::run(&args),
+        Command::Inspect(args) => {
+            return match inspect::run(&args) {
+                Ok(outcome) => ExitCode::from(outcome.exit_code()),
+                Err(err) => {
+                    eprintln!("wasmcell: error: {err:#}");
+                    ExitCode::from(inspect::EXIT_CANNOT_READ)
+                }
+            };
+        }
         Command::Import(args) => import::run(&args),
         Command::Worlds(args) => worlds::run(&args),
         Command::ContainerdConfig(args) => containerd_config::run(&args),

@@ -24,6 +24,8 @@ use crate::wasm_config::{WasmConfig, WasmConfigError};
 /// Caps on what reading an archive may load.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadLimits {
+    /// Layers in one image's manifest (see [`MAX_LAYERS`]).
+    pub max_layers: usize,
     /// Total bytes of file content loaded from a tar, or of any one blob from a directory.
     pub max_total_bytes: u64,
     /// Entries in a tar.
@@ -32,10 +34,17 @@ pub struct ReadLimits {
     pub max_index_depth: usize,
 }
 
+/// Layers an image may have. containerd's overlayfs snapshotter stacks every layer as a lower
+/// directory of one mount, and the kernel caps a mount's options at one page, so images with
+/// more than about 128 layers cannot be mounted anywhere (Docker refuses more than 125); wasm
+/// images have one. A manifest listing more is refused before any layer is read.
+pub const MAX_LAYERS: usize = 128;
+
 impl Default for ReadLimits {
-    /// 1 GiB, 100 000 entries, indexes nested 4 deep.
+    /// [`MAX_LAYERS`] layers, 1 GiB, 100 000 entries, indexes nested 4 deep.
     fn default() -> Self {
         ReadLimits {
+            max_layers: MAX_LAYERS,
             max_total_bytes: 1 << 30,
             max_entries: 100_000,
             max_index_depth: 4,
@@ -171,6 +180,18 @@ pub enum ReadError {
         claimed: u64,
         /// The cap.
         limit: u64,
+    },
+    /// A manifest with more layers than [`ReadLimits::max_layers`].
+    #[error(
+        "{what} lists {count} layers; at most {limit} are accepted (no snapshotter can mount more)"
+    )]
+    TooManyLayers {
+        /// The manifest.
+        what: String,
+        /// Layers listed.
+        count: usize,
+        /// The cap.
+        limit: usize,
     },
     /// Too many tar entries.
     #[error("{path}: more than {limit} entries")]
@@ -566,10 +587,22 @@ impl Reader {
         Ok(())
     }
 
+    fn check_layer_count(&self, count: usize, what: &str) -> Result<(), ReadError> {
+        if count > self.limits.max_layers {
+            return Err(ReadError::TooManyLayers {
+                what: what.to_owned(),
+                count,
+                limit: self.limits.max_layers,
+            });
+        }
+        Ok(())
+    }
+
     fn read_image(&self, descriptor: &Descriptor) -> Result<Image, ReadError> {
         let digest = descriptor.digest().to_string();
         let what = format!("manifest {digest}");
         let manifest: ImageManifest = parse_json(&self.blob(descriptor, &what)?, &what)?;
+        self.check_layer_count(manifest.layers().len(), &what)?;
         let config_desc = manifest.config();
         let config_what = format!("config {} of manifest {digest}", config_desc.digest());
         let config_media_type = config_desc.media_type().to_string();
@@ -668,6 +701,7 @@ impl Reader {
         }
         let mut images = Vec::new();
         for entry in entries {
+            self.check_layer_count(entry.layers.len(), "manifest.json")?;
             let config_bytes = self.archive_file(&entry.config, "docker config")?;
             let config_digest = sha256_digest(&config_bytes);
             // Legacy archives name the config after its digest; check it when they do.

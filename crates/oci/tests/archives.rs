@@ -433,6 +433,24 @@ fn unknown_config_media_type_is_rejected() -> TestResult {
     Ok(())
 }
 
+/// A classic image whose manifest lists one layer 100,000 times is refused from the manifest,
+/// before any layer is read (it used to be read 100,000 times).
+#[test]
+fn absurd_layer_counts_are_refused_at_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut files = good(PackageFormat::Image, module());
+    let (_, mut manifest) = manifest_of(&files);
+    let layer = manifest["layers"][0].clone();
+    manifest["layers"] = serde_json::Value::Array(vec![layer; 100_000]);
+    put_manifest(&mut files, &manifest);
+    let err = read_error(dir.path(), &files);
+    assert!(
+        err.contains("lists 100000 layers; at most 128 are accepted"),
+        "{err}"
+    );
+    Ok(())
+}
+
 #[test]
 fn artifact_with_two_layers_is_rejected() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -171,7 +171,9 @@ async fn serve(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
         cache_dir: shim::cache_dir(),
         exe: std::env::current_exe().context("locating this binary")?,
     };
-    let service = Service::new(publisher, config, exit.clone()).await;
+    let service = Service::new(publisher, config, exit.clone())
+        .await
+        .context("starting the guest spawner thread")?;
     tokio::spawn(reap_children());
 
     let task: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> = Arc::new(service);

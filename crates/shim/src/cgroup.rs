@@ -107,6 +107,30 @@ impl ContainerCgroup {
     }
 
     /// Removes the cgroup (it must be empty).
+    /// SIGKILLs every process still in the cgroup and waits (up to `wait`) until it is empty:
+    /// after a shim died, its guests must not outlive the container. Returns how many
+    /// processes were killed.
+    pub fn kill_all(&self, wait: std::time::Duration) -> usize {
+        let mut killed = std::collections::BTreeSet::new();
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let procs = self.cgroup.procs();
+            if procs.is_empty() || std::time::Instant::now() >= deadline {
+                return killed.len();
+            }
+            for pid in procs {
+                if let Ok(raw) = i32::try_from(pid.pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(raw),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    killed.insert(raw);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     pub fn delete(&self) -> Result<(), CgroupError> {
         self.cgroup.delete().map_err(|e| CgroupError::Setup {
             path: self.path.clone(),

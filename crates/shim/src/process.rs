@@ -36,6 +36,9 @@ pub enum SpawnError {
     /// The guest died before reporting.
     #[error("the guest process exited during setup")]
     DiedDuringSetup,
+    /// The spawner thread is gone (it only ends with the shim).
+    #[error("the shim's guest spawner thread has stopped")]
+    SpawnerGone,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SpawnError {
@@ -47,6 +50,45 @@ fn nix_io(what: &str) -> impl FnOnce(nix::Error) -> SpawnError + '_ {
     move |e| SpawnError::Io {
         what: what.to_owned(),
         source: std::io::Error::from(e),
+    }
+}
+
+/// The one long-lived thread that forks every guest. A parent-death signal is tied to the
+/// thread that forked the child, and blocking-pool threads exit when idle, so forking from
+/// them would kill guests at random; forking from one thread that lives as long as the shim
+/// kills them exactly when the shim dies. Only the fork runs here: the handshake, which waits
+/// for a compile, runs on the blocking pool.
+#[derive(Debug)]
+pub struct Spawner {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl Spawner {
+    /// Starts the thread.
+    pub fn start() -> std::io::Result<Spawner> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("guest-spawner".into())
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+            })?;
+        Ok(Spawner { jobs })
+    }
+
+    /// Runs `fork` on the spawner thread and returns its result.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        fork: impl FnOnce() -> Result<R, SpawnError> + Send + 'static,
+    ) -> Result<R, SpawnError> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = reply.send(fork());
+            }))
+            .map_err(|_| SpawnError::SpawnerGone)?;
+        result.await.map_err(|_| SpawnError::SpawnerGone)?
     }
 }
 
@@ -78,15 +120,16 @@ impl PreparedGuest {
     }
 }
 
-/// Spawns the guest for `plan_path` and waits until it has loaded its program.
-pub fn spawn_guest(
+/// Forks and execs the guest for `plan_path`. Runs on the [`Spawner`] thread; the guest's
+/// setup handshake is [`ForkedGuest::prepare`], which may block for a compile and runs
+/// elsewhere.
+pub fn fork_guest(
     exe: &Path,
     plan_path: &Path,
     stdio: GuestStdio,
     network: &NetworkMode,
     pid_namespace: &NsAction,
-    cgroup: Option<&ContainerCgroup>,
-) -> Result<PreparedGuest, SpawnError> {
+) -> Result<ForkedGuest, SpawnError> {
     let (control_read, control_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_io("pipe"))?;
     let (status_read, status_write) =
@@ -132,6 +175,9 @@ pub fn spawn_guest(
             let status_high = check(libc::fcntl(status_fd, libc::F_DUPFD, 10))?;
             check(libc::dup2(control_high, CONTROL_FD))?;
             check(libc::dup2(status_high, STATUS_FD))?;
+            // The guest dies with the shim: a shim killed by SIGKILL (or the OOM killer)
+            // takes the spawner thread with it, and the kernel then kills its guests.
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
             if let Some(fd) = netns_fd {
                 check(libc::setns(fd, libc::CLONE_NEWNET))?;
             } else if new_netns {
@@ -151,7 +197,44 @@ pub fn spawn_guest(
     drop(child);
     drop(control_read);
     drop(status_write);
-    let mut control = File::from(control_write);
+    Ok(ForkedGuest {
+        pid,
+        control: File::from(control_write),
+        status: File::from(status_read),
+    })
+}
+
+/// A guest process that exists but has not been released into its setup yet.
+#[derive(Debug)]
+pub struct ForkedGuest {
+    pid: u32,
+    control: File,
+    status: File,
+}
+
+impl ForkedGuest {
+    /// Places the guest in `cgroup`, lets it load and confine itself, and waits for its
+    /// report. Blocks for as long as a compile takes.
+    pub fn prepare(self, cgroup: Option<&ContainerCgroup>) -> Result<PreparedGuest, SpawnError> {
+        let ForkedGuest {
+            pid,
+            mut control,
+            status,
+        } = self;
+        prepare(pid, &mut control, status, cgroup).map(|load_outcome| PreparedGuest {
+            pid,
+            load_outcome,
+            control,
+        })
+    }
+}
+
+fn prepare(
+    pid: u32,
+    control: &mut File,
+    status: File,
+    cgroup: Option<&ContainerCgroup>,
+) -> Result<String, SpawnError> {
     let abort = |e: SpawnError| {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -171,21 +254,15 @@ pub fn spawn_guest(
         })
     })?;
     let mut line = String::new();
-    BufReader::new(File::from(status_read))
-        .read_line(&mut line)
-        .map_err(|e| {
-            abort(SpawnError::Io {
-                what: "reading the guest's status".into(),
-                source: e,
-            })
-        })?;
+    BufReader::new(status).read_line(&mut line).map_err(|e| {
+        abort(SpawnError::Io {
+            what: "reading the guest's status".into(),
+            source: e,
+        })
+    })?;
     let line = line.trim_end();
     if let Some(outcome) = line.strip_prefix("ok ") {
-        Ok(PreparedGuest {
-            pid,
-            load_outcome: outcome.to_owned(),
-            control,
-        })
+        Ok(outcome.to_owned())
     } else if let Some(message) = line.strip_prefix("error ") {
         Err(abort(SpawnError::Setup(message.to_owned())))
     } else {

@@ -36,7 +36,7 @@ use wasmcell_engine::{Policy, host};
 
 use crate::plan::{GuestPlan, PLAN_FILE, PROGRAM_FILE, PlanError, ProgramSource};
 use crate::policy;
-use crate::process::{GuestStdio, spawn_guest};
+use crate::process::{GuestStdio, Spawner, fork_guest};
 use crate::shim;
 
 /// What `create` produced before the container is recorded.
@@ -71,6 +71,8 @@ pub struct Service {
     exit_signal: Arc<ExitSignal>,
     /// cgroup removals still retrying in the background; the shim outlives them.
     pending_cleanups: Arc<AtomicUsize>,
+    /// Forks every guest (see [`Spawner`]).
+    spawner: Arc<Spawner>,
 }
 
 fn rpc_error(code: Code, message: impl ToString) -> ttrpc::Error {
@@ -111,12 +113,12 @@ fn timestamp(at: SystemTime) -> Timestamp {
 }
 
 impl Service {
-    /// A service publishing through `publisher`; starts the exit monitor.
+    /// A service publishing through `publisher`; starts the exit monitor and the spawner.
     pub async fn new(
         publisher: RemotePublisher,
         config: ServiceConfig,
         exit_signal: Arc<ExitSignal>,
-    ) -> Service {
+    ) -> std::io::Result<Service> {
         let service = Service {
             containers: Arc::default(),
             unclaimed_exits: Arc::default(),
@@ -124,6 +126,7 @@ impl Service {
             config: Arc::new(config),
             exit_signal,
             pending_cleanups: Arc::default(),
+            spawner: Arc::new(Spawner::start()?),
         };
         match monitor_subscribe(Topic::Pid).await {
             Ok(mut subscription) => {
@@ -138,7 +141,7 @@ impl Service {
             }
             Err(e) => warn!("cannot watch guest exits: {e}"),
         }
-        service
+        Ok(service)
     }
 
     async fn on_exit(&self, pid: u32, code: u32) {
@@ -268,20 +271,19 @@ impl Service {
         let exe = self.config.exe.clone();
         let network = plan.network.clone();
         let pid_namespace = plan.confinement.namespaces.pid.clone();
-        let cgroup_for_spawn = cgroup;
-        let (prepared, cgroup) = tokio::task::spawn_blocking(move || {
-            let result = spawn_guest(
-                &exe,
-                &plan_path,
-                stdio,
-                &network,
-                &pid_namespace,
-                cgroup_for_spawn.as_ref(),
-            );
-            (result, cgroup_for_spawn)
-        })
-        .await
-        .map_err(|e| format!("guest setup task failed: {e}"))?;
+        let forked = self
+            .spawner
+            .run(move || fork_guest(&exe, &plan_path, stdio, &network, &pid_namespace))
+            .await;
+        let (prepared, cgroup) = match forked {
+            Ok(forked) => tokio::task::spawn_blocking(move || {
+                let result = forked.prepare(cgroup.as_ref());
+                (result, cgroup)
+            })
+            .await
+            .map_err(|e| format!("guest setup task failed: {e}"))?,
+            Err(e) => (Err(e), cgroup),
+        };
         match prepared {
             Ok(prepared) => {
                 debug!(

@@ -61,9 +61,19 @@ pub fn delete_leftovers(bundle: &Path) -> DeleteResponse {
     if let Ok(spec) = Spec::load(bundle.join("config.json"))
         && let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
         && let Ok(cgroup) = ContainerCgroup::create(&path.display().to_string(), None)
-        && let Err(e) = cgroup.delete()
     {
-        warn!("{e}");
+        // The guest dies with its shim (parent-death signal); anything still in the cgroup
+        // would be an unaccounted workload.
+        let killed = cgroup.kill_all(std::time::Duration::from_secs(2));
+        if killed > 0 {
+            warn!(
+                "{}: killed {killed} process(es) left in the container's cgroup",
+                bundle.display()
+            );
+        }
+        if let Err(e) = cgroup.delete() {
+            warn!("{e}");
+        }
     }
     let _ = std::fs::remove_file(bundle.join(crate::plan::PLAN_FILE));
     let _ = std::fs::remove_file(bundle.join(crate::plan::PROGRAM_FILE));

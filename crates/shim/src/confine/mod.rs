@@ -161,6 +161,11 @@ impl Confinement {
             self.seccomp.install()?;
         }
         self.identity.apply()?;
+        // A uid or gid change clears the parent-death signal set at spawn; arm it again so the
+        // guest still dies with its shim. (A shim that died in between closed the control
+        // pipe, and the guest exits when it reads that instead of `start`.)
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .map_err(ConfineError::apply("PR_SET_PDEATHSIG"))?;
         if no_new_privs {
             self.seccomp.install()?;
         }
