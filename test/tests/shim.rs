@@ -486,11 +486,11 @@ fn second_run_uses_the_compile_cache_and_survives_corruption(version: Version) {
     assert_eq!(text(&second.stdout), "two\n");
     let log = containerd.log();
     assert!(
-        log.contains("container c1: program loaded (compiled)"),
+        log.contains("container c1: program loaded (compiled; confined in "),
         "first run compiles"
     );
     assert!(
-        log.contains("container c2: program loaded (cache hit)"),
+        log.contains("container c2: program loaded (cache hit; confined in "),
         "second run must not compile"
     );
 
@@ -506,9 +506,9 @@ fn second_run_uses_the_compile_cache_and_survives_corruption(version: Version) {
     let third = run_demo(&containerd, IMAGE, "c3", &[], &["echo", "three"], b"");
     assert_eq!(text(&third.stdout), "three\n", "{}", text(&third.stderr));
     assert!(
-        containerd
-            .log()
-            .contains("container c3: program loaded (cache entry corrupt, recompiled)")
+        containerd.log().contains(
+            "container c3: program loaded (cache entry corrupt, recompiled; confined in "
+        )
     );
 }
 
