@@ -26,6 +26,7 @@ on_2_1_and_1_7!(
     bind_mounts_appear_at_their_destination_honouring_read_only,
     a_listening_guest_answers_on_the_host_network,
     guests_die_with_a_killed_shim_and_nothing_is_left,
+    concurrent_cold_starts_compile_once,
 );
 
 pub(crate) fn text(bytes: &[u8]) -> String {
@@ -1030,4 +1031,67 @@ fn nix_kill(pid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Four containers of one program started together with an empty compile cache: one guest
+/// compiles, the others wait for its entry and map it.
+fn concurrent_cold_starts_compile_once(version: Version) {
+    let Some(containerd) = containerd_with_demo_cache(version, true) else {
+        return;
+    };
+    let ids = ["cold-a", "cold-b", "cold-c", "cold-d"];
+    std::thread::scope(|scope| {
+        for id in ids {
+            let containerd = &containerd;
+            scope.spawn(move || {
+                containerd.ctr_ok(&[
+                    "run",
+                    "-d",
+                    "--runtime",
+                    RUNTIME,
+                    "--platform",
+                    "wasip2/wasm",
+                    IMAGE,
+                    id,
+                    "/demo-app.wasm",
+                    "sleep",
+                    "60",
+                ]);
+            });
+        }
+    });
+    for id in ids {
+        wait_for_status(&containerd, id, "RUNNING");
+    }
+    let log = containerd.log();
+    let outcomes: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(": program loaded (").map(|(_, rest)| rest))
+        .collect();
+    assert_eq!(outcomes.len(), ids.len(), "{outcomes:?}");
+    let compiled = outcomes
+        .iter()
+        .filter(|o| o.starts_with("compiled;"))
+        .count();
+    assert_eq!(compiled, 1, "exactly one guest compiles: {outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| o.starts_with("compiled;")
+            || o.starts_with("compiled by a concurrent start")
+            || o.starts_with("cache hit")),
+        "{outcomes:?}"
+    );
+    let leftovers: Vec<_> = walk(&containerd.cache_dir())
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "partial entries: {leftovers:?}");
+    for id in ids {
+        containerd.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+        wait_for_status(&containerd, id, "STOPPED");
+        containerd.ctr(&["task", "delete", id]);
+        containerd.ctr(&["container", "delete", id]);
+    }
 }

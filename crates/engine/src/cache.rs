@@ -2,7 +2,7 @@
 //!
 //! Layout: `<cache_dir>/<fingerprint>/<wasm-sha256>.cwasm` holds the output of
 //! `Engine::precompile_*`, and `<wasm-sha256>.sha256` beside it holds the hex sha256 of those
-//! bytes. Directories are mode 0700 and must belong to this process's effective uid; files are
+//! bytes; `<wasm-sha256>.lock` is an empty file whose `flock` serialises compiles of one wasm. Directories are mode 0700 and must belong to this process's effective uid; files are
 //! 0600.
 //!
 //! Writes go to a temporary file in the same directory, are fsynced and renamed into place
@@ -10,10 +10,17 @@
 //! the commit point: a crash leaves at most a sidecar without code, which reads as a miss.
 //! Entries are never modified in place, only replaced by rename, so a process that has an
 //! entry mapped keeps its (unlinked) inode intact.
+//!
+//! Concurrent cold starts compile once: a process that misses takes an exclusive `flock` on
+//! `<wasm-sha256>.lock` ([`Cache::compile_lock`]) before compiling and looks the entry up again
+//! once it holds it, so the others wait for the first compile and map its result. The kernel
+//! drops a `flock` when its holder dies, so a guest killed while compiling leaves no stale lock
+//! (and, because of the rename, no partial entry). A waiter gives up after
+//! [`COMPILE_LOCK_WAIT`] and compiles itself.
 
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -115,6 +122,65 @@ impl Cache {
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
+    }
+}
+
+/// How long a cold start waits for another process's compile of the same wasm before it
+/// compiles itself: longer than any compile takes here (a 10 MiB component compiles in about 6 s
+/// on two cores), short enough that a stuck holder cannot stall containers for long.
+pub(crate) const COMPILE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// An exclusive claim on compiling one entry; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub(crate) struct CompileLock {
+    _file: File,
+    /// Whether another process held the lock first (so the entry may exist now).
+    pub(crate) waited: bool,
+}
+
+impl Cache {
+    /// Waits (up to `wait`) for the exclusive compile lock of `key`. `None` when the lock cannot
+    /// be taken at all (for example an unwritable cache): the caller compiles unlocked.
+    pub(crate) fn compile_lock(&self, key: &str, wait: std::time::Duration) -> Option<CompileLock> {
+        let path = self.dir.join(format!("{key}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            // A cache that cannot take a lock file cannot store the entry either; the store
+            // failure is the one warning.
+            .map_err(|e| log::debug!("cannot open the compile lock {}: {e}", path.display()))
+            .ok()?;
+        let deadline = std::time::Instant::now() + wait;
+        let mut waited = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    return Some(CompileLock {
+                        _file: file,
+                        waited,
+                    });
+                }
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    waited = true;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    log::warn!(
+                        "another process has held {} for over {:?}; compiling without it",
+                        path.display(),
+                        wait
+                    );
+                    return None;
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    log::warn!("cannot lock {}: {e}", path.display());
+                    return None;
+                }
+            }
+        }
     }
 }
 

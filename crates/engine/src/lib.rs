@@ -57,6 +57,8 @@ pub enum LoadOutcome {
     CacheCorruptRecompiled,
     /// No cache configured: compiled in memory.
     CacheDisabled,
+    /// Another process was compiling the same wasm; waited for it and mapped its entry.
+    CompiledConcurrently,
 }
 
 impl fmt::Display for LoadOutcome {
@@ -66,6 +68,7 @@ impl fmt::Display for LoadOutcome {
             LoadOutcome::CacheHit => "cache hit",
             LoadOutcome::CacheCorruptRecompiled => "cache entry corrupt, recompiled",
             LoadOutcome::CacheDisabled => "compiled (cache disabled)",
+            LoadOutcome::CompiledConcurrently => "compiled by a concurrent start, then mapped",
         })
     }
 }
@@ -133,7 +136,33 @@ impl WasmEngine {
             return Ok((program, LoadOutcome::CacheDisabled));
         };
 
-        let outcome = match cache.lookup(&sha256) {
+        let first = cache.lookup(&sha256);
+        // On a miss, take the entry's compile lock and look again: a concurrent start may
+        // have compiled it meanwhile.
+        let lock = match &first {
+            Lookup::Verified { .. } => None,
+            _ => cache.compile_lock(&sha256, cache::COMPILE_LOCK_WAIT),
+        };
+        let lookup = match &lock {
+            Some(lock) if lock.waited => match cache.lookup(&sha256) {
+                Lookup::Verified { path, file } => {
+                    let code = cache::Code::Entry {
+                        path: &path,
+                        hashed: Some(&file),
+                    };
+                    if let Ok(program) = cache::deserialize(&self.engine, kind, code) {
+                        return Ok((program, LoadOutcome::CompiledConcurrently));
+                    }
+                    Lookup::Corrupt {
+                        path: path.clone(),
+                        reason: "the concurrently compiled entry does not load".into(),
+                    }
+                }
+                other => other,
+            },
+            _ => first,
+        };
+        let outcome = match lookup {
             Lookup::Verified { path, file } => {
                 let code = cache::Code::Entry {
                     path: &path,

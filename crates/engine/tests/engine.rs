@@ -376,7 +376,13 @@ fn cache_compiles_once_detects_corruption_and_is_private() -> TestResult {
     let fp_dir = cache_dir.join(engine.fingerprint());
     assert_eq!(fs::metadata(&fp_dir)?.permissions().mode() & 0o7777, 0o700);
     let files = cache_files(&cache_dir)?;
-    assert_eq!(files.len(), 2, "{files:?}");
+    // The entry, its sidecar and its (empty, unlocked) compile lock.
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "lock"))
+    );
     for file in &files {
         assert_eq!(fs::metadata(file)?.permissions().mode() & 0o7777, 0o600);
     }
@@ -417,7 +423,7 @@ fn cache_compiles_once_detects_corruption_and_is_private() -> TestResult {
     );
     assert_eq!(engine.load(&wasm)?.1, LoadOutcome::CacheCorruptRecompiled);
     assert_eq!(engine.load(&wasm)?.1, LoadOutcome::CacheHit);
-    assert_eq!(cache_files(&cache_dir)?.len(), 2);
+    assert_eq!(cache_files(&cache_dir)?.len(), 3, "entry, sidecar, lock");
     Ok(())
 }
 
@@ -805,6 +811,48 @@ fn worlds_name_what_the_linkers_provide() -> Result<(), Box<dyn std::error::Erro
             .provides
             .iter()
             .any(|f| f == "wasi_snapshot_preview1.fd_write")
+    );
+    Ok(())
+}
+
+/// Concurrent loads of one wasm with an empty cache compile it once: the others wait on the
+/// entry's lock and map what the first stored.
+#[test]
+fn concurrent_loads_compile_once() -> Result<(), Box<dyn std::error::Error>> {
+    let tmp = tempfile::tempdir()?;
+    let options = EngineOptions {
+        cache_dir: Some(tmp.path().join("cache")),
+    };
+    let wasm = hello_module();
+    let outcomes: Vec<LoadOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (options, wasm) = (options.clone(), wasm.clone());
+                scope.spawn(move || -> Result<LoadOutcome, String> {
+                    let engine = WasmEngine::new(options).map_err(|e| e.to_string())?;
+                    engine
+                        .load(&wasm)
+                        .map(|(_, o)| o)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
+            .collect::<Result<Vec<_>, String>>()
+    })?;
+    let compiled = outcomes
+        .iter()
+        .filter(|o| **o == LoadOutcome::Compiled)
+        .count();
+    assert_eq!(compiled, 1, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            LoadOutcome::Compiled | LoadOutcome::CompiledConcurrently | LoadOutcome::CacheHit
+        )),
+        "{outcomes:?}"
     );
     Ok(())
 }
