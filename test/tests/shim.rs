@@ -27,6 +27,7 @@ on_2_1_and_1_7!(
     a_listening_guest_answers_on_the_host_network,
     guests_die_with_a_killed_shim_and_nothing_is_left,
     concurrent_cold_starts_compile_once,
+    a_full_or_read_only_cache_runs_uncached_with_one_warning,
 );
 
 pub(crate) fn text(bytes: &[u8]) -> String {
@@ -1094,4 +1095,74 @@ fn concurrent_cold_starts_compile_once(version: Version) {
         containerd.ctr(&["task", "delete", id]);
         containerd.ctr(&["container", "delete", id]);
     }
+}
+
+fn mount_cmd(args: &[&str]) {
+    let out = Command::new("mount").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "mount {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+/// A compile cache that is full (a 64 KiB tmpfs) or read-only costs speed, never the container:
+/// the guest runs uncached, the shim warns once per container, and no partial entry is left.
+fn a_full_or_read_only_cache_runs_uncached_with_one_warning(version: Version) {
+    let Some(containerd) = containerd_with_demo_cache(version, true) else {
+        return;
+    };
+    let cache = containerd.cache_dir();
+    std::fs::create_dir_all(&cache).unwrap();
+    let cache_arg = cache.to_str().unwrap();
+    mount_cmd(&[
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=64k,mode=0700",
+        "tmpfs",
+        cache_arg,
+    ]);
+    let out = run_demo(&containerd, IMAGE, "full", &[], &["echo", "runs"], b"");
+    assert_eq!(text(&out.stdout), "runs\n", "{}", text(&out.stderr));
+    let warned = |id: &str, what: &str| {
+        containerd
+            .log()
+            .lines()
+            .filter(|l| l.contains(&format!("container {id}: {what}")))
+            .count()
+    };
+    assert_eq!(
+        warned("full", "the compile cache cannot store compiled code"),
+        1,
+        "one warning for a full cache:\n{}",
+        containerd.log()
+    );
+    let files = walk(&cache);
+    assert!(
+        !files.iter().any(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(".tmp-") || name.ends_with(".cwasm")
+        }),
+        "a partial entry was left: {files:?}"
+    );
+
+    mount_cmd(&["-o", "remount,ro", cache_arg]);
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "read-only",
+        &[],
+        &["echo", "still runs"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "still runs\n", "{}", text(&out.stderr));
+    assert_eq!(
+        warned("read-only", "the compile cache is unusable")
+            + warned("read-only", "the compile cache cannot store"),
+        1,
+        "one warning for a read-only cache:\n{}",
+        containerd.log()
+    );
+    let _ = Command::new("umount").arg(cache_arg).status();
 }

@@ -47,7 +47,7 @@ pub enum Program {
 }
 
 /// Where [`WasmEngine::load`] got the program from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadOutcome {
     /// Not in the cache: compiled and stored.
     Compiled,
@@ -59,6 +59,27 @@ pub enum LoadOutcome {
     CacheDisabled,
     /// Another process was compiling the same wasm; waited for it and mapped its entry.
     CompiledConcurrently,
+    /// Compiled, but the cache could not store it (full, read-only): run from memory.
+    CompiledNotStored {
+        /// Why the store failed.
+        reason: String,
+    },
+}
+
+impl LoadOutcome {
+    /// What an operator should hear about, for the outcomes that mean a degraded cache.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            LoadOutcome::CompiledNotStored { reason } => Some(format!(
+                "the compile cache cannot store compiled code ({reason}); the guest runs from \
+                 memory and every start compiles again"
+            )),
+            LoadOutcome::CacheCorruptRecompiled => {
+                Some("a corrupt compile cache entry was replaced".to_owned())
+            }
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for LoadOutcome {
@@ -69,6 +90,7 @@ impl fmt::Display for LoadOutcome {
             LoadOutcome::CacheCorruptRecompiled => "cache entry corrupt, recompiled",
             LoadOutcome::CacheDisabled => "compiled (cache disabled)",
             LoadOutcome::CompiledConcurrently => "compiled by a concurrent start, then mapped",
+            LoadOutcome::CompiledNotStored { .. } => "compiled, not cached",
         })
     }
 }
@@ -206,11 +228,15 @@ impl WasmEngine {
         }
         .map_err(|e| compile_error(kind, &sha256, e))?;
         let stored = cache.store(&sha256, &code);
-        let from = match &stored {
-            Ok(path) => cache::Code::Entry { path, hashed: None },
+        let (from, outcome) = match &stored {
+            Ok(path) => (cache::Code::Entry { path, hashed: None }, outcome),
             Err(e) => {
                 log::warn!("cannot store sha256:{sha256} in the compile cache: {e}");
-                cache::Code::Fresh(&code)
+                let reason = e.to_string();
+                (
+                    cache::Code::Fresh(&code),
+                    LoadOutcome::CompiledNotStored { reason },
+                )
             }
         };
         let program = cache::deserialize(&self.engine, kind, from).map_err(|reason| {

@@ -4,15 +4,19 @@
 //!
 //! Handshake with the shim over two pipes the shim installs as fds 3 and 4:
 //! 1. wait for `c` on fd 3 (the shim has put this process in the container's cgroup);
-//! 2. load the plan, compile or load the program from the cache, report `ok …` or
-//!    `error …` as one line on fd 4, close fd 4;
-//! 3. wait for `s` on fd 3 (`start`), or EOF (deleted before start: exit quietly);
+//! 2. load the plan, compile or load the program from the cache, confine this process
+//!    ([`crate::confine`]), report `ok …` or `error …` as one line on fd 4 (after any
+//!    `warn …` lines for the shim's log), close fd 4;
+//! 3. wait for `s` on fd 3 (`start`), or EOF (deleted before start, or the shim died: exit
+//!    quietly);
 //! 4. run; the process's exit status is the guest's.
 //!
 //! Signals keep their default dispositions, so SIGTERM or SIGKILL end the guest at once and the
-//! shim reports 128+N. Exit codes of our own: 134 for a trap (what a native program that aborts
-//! reports), 137 for a guest stopped by its memory limit (as the OOM killer would), 125 when the
-//! guest could not be set up at all.
+//! shim reports 128+N. As the first process of a PID namespace, where the kernel drops signals
+//! that have no handler, the guest handles the terminating ones by exiting 128+N itself. Exit
+//! codes of our own: 134 for a trap (what a native program that aborts reports), 137 for a
+//! guest stopped by its memory limit (as the OOM killer would), 125 when the guest could not be
+//! set up at all.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -61,12 +65,17 @@ pub fn main(plan_path: &Path) -> i32 {
     // Load (the cache is outside the rootfs and root-only), then confine, then report: a
     // guest that could not be confined never reports ready.
     let prepared = plan.and_then(|plan| {
-        let (engine, program, loaded) = prepare(&plan)?;
+        let (engine, program, loaded, warnings) = prepare(&plan)?;
         let started = std::time::Instant::now();
         plan.confinement.apply().map_err(|e| e.to_string())?;
         let outcome = format!("{loaded}; confined in {} µs", started.elapsed().as_micros());
-        Ok((plan, (engine, program, outcome)))
+        Ok((plan, (engine, program, outcome, warnings)))
     });
+    if let Ok((_, (_, _, _, warnings))) = &prepared {
+        for warning in warnings {
+            let _ = status.write_all(format!("warn {}\n", warning.replace('\n', " ")).as_bytes());
+        }
+    }
     report(
         &mut status,
         prepared
@@ -75,7 +84,7 @@ pub fn main(plan_path: &Path) -> i32 {
             .map_err(Clone::clone),
     );
     drop(status);
-    let Ok((_plan, (engine, program, _))) = prepared else {
+    let Ok((_plan, (engine, program, _, _))) = prepared else {
         return EXIT_SETUP;
     };
     if read_byte(&mut control) != Some(b's') {
@@ -182,7 +191,13 @@ fn hold_sandbox(mut control: File, mut status: File) -> i32 {
     }
 }
 
-type Prepared = (WasmEngine, (wasmcell_engine::Program, RunSpec), String);
+/// The engine, the program with its run spec, the load outcome and warnings for the shim's log.
+type Prepared = (
+    WasmEngine,
+    (wasmcell_engine::Program, RunSpec),
+    String,
+    Vec<String>,
+);
 
 fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
     let bytes = std::fs::read(&plan.program).map_err(|e| {
@@ -199,13 +214,25 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
             bytes.len()
         ));
     }
-    let engine = WasmEngine::new(EngineOptions {
+    let mut warnings = Vec::new();
+    // A compile cache that cannot be opened (unwritable, not ours) costs speed, not the
+    // container: run uncached and say so once.
+    let engine = match WasmEngine::new(EngineOptions {
         cache_dir: plan.cache_dir.clone(),
-    })
-    .map_err(|e| e.to_string())?;
+    }) {
+        Ok(engine) => engine,
+        Err(e) if plan.cache_dir.is_some() => {
+            warnings.push(format!(
+                "the compile cache is unusable ({e}); the guest runs uncached"
+            ));
+            WasmEngine::new(EngineOptions::default()).map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let (program, outcome) = engine
         .load(&bytes)
         .map_err(|e| format!("program {:?}: {e}", plan.args.first().map_or("", |a| a)))?;
+    warnings.extend(outcome.warning());
     let name = plan.args.first().map_or("", |a| a);
     // Refuse at create, naming every import, rather than failing after start.
     if let Some(declared) = &plan.declared_imports {
@@ -237,7 +264,7 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         entry: plan.entry.clone(),
         ..RunSpec::default()
     };
-    Ok((engine, (program, spec), outcome.to_string()))
+    Ok((engine, (program, spec), outcome.to_string(), warnings))
 }
 
 /// An artifact's config must declare exactly what its binary imports: a config that hides an

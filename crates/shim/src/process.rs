@@ -110,6 +110,8 @@ pub struct PreparedGuest {
     pub pid: u32,
     /// How the program was loaded (`Compiled`, `CacheHit`, …) for the log.
     pub load_outcome: String,
+    /// What the guest asks the shim to warn about (a degraded compile cache).
+    pub warnings: Vec<String>,
     control: File,
 }
 
@@ -221,20 +223,22 @@ impl ForkedGuest {
             mut control,
             status,
         } = self;
-        prepare(pid, &mut control, status, cgroup).map(|load_outcome| PreparedGuest {
+        prepare(pid, &mut control, status, cgroup).map(|(load_outcome, warnings)| PreparedGuest {
             pid,
             load_outcome,
+            warnings,
             control,
         })
     }
 }
 
+/// The guest's load outcome and its warnings.
 fn prepare(
     pid: u32,
     control: &mut File,
     status: File,
     cgroup: Option<&ContainerCgroup>,
-) -> Result<String, SpawnError> {
+) -> Result<(String, Vec<String>), SpawnError> {
     let abort = |e: SpawnError| {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -253,16 +257,25 @@ fn prepare(
             source: e,
         })
     })?;
+    let mut status = BufReader::new(status);
+    let mut warnings = Vec::new();
     let mut line = String::new();
-    BufReader::new(status).read_line(&mut line).map_err(|e| {
-        abort(SpawnError::Io {
-            what: "reading the guest's status".into(),
-            source: e,
-        })
-    })?;
+    loop {
+        line.clear();
+        status.read_line(&mut line).map_err(|e| {
+            abort(SpawnError::Io {
+                what: "reading the guest's status".into(),
+                source: e,
+            })
+        })?;
+        match line.trim_end().strip_prefix("warn ") {
+            Some(warning) => warnings.push(warning.to_owned()),
+            None => break,
+        }
+    }
     let line = line.trim_end();
     if let Some(outcome) = line.strip_prefix("ok ") {
-        Ok(outcome.to_owned())
+        Ok((outcome.to_owned(), warnings))
     } else if let Some(message) = line.strip_prefix("error ") {
         Err(abort(SpawnError::Setup(message.to_owned())))
     } else {

@@ -290,6 +290,9 @@ impl Service {
                     "container {}: program loaded ({})",
                     req.id, prepared.load_outcome
                 );
+                for warning in &prepared.warnings {
+                    warn!("container {}: {warning}", req.id);
+                }
                 if let Some(score) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
                     set_oom_score_adj(&req.id, prepared.pid, score);
                 }
