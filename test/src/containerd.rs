@@ -310,7 +310,7 @@ impl Containerd {
     }
 
     /// `ctr` pointed at this instance and its namespace.
-    fn ctr_base(&self) -> Command {
+    pub fn ctr_base(&self) -> Command {
         let mut command = Command::new(self.ctr_path());
         command
             .arg("--address")

@@ -28,6 +28,8 @@ on_2_1_and_1_7!(
     guests_die_with_a_killed_shim_and_nothing_is_left,
     concurrent_cold_starts_compile_once,
     a_full_or_read_only_cache_runs_uncached_with_one_warning,
+    a_storm_of_sigterms_ends_a_guest_once,
+    a_guest_killed_while_compiling_leaves_nothing_behind,
 );
 
 pub(crate) fn text(bytes: &[u8]) -> String {
@@ -1165,4 +1167,150 @@ fn a_full_or_read_only_cache_runs_uncached_with_one_warning(version: Version) {
         containerd.log()
     );
     let _ = Command::new("umount").arg(cache_arg).status();
+}
+
+/// 100 SIGTERMs at once: the guest ends once with 143 and the shim serves the next container.
+fn a_storm_of_sigterms_ends_a_guest_once(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let mut child = containerd.ctr_command(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        IMAGE,
+        "storm",
+        "/demo-app.wasm",
+        "sleep",
+        "600",
+    ]);
+    wait_for_status(&containerd, "storm", "RUNNING");
+    let mut kills: Vec<_> = (0..100)
+        .map(|_| containerd.ctr_command(&["task", "kill", "--signal", "SIGTERM", "storm"]))
+        .collect();
+    for kill in &mut kills {
+        let _ = kill.wait();
+    }
+    assert_eq!(wait_child(&mut child, Duration::from_secs(60)), Some(143));
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "after-storm",
+        &[],
+        &["echo", "calm"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "calm\n", "{}", text(&out.stderr));
+}
+
+/// The guest SIGKILLed while it compiles during `create`: `ctr run` fails with a clear message,
+/// no mount, cgroup or partial cache entry is left, and the next start compiles at once (no
+/// stale compile lock).
+fn a_guest_killed_while_compiling_leaves_nothing_behind(version: Version) {
+    let Some(containerd) = containerd_with_demo_cache(version, true) else {
+        return;
+    };
+    let child = containerd
+        .ctr_base()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip2/wasm",
+            IMAGE,
+            "doomed",
+            "/demo-app.wasm",
+            "echo",
+            "never",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // This instance's guest only (the same test runs against another containerd alongside),
+    // and only once it is compiling: it then holds the cache entry's compile lock open.
+    let plan = containerd
+        .dir
+        .join("state/io.containerd.runtime.v2.task")
+        .join(&containerd.namespace)
+        .join("doomed")
+        .display()
+        .to_string();
+    let holds_compile_lock = |proc: &std::path::Path| {
+        std::fs::read_dir(proc.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.extension().is_some_and(|e| e == "lock"))
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let guest = loop {
+        let found = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .find_map(|entry| {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (cmdline.contains("__wasmcell-guest")
+                    && cmdline.contains(&plan)
+                    && holds_compile_lock(&entry.path()))
+                .then(|| entry.file_name().to_string_lossy().into_owned())
+            });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the guest never appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let _ = Command::new("kill").args(["-9", &guest]).status();
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("the guest process exited during setup"),
+        "the failure says the guest died during setup: {stderr}"
+    );
+    let partial: Vec<_> = walk(&containerd.cache_dir())
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        })
+        .collect();
+    assert!(partial.is_empty(), "partial entries: {partial:?}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let bundle = containerd
+        .dir
+        .join("state/io.containerd.runtime.v2.task")
+        .join(&containerd.namespace)
+        .join("doomed");
+    assert!(!mountinfo.contains(&bundle.join("rootfs").display().to_string()));
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(&containerd.namespace)
+        .join("doomed");
+    assert!(!cgroup.exists(), "{} left behind", cgroup.display());
+
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "after-kill",
+        &[],
+        &["echo", "compiles"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "compiles\n", "{}", text(&out.stderr));
+    assert!(
+        containerd
+            .log()
+            .contains("container after-kill: program loaded (compiled; confined in "),
+        "the next start compiles itself, not waiting on a stale lock"
+    );
 }
