@@ -173,6 +173,11 @@ impl Containerd {
         self.dir.join(SHIM_CONFIG)
     }
 
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The compile cache the shim uses under this containerd.
     pub fn cache_dir(&self) -> PathBuf {
         self.cache.clone()

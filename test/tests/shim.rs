@@ -1,5 +1,6 @@
 //! `containerd-shim-wasmcell-v1` under real containerd, driven with `ctr` as a user would.
 
+use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ on_2_1_and_1_7!(
     a_full_or_read_only_cache_runs_uncached_with_one_warning,
     a_storm_of_sigterms_ends_a_guest_once,
     a_guest_killed_while_compiling_leaves_nothing_behind,
+    churn_leaves_nothing_behind,
 );
 
 pub(crate) fn text(bytes: &[u8]) -> String {
@@ -1313,4 +1315,120 @@ fn a_guest_killed_while_compiling_leaves_nothing_behind(version: Version) {
             .contains("container after-kill: program loaded (compiled; confined in "),
         "the next start compiles itself, not waiting on a stale lock"
     );
+}
+
+/// What a containerd instance holds that containers could leak: shim and guest processes,
+/// containerd's open fds, mounts and cgroups below the instance, bundle directories and
+/// compile cache temp files.
+fn footprint(containerd: &Containerd) -> BTreeMap<&'static str, usize> {
+    let dir = containerd.dir.display().to_string();
+    let mut processes = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("containerd-shim-wasmcell-v1") && cmdline.contains(&dir) {
+            processes += 1;
+        }
+    }
+    let fds = containerd
+        .pid()
+        .and_then(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .map_or(0, |d| d.count());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&format!("{dir}/state")))
+        .count();
+    let cgroups: usize = ["memory", "cpu", "pids"]
+        .iter()
+        .map(|c| {
+            std::fs::read_dir(
+                std::path::Path::new("/sys/fs/cgroup")
+                    .join(c)
+                    .join(&containerd.namespace),
+            )
+            .map_or(0, |d| d.flatten().filter(|e| e.path().is_dir()).count())
+        })
+        .sum();
+    let bundles = std::fs::read_dir(
+        containerd
+            .dir
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&containerd.namespace),
+    )
+    .map_or(0, |d| d.count());
+    let temp_files = walk(&containerd.cache_dir())
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        })
+        .count();
+    BTreeMap::from([
+        ("shim and guest processes", processes),
+        ("containerd fds", fds),
+        ("mounts", mounts),
+        ("cgroups", cgroups),
+        ("bundles", bundles),
+        ("cache temp files", temp_files),
+    ])
+}
+
+/// 150 short containers, one after another and some at once: afterwards the instance holds
+/// what it held before (containerd's fds within a small slack for its own caches).
+fn churn_leaves_nothing_behind(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    // One container first, so containerd's lazily opened files are part of the baseline.
+    run_demo(
+        &containerd,
+        IMAGE,
+        "churn-warm",
+        &[],
+        &["echo", "warm"],
+        b"",
+    );
+    let before = footprint(&containerd);
+    for round in 0..30 {
+        std::thread::scope(|scope| {
+            for n in 0..5 {
+                let containerd = &containerd;
+                scope.spawn(move || {
+                    let id = format!("churn-{round}-{n}");
+                    let out = run_demo(containerd, IMAGE, &id, &[], &["echo", &id], b"");
+                    assert_eq!(
+                        text(&out.stdout),
+                        format!("{id}\n"),
+                        "{}",
+                        text(&out.stderr)
+                    );
+                });
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let now = footprint(&containerd);
+        let settled = now.iter().all(|(k, v)| {
+            let base = before[k];
+            if *k == "containerd fds" {
+                *v <= base + 8
+            } else {
+                *v <= base
+            }
+        });
+        if settled || Instant::now() >= deadline {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (what, count) in &after {
+        let base = before[what];
+        let slack = if *what == "containerd fds" { 8 } else { 0 };
+        assert!(
+            *count <= base + slack,
+            "{what}: {base} before 150 containers, {count} after"
+        );
+    }
 }
