@@ -515,6 +515,25 @@ fn non_wasm_bytes_in_a_wasm_layer_are_rejected() -> TestResult {
     Ok(())
 }
 
+/// JSON nested 100,000 deep in `index.json` is refused with a message naming the file, not a
+/// stack overflow: parsing is typed, so it stops at the first value of the wrong shape (and
+/// serde_json would stop at 128 levels anyway).
+#[test]
+fn deeply_nested_json_is_refused_by_name() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut files = good(PackageFormat::Image, module());
+    let depth = 100_000;
+    let nested = format!(
+        "{{\"schemaVersion\": 2, \"manifests\": {}{}}}",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    files.insert("index.json".into(), nested.into_bytes());
+    let err = read_error(dir.path(), &files);
+    assert!(err.starts_with("index.json is not valid: "), "{err}");
+    Ok(())
+}
+
 #[test]
 fn archive_entries_that_escape_are_rejected() -> TestResult {
     let dir = tempfile::tempdir()?;
