@@ -40,6 +40,33 @@ pub struct ReadLimits {
 /// images have one. A manifest listing more is refused before any layer is read.
 pub const MAX_LAYERS: usize = 128;
 
+/// A manifest that lists more layers than a cap; shared by every reader of manifests
+/// (this crate's archive reader, the shim's content-store reader) so the refusal reads the same.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} lists {count} layers; at most {limit} are accepted (no snapshotter can mount more)"
+)]
+pub struct TooManyLayers {
+    /// The manifest.
+    pub what: String,
+    /// Layers listed.
+    pub count: usize,
+    /// The cap.
+    pub limit: usize,
+}
+
+/// Refuses `count` layers above `limit` (normally [`MAX_LAYERS`]) before any layer is read.
+pub fn check_layer_count(count: usize, limit: usize, what: &str) -> Result<(), TooManyLayers> {
+    if count > limit {
+        return Err(TooManyLayers {
+            what: what.to_owned(),
+            count,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 impl Default for ReadLimits {
     /// [`MAX_LAYERS`] layers, 1 GiB, 100 000 entries, indexes nested 4 deep.
     fn default() -> Self {
@@ -182,17 +209,8 @@ pub enum ReadError {
         limit: u64,
     },
     /// A manifest with more layers than [`ReadLimits::max_layers`].
-    #[error(
-        "{what} lists {count} layers; at most {limit} are accepted (no snapshotter can mount more)"
-    )]
-    TooManyLayers {
-        /// The manifest.
-        what: String,
-        /// Layers listed.
-        count: usize,
-        /// The cap.
-        limit: usize,
-    },
+    #[error(transparent)]
+    TooManyLayers(#[from] TooManyLayers),
     /// Too many tar entries.
     #[error("{path}: more than {limit} entries")]
     TooManyEntries {
@@ -588,14 +606,7 @@ impl Reader {
     }
 
     fn check_layer_count(&self, count: usize, what: &str) -> Result<(), ReadError> {
-        if count > self.limits.max_layers {
-            return Err(ReadError::TooManyLayers {
-                what: what.to_owned(),
-                count,
-                limit: self.limits.max_layers,
-            });
-        }
-        Ok(())
+        Ok(check_layer_count(count, self.limits.max_layers, what)?)
     }
 
     fn read_image(&self, descriptor: &Descriptor) -> Result<Image, ReadError> {

@@ -74,7 +74,7 @@ pub struct Container {
     /// Whether the shim mounted the rootfs (and must unmount it).
     pub rootfs_mounted: bool,
     /// The relay feeding containerd's stdin FIFO to the guest.
-    pub stdin_relay: Option<crate::service::StdinRelay>,
+    pub stdin_relay: Option<crate::stdio::StdinRelay>,
     /// The guest waiting for `start`.
     pub prepared: Option<PreparedGuest>,
     /// Exit, once known; waiters subscribe to it.

@@ -29,17 +29,8 @@ pub enum ContentError {
         message: String,
     },
     /// A manifest with more layers than any snapshotter can mount.
-    #[error(
-        "{what} lists {count} layers; at most {limit} are accepted (no snapshotter can mount more)"
-    )]
-    TooManyLayers {
-        /// The manifest.
-        what: String,
-        /// Layers listed.
-        count: usize,
-        /// The cap.
-        limit: usize,
-    },
+    #[error(transparent)]
+    TooManyLayers(#[from] wasmcell_oci::TooManyLayers),
     /// A blob did not match its descriptor.
     #[error("{what}: {source}")]
     Mismatch {
@@ -255,13 +246,7 @@ pub async fn resolve_wasm_image(
     let what = format!("manifest {digest} of image {}", container.image);
     let manifest = parse(&store.read_blob(&digest, size, &what).await?, &what)?;
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
-    if layers.len() > wasmcell_oci::MAX_LAYERS {
-        return Err(ContentError::TooManyLayers {
-            what,
-            count: layers.len(),
-            limit: wasmcell_oci::MAX_LAYERS,
-        });
-    }
+    wasmcell_oci::check_layer_count(layers.len(), wasmcell_oci::MAX_LAYERS, &what)?;
     let wasm_layers: Vec<&serde_json::Value> = layers
         .iter()
         .filter(|l| l["mediaType"].as_str().is_some_and(mt::is_wasm_layer))

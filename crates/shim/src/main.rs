@@ -18,6 +18,7 @@ mod process;
 mod rootfs;
 mod service;
 mod shim;
+mod stdio;
 
 use std::path::Path;
 

@@ -17,6 +17,7 @@ use crate::confine::NsAction;
 use crate::confine::namespaces::PidNamespaceForChildren;
 use crate::guest::{CONTROL_FD, GUEST_ARG, STATUS_FD};
 use crate::plan::NetworkMode;
+use crate::stdio::GuestStdio;
 
 /// Why a guest process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -90,17 +91,6 @@ impl Spawner {
             .map_err(|_| SpawnError::SpawnerGone)?;
         result.await.map_err(|_| SpawnError::SpawnerGone)?
     }
-}
-
-/// The container's stdio, already opened.
-#[derive(Debug, Default)]
-pub struct GuestStdio {
-    /// stdin (None = /dev/null).
-    pub stdin: Option<File>,
-    /// stdout (None = /dev/null).
-    pub stdout: Option<File>,
-    /// stderr (None = /dev/null).
-    pub stderr: Option<File>,
 }
 
 /// A guest that finished setup and waits for `start`.

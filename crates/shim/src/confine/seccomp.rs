@@ -447,18 +447,11 @@ impl SeccompFilters {
     /// next syscall: the guest fails closed rather than running unconfined.
     /// [`from_spec(None)`](Self::from_spec) checks the architecture first and returns
     /// [`SeccompError::UnsupportedArch`] instead.
+    ///
+    /// Compiled once per process and cloned afterwards: a shim creates many guests with it.
     pub fn default_filter() -> SeccompFilters {
-        match default_plan().and_then(assemble) {
-            Ok(filters) => filters,
-            Err(e) => {
-                log::error!("seccomp: default filter unavailable ({e}); the guest will be killed");
-                SeccompFilters {
-                    programs: vec![vec![Insn::ret(libc::SECCOMP_RET_KILL_PROCESS)]],
-                    flags: 0,
-                    skipped: Vec::new(),
-                }
-            }
-        }
+        static DEFAULT: std::sync::OnceLock<SeccompFilters> = std::sync::OnceLock::new();
+        DEFAULT.get_or_init(compile_default_filter).clone()
     }
 
     /// Installs every program, in order, on the calling thread, with `seccomp(2)`
@@ -539,6 +532,21 @@ fn precedence(action: &SeccompAction) -> u8 {
         SeccompAction::Trace(_) => 4,
         SeccompAction::Log => 5,
         SeccompAction::Allow => 6,
+    }
+}
+
+/// Builds [`SeccompFilters::default_filter`], or its kill-at-next-syscall fallback.
+fn compile_default_filter() -> SeccompFilters {
+    match default_plan().and_then(assemble) {
+        Ok(filters) => filters,
+        Err(e) => {
+            log::error!("seccomp: default filter unavailable ({e}); the guest will be killed");
+            SeccompFilters {
+                programs: vec![vec![Insn::ret(libc::SECCOMP_RET_KILL_PROCESS)]],
+                flags: 0,
+                skipped: Vec::new(),
+            }
+        }
     }
 }
 
