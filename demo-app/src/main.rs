@@ -21,6 +21,7 @@ commands:
   connect HOST:PORT  print what a TCP server sends (exit 1 if it cannot connect)
   resolve NAME       print the addresses NAME resolves to, one per line, sorted
   alloc MIB          allocate and touch MIB mebibytes
+  flood MIB          write MIB mebibytes of numbered lines to stdout and to stderr
   trap               execute `unreachable`";
 
 fn main() -> ExitCode {
@@ -148,6 +149,22 @@ fn run(command: &str, rest: &[String]) -> Result<ExitCode, String> {
             }
             let sum: u64 = blocks.iter().map(|b| u64::from(b[b.len() - 1])).sum();
             println!("allocated {mib} MiB (checksum {sum})");
+        }
+        "flood" => {
+            let mib: u64 = arg(0, "MIB")?
+                .parse()
+                .map_err(|e| format!("MIB must be a whole number: {e}"))?;
+            // Full 64 KiB writes, as a logging program floods, not one host call per line.
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let mut err = std::io::BufWriter::with_capacity(1 << 16, std::io::stderr().lock());
+            // 64-byte lines, so every line is whole and a reader can count what arrived.
+            for line in 0..mib * (1 << 20) / 64 {
+                let text = format!("{line:063}\n");
+                out.write_all(text.as_bytes())
+                    .map_err(|e| format!("stdout: {e}"))?;
+                err.write_all(text.as_bytes())
+                    .map_err(|e| format!("stderr: {e}"))?;
+            }
         }
         "trap" => trap(),
         "" | "help" | "--help" | "-h" => {

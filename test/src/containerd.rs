@@ -167,6 +167,17 @@ impl Containerd {
         self.wait_ready()
     }
 
+    /// SIGKILLs the daemon, as an OOM kill or a node fault would (no clean database close, shims
+    /// left running), and starts it again on the same state.
+    pub fn crash_and_restart(&mut self) -> Result<(), String> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.child = Some(spawn_daemon(&self.bin, &self.dir, &self.cache)?);
+        self.wait_ready()
+    }
+
     /// The shim config file (policy) shims under this containerd read; absent unless a test
     /// writes it.
     pub fn shim_config(&self) -> PathBuf {

@@ -24,6 +24,7 @@ macro_rules! on_2_1_and_1_7 {
 mod cli;
 mod confinement;
 mod demo_images;
+mod faults;
 mod kubernetes;
 mod shim;
 mod validation;

@@ -43,7 +43,10 @@ pub(crate) fn containerd_with_demo(version: Version) -> Option<Containerd> {
     containerd_with_demo_cache(version, false)
 }
 
-fn containerd_with_demo_cache(version: Version, private_cache: bool) -> Option<Containerd> {
+pub(crate) fn containerd_with_demo_cache(
+    version: Version,
+    private_cache: bool,
+) -> Option<Containerd> {
     containerd_with_demo_images(version, &DEMO_IMAGES[..2], private_cache)
 }
 
@@ -518,7 +521,7 @@ fn second_run_uses_the_compile_cache_and_survives_corruption(version: Version) {
     );
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
@@ -1234,44 +1237,7 @@ fn a_guest_killed_while_compiling_leaves_nothing_behind(version: Version) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // This instance's guest only (the same test runs against another containerd alongside),
-    // and only once it is compiling: it then holds the cache entry's compile lock open.
-    let plan = containerd
-        .dir
-        .join("state/io.containerd.runtime.v2.task")
-        .join(&containerd.namespace)
-        .join("doomed")
-        .display()
-        .to_string();
-    let holds_compile_lock = |proc: &std::path::Path| {
-        std::fs::read_dir(proc.join("fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|fd| {
-                std::fs::read_link(fd.path())
-                    .is_ok_and(|target| target.extension().is_some_and(|e| e == "lock"))
-            })
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let guest = loop {
-        let found = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .find_map(|entry| {
-                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-                (cmdline.contains("__wasmcell-guest")
-                    && cmdline.contains(&plan)
-                    && holds_compile_lock(&entry.path()))
-                .then(|| entry.file_name().to_string_lossy().into_owned())
-            });
-        if let Some(pid) = found {
-            break pid;
-        }
-        assert!(Instant::now() < deadline, "the guest never appeared");
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let guest = wait_for_compiling_guest(&containerd, "doomed");
     let _ = Command::new("kill").args(["-9", &guest]).status();
     let out = child.wait_with_output().unwrap();
     assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
@@ -1317,10 +1283,55 @@ fn a_guest_killed_while_compiling_leaves_nothing_behind(version: Version) {
     );
 }
 
+/// The pid of container `id`'s guest once it is compiling (it then holds the cache entry's
+/// compile lock open). This instance's guest only: the same test runs against another
+/// containerd alongside.
+pub(crate) fn wait_for_compiling_guest(containerd: &Containerd, id: &str) -> String {
+    let plan = containerd
+        .dir
+        .join("state/io.containerd.runtime.v2.task")
+        .join(&containerd.namespace)
+        .join(id)
+        .display()
+        .to_string();
+    let holds_compile_lock = |proc: &std::path::Path| {
+        std::fs::read_dir(proc.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.extension().is_some_and(|e| e == "lock"))
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .find_map(|entry| {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (cmdline.contains("__wasmcell-guest")
+                    && cmdline.contains(&plan)
+                    && holds_compile_lock(&entry.path()))
+                .then(|| entry.file_name().to_string_lossy().into_owned())
+            });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the guest of {id} never compiled"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// What a containerd instance holds that containers could leak: shim and guest processes,
 /// containerd's open fds, mounts and cgroups below the instance, bundle directories and
 /// compile cache temp files.
-fn footprint(containerd: &Containerd) -> BTreeMap<&'static str, usize> {
+pub(crate) fn footprint(containerd: &Containerd) -> BTreeMap<&'static str, usize> {
     let dir = containerd.dir.display().to_string();
     let mut processes = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -1407,28 +1418,32 @@ fn churn_leaves_nothing_behind(version: Version) {
             }
         });
     }
+    assert_back_to_baseline(&containerd, &before, "150 containers");
+}
+
+/// Waits (up to 30 s, for background cgroup removal and exits) until `containerd`'s
+/// [`footprint`] is back to `before` — containerd's fds within a small slack for its own
+/// caches — and fails naming what stayed, after `what`.
+pub(crate) fn assert_back_to_baseline(
+    containerd: &Containerd,
+    before: &BTreeMap<&'static str, usize>,
+    what: &str,
+) {
+    let slack = |k: &str| if k == "containerd fds" { 8 } else { 0 };
     let deadline = Instant::now() + Duration::from_secs(30);
     let after = loop {
-        let now = footprint(&containerd);
-        let settled = now.iter().all(|(k, v)| {
-            let base = before[k];
-            if *k == "containerd fds" {
-                *v <= base + 8
-            } else {
-                *v <= base
-            }
-        });
+        let now = footprint(containerd);
+        let settled = before.iter().all(|(k, base)| now[k] <= base + slack(k));
         if settled || Instant::now() >= deadline {
             break now;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    for (what, count) in &after {
-        let base = before[what];
-        let slack = if *what == "containerd fds" { 8 } else { 0 };
+    for (key, base) in before {
+        let count = after[key];
         assert!(
-            *count <= base + slack,
-            "{what}: {base} before 150 containers, {count} after"
+            count <= base + slack(key),
+            "{key}: {base} before {what}, {count} after"
         );
     }
 }
