@@ -13,7 +13,7 @@ BENCH_CONTAINERD ?= 2.1 1.6
 
 PREFIX ?= /usr/local
 
-.PHONY: help setup build demo-images demo install test lint fmt clean containerd bench
+.PHONY: help setup build demo-images demo install test soak lint fmt clean containerd bench
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,12 @@ test: ## Unit and integration tests (installs what they need; they start their o
 	$(MAKE) --no-print-directory demo-images
 	$(CARGO) build --workspace --bins --locked   # the integration tests run the real binaries
 	$(CARGO) test --workspace --locked
+
+soak: ## Churn 2,000 containers and 200 pods with faults injected; target/soak/report.{md,json} (root).
+	@scripts/setup.sh test
+	$(MAKE) --no-print-directory demo-images
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test -p wasmcell-tests --test integration --locked -- churn::soak --exact --ignored --nocapture
 
 lint: ## rustfmt check and clippy with warnings as errors.
 	@scripts/setup.sh build

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use wasmcell_tests::containerd::{Containerd, Version};
 
+use crate::churn::{assert_back_to_baseline, footprint, process_of, rss_kib};
 use crate::shim::{
-    IMAGE, RUNTIME, assert_back_to_baseline, containerd_with_demo, containerd_with_demo_cache,
-    footprint, run_demo, text, wait_for_compiling_guest, wait_for_status,
+    IMAGE, RUNTIME, containerd_with_demo, containerd_with_demo_cache, run_demo, text,
+    wait_for_compiling_guest, wait_for_status,
 };
 
 on_2_1_and_1_7!(
@@ -138,32 +139,6 @@ fn a_kill_sent_while_create_compiles_waits_for_the_task(version: Version) {
     let said = format!("{}{}", text(&deleted.stdout), text(&deleted.stderr));
     assert!(said.contains("137"), "SIGKILL reads as 137: {said}");
     containerd.ctr_ok(&["container", "delete", "kill-early"]);
-}
-
-/// The VmRSS of a process, in KiB.
-fn rss_kib(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// The pid of this instance's shim serving container `id` (`guest: false`), or of its guest.
-fn process_of(containerd: &Containerd, id: &str, guest: bool) -> Option<String> {
-    let dir = containerd.dir.display().to_string();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (cmdline.contains("containerd-shim-wasmcell-v1")
-                && cmdline.contains(&dir)
-                && cmdline.contains(id)
-                && cmdline.contains("__wasmcell-guest") == guest)
-                .then(|| entry.file_name().to_string_lossy().into_owned())
-        })
 }
 
 /// Flood size per stream, MiB; the demo writes 64-byte numbered lines.

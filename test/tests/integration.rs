@@ -21,6 +21,7 @@ macro_rules! on_2_1_and_1_7 {
     };
 }
 
+mod churn;
 mod cli;
 mod confinement;
 mod demo_images;

@@ -23,12 +23,12 @@ on_2_1_and_1_7!(
 );
 
 /// Everything a pod test needs; dropped in reverse order of need.
-struct Node {
+pub(crate) struct Node {
     cri: Cri,
-    containerd: Containerd,
+    pub(crate) containerd: Containerd,
     registry: Registry,
     /// Pushed references: the classic demo image.
-    demo_image: String,
+    pub(crate) demo_image: String,
     temp: tempfile::TempDir,
 }
 
@@ -41,7 +41,7 @@ fn missing(reason: String) -> Option<Node> {
     None
 }
 
-fn node(version: Version) -> Option<Node> {
+pub(crate) fn node(version: Version) -> Option<Node> {
     node_with(version, true, None)
 }
 
@@ -94,7 +94,7 @@ fn node_with(
 }
 
 impl Node {
-    fn sandbox_config(&self, name: &str, host_network: bool) -> cri::PodSandboxConfig {
+    pub(crate) fn sandbox_config(&self, name: &str, host_network: bool) -> cri::PodSandboxConfig {
         let mode = if host_network {
             cri::NamespaceMode::Node
         } else {
@@ -127,7 +127,7 @@ impl Node {
         }
     }
 
-    fn run_pod(&self, config: &cri::PodSandboxConfig) -> String {
+    pub(crate) fn run_pod(&self, config: &cri::PodSandboxConfig) -> String {
         let mut client = self.cri.runtime.clone();
         self.cri
             .block_on(client.run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -139,7 +139,7 @@ impl Node {
             .pod_sandbox_id
     }
 
-    fn pull(&self, image: &str, sandbox: &cri::PodSandboxConfig) {
+    pub(crate) fn pull(&self, image: &str, sandbox: &cri::PodSandboxConfig) {
         let mut client = self.cri.images.clone();
         self.cri
             .block_on(client.pull_image(cri::PullImageRequest {
@@ -153,7 +153,7 @@ impl Node {
             .unwrap_or_else(|e| panic!("PullImage {image}: {e}"));
     }
 
-    fn create(
+    pub(crate) fn create(
         &self,
         pod: &str,
         sandbox: &cri::PodSandboxConfig,
@@ -174,7 +174,7 @@ impl Node {
 
     /// [`Node::create`] with the container's Linux settings (security context) and mounts.
     #[allow(clippy::too_many_arguments)]
-    fn create_with(
+    pub(crate) fn create_with(
         &self,
         pod: &str,
         sandbox: &cri::PodSandboxConfig,
@@ -211,7 +211,7 @@ impl Node {
 
     /// Creates and starts container `name` in `pod`, waits for it to exit and returns its
     /// exit code and its CRI log lines.
-    fn run_to_exit(
+    pub(crate) fn run_to_exit(
         &self,
         pod: &str,
         sandbox: &cri::PodSandboxConfig,
@@ -236,7 +236,7 @@ impl Node {
     }
 
     /// [`Node::run_to_exit`] of the demo app with `args`.
-    fn demo_to_exit(
+    pub(crate) fn demo_to_exit(
         &self,
         pod: &str,
         sandbox: &cri::PodSandboxConfig,
@@ -248,14 +248,14 @@ impl Node {
         self.run_to_exit(pod, sandbox, name, &self.demo_image, &command)
     }
 
-    fn start(&self, id: &str) {
+    pub(crate) fn start(&self, id: &str) {
         if let Err(message) = self.try_start(id) {
             panic!("StartContainer {id}: {message}");
         }
     }
 
     /// StartContainer, with CRI's error message on failure.
-    fn try_start(&self, id: &str) -> Result<(), String> {
+    pub(crate) fn try_start(&self, id: &str) -> Result<(), String> {
         let mut client = self.cri.runtime.clone();
         self.cri
             .block_on(client.start_container(cri::StartContainerRequest {
@@ -265,11 +265,11 @@ impl Node {
             .map_err(|e| e.message().to_owned())
     }
 
-    fn status(&self, id: &str) -> cri::ContainerStatus {
+    pub(crate) fn status(&self, id: &str) -> cri::ContainerStatus {
         self.container_status(id, false).status.unwrap_or_default()
     }
 
-    fn container_status(&self, id: &str, verbose: bool) -> cri::ContainerStatusResponse {
+    pub(crate) fn container_status(&self, id: &str, verbose: bool) -> cri::ContainerStatusResponse {
         let mut client = self.cri.runtime.clone();
         self.cri
             .block_on(client.container_status(cri::ContainerStatusRequest {
@@ -281,17 +281,17 @@ impl Node {
     }
 
     /// The host pid of a running container's guest (from CRI's verbose status).
-    fn container_pid(&self, id: &str) -> u32 {
+    pub(crate) fn container_pid(&self, id: &str) -> u32 {
         verbose_pid(&self.container_status(id, true).info)
     }
 
     /// The host pid of a pod's sandbox process.
-    fn sandbox_pid(&self, pod: &str) -> u32 {
+    pub(crate) fn sandbox_pid(&self, pod: &str) -> u32 {
         verbose_pid(&self.sandbox_status(pod).info)
     }
 
     /// PodSandboxStatus, verbose (its `info` has the runtime spec and the pid).
-    fn sandbox_status(&self, pod: &str) -> cri::PodSandboxStatusResponse {
+    pub(crate) fn sandbox_status(&self, pod: &str) -> cri::PodSandboxStatusResponse {
         let mut client = self.cri.runtime.clone();
         self.cri
             .block_on(client.pod_sandbox_status(cri::PodSandboxStatusRequest {
@@ -302,7 +302,7 @@ impl Node {
             .into_inner()
     }
 
-    fn wait_exited(&self, id: &str) -> cri::ContainerStatus {
+    pub(crate) fn wait_exited(&self, id: &str) -> cri::ContainerStatus {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let status = self.status(id);
@@ -314,7 +314,7 @@ impl Node {
         }
     }
 
-    fn wait_running(&self, id: &str) {
+    pub(crate) fn wait_running(&self, id: &str) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let status = self.status(id);
@@ -330,7 +330,7 @@ impl Node {
         }
     }
 
-    fn stop_container(&self, id: &str, timeout_seconds: i64) {
+    pub(crate) fn stop_container(&self, id: &str, timeout_seconds: i64) {
         let mut client = self.cri.runtime.clone();
         self.cri
             .block_on(client.stop_container(cri::StopContainerRequest {
@@ -340,7 +340,7 @@ impl Node {
             .unwrap_or_else(|e| panic!("StopContainer {id}: {e}"));
     }
 
-    fn remove_container(&self, id: &str) {
+    pub(crate) fn remove_container(&self, id: &str) {
         let mut client = self.cri.runtime.clone();
         self.cri
             .block_on(client.remove_container(cri::RemoveContainerRequest {
@@ -350,7 +350,7 @@ impl Node {
     }
 
     /// The pod's IP and its network namespace path (from the sandbox's runtime spec).
-    fn pod_network(&self, pod: &str) -> (String, Option<String>) {
+    pub(crate) fn pod_network(&self, pod: &str) -> (String, Option<String>) {
         let response = self.sandbox_status(pod);
         let ip = response
             .status
@@ -373,7 +373,7 @@ impl Node {
     }
 
     /// A demo container started in `pod` and running `command` (args after the program).
-    fn run_demo(
+    pub(crate) fn run_demo(
         &self,
         pod: &str,
         sandbox: &cri::PodSandboxConfig,
@@ -389,7 +389,7 @@ impl Node {
         id
     }
 
-    fn stop_and_remove_pod(&self, pod: &str) {
+    pub(crate) fn stop_and_remove_pod(&self, pod: &str) {
         let mut client = self.cri.runtime.clone();
         self.cri
             .block_on(client.stop_pod_sandbox(cri::StopPodSandboxRequest {
@@ -403,7 +403,7 @@ impl Node {
             .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}"));
     }
 
-    fn log_file(&self, pod: &str, container: &str) -> PathBuf {
+    pub(crate) fn log_file(&self, pod: &str, container: &str) -> PathBuf {
         log_dir(self.temp.path(), pod).join(format!("{container}.log"))
     }
 }
@@ -421,7 +421,7 @@ fn verbose_pid(info: &std::collections::HashMap<String, String>) -> u32 {
 
 /// The message lines of a CRI log file (`<RFC 3339 time> <stream> <F|P> <text>`), checking the
 /// format of every line.
-fn cri_log_lines(path: &Path) -> Vec<(String, String)> {
+pub(crate) fn cri_log_lines(path: &Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("reading CRI log {}: {e}", path.display()));
     text.lines()
@@ -481,7 +481,7 @@ fn a_one_shot_pod_exits_zero_and_logs_through_cri(version: Version) {
 
 /// Every trace of `ids` that must be gone once their pod is removed: processes naming them
 /// (shims by `-id`, guests by their bundle), mounts, cgroups, shim state and the netns.
-fn assert_nothing_left(node: &Node, ids: &[&str], netns: Option<&str>) {
+pub(crate) fn assert_nothing_left(node: &Node, ids: &[&str], netns: Option<&str>) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut left = Vec::new();

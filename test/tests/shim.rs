@@ -1,6 +1,5 @@
 //! `containerd-shim-wasmcell-v1` under real containerd, driven with `ctr` as a user would.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,6 @@ on_2_1_and_1_7!(
     a_full_or_read_only_cache_runs_uncached_with_one_warning,
     a_storm_of_sigterms_ends_a_guest_once,
     a_guest_killed_while_compiling_leaves_nothing_behind,
-    churn_leaves_nothing_behind,
 );
 
 pub(crate) fn text(bytes: &[u8]) -> String {
@@ -941,7 +939,7 @@ fn a_listening_guest_answers_on_the_host_network(version: Version) {
     containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "listener"]);
 }
 
-fn parent_of(pid: u32) -> Option<u32> {
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?
         .1
@@ -1325,125 +1323,5 @@ pub(crate) fn wait_for_compiling_guest(containerd: &Containerd, id: &str) -> Str
             "the guest of {id} never compiled"
         );
         std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// What a containerd instance holds that containers could leak: shim and guest processes,
-/// containerd's open fds, mounts and cgroups below the instance, bundle directories and
-/// compile cache temp files.
-pub(crate) fn footprint(containerd: &Containerd) -> BTreeMap<&'static str, usize> {
-    let dir = containerd.dir.display().to_string();
-    let mut processes = 0;
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("containerd-shim-wasmcell-v1") && cmdline.contains(&dir) {
-            processes += 1;
-        }
-    }
-    let fds = containerd
-        .pid()
-        .and_then(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
-        .map_or(0, |d| d.count());
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&format!("{dir}/state")))
-        .count();
-    let cgroups: usize = ["memory", "cpu", "pids"]
-        .iter()
-        .map(|c| {
-            std::fs::read_dir(
-                std::path::Path::new("/sys/fs/cgroup")
-                    .join(c)
-                    .join(&containerd.namespace),
-            )
-            .map_or(0, |d| d.flatten().filter(|e| e.path().is_dir()).count())
-        })
-        .sum();
-    let bundles = std::fs::read_dir(
-        containerd
-            .dir
-            .join("state/io.containerd.runtime.v2.task")
-            .join(&containerd.namespace),
-    )
-    .map_or(0, |d| d.count());
-    let temp_files = walk(&containerd.cache_dir())
-        .iter()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
-        })
-        .count();
-    BTreeMap::from([
-        ("shim and guest processes", processes),
-        ("containerd fds", fds),
-        ("mounts", mounts),
-        ("cgroups", cgroups),
-        ("bundles", bundles),
-        ("cache temp files", temp_files),
-    ])
-}
-
-/// 150 short containers, one after another and some at once: afterwards the instance holds
-/// what it held before (containerd's fds within a small slack for its own caches).
-fn churn_leaves_nothing_behind(version: Version) {
-    let Some(containerd) = containerd_with_demo(version) else {
-        return;
-    };
-    // One container first, so containerd's lazily opened files are part of the baseline.
-    run_demo(
-        &containerd,
-        IMAGE,
-        "churn-warm",
-        &[],
-        &["echo", "warm"],
-        b"",
-    );
-    let before = footprint(&containerd);
-    for round in 0..30 {
-        std::thread::scope(|scope| {
-            for n in 0..5 {
-                let containerd = &containerd;
-                scope.spawn(move || {
-                    let id = format!("churn-{round}-{n}");
-                    let out = run_demo(containerd, IMAGE, &id, &[], &["echo", &id], b"");
-                    assert_eq!(
-                        text(&out.stdout),
-                        format!("{id}\n"),
-                        "{}",
-                        text(&out.stderr)
-                    );
-                });
-            }
-        });
-    }
-    assert_back_to_baseline(&containerd, &before, "150 containers");
-}
-
-/// Waits (up to 30 s, for background cgroup removal and exits) until `containerd`'s
-/// [`footprint`] is back to `before` — containerd's fds within a small slack for its own
-/// caches — and fails naming what stayed, after `what`.
-pub(crate) fn assert_back_to_baseline(
-    containerd: &Containerd,
-    before: &BTreeMap<&'static str, usize>,
-    what: &str,
-) {
-    let slack = |k: &str| if k == "containerd fds" { 8 } else { 0 };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let after = loop {
-        let now = footprint(containerd);
-        let settled = before.iter().all(|(k, base)| now[k] <= base + slack(k));
-        if settled || Instant::now() >= deadline {
-            break now;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    for (key, base) in before {
-        let count = after[key];
-        assert!(
-            count <= base + slack(key),
-            "{key}: {base} before {what}, {count} after"
-        );
     }
 }
