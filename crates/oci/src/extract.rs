@@ -542,6 +542,7 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is a failure
 mod tests {
     use super::*;
 
@@ -576,5 +577,82 @@ mod tests {
             resolve_link_target(Path::new("a"), Path::new("/etc/passwd")),
             None
         );
+    }
+
+    /// A gzip tar whose entries are `(path, size)` files of zeros: a few KiB compressed per
+    /// MiB, the shape of a decompression bomb.
+    fn gzip_layer(entries: &[(&str, u64)]) -> Vec<u8> {
+        let gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut builder = tar::Builder::new(gzip);
+        for (path, size) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(*size);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder
+                .append_data(&mut header, path, std::io::repeat(0).take(*size))
+                .unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    fn extract_one(
+        bytes: &[u8],
+        limits: ExtractLimits,
+    ) -> (Result<ExtractStats, ExtractError>, bool) {
+        let temp = tempfile::tempdir().unwrap();
+        let dest = temp.path().join("rootfs");
+        let layer = LayerInput {
+            name: "bomb",
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
+            bytes,
+        };
+        let result = extract_layers(&[layer], &dest, limits);
+        let leftovers = fs::read_dir(temp.path()).unwrap().count() > 0;
+        (result, leftovers)
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_at_the_cap_and_leaves_nothing() {
+        // 64 MiB of zeros compress to about 64 KiB; the cap is 1 MiB.
+        let bomb = gzip_layer(&[("zeros", 64 << 20)]);
+        assert!(bomb.len() < 1 << 20, "{} bytes compressed", bomb.len());
+        let limits = ExtractLimits {
+            max_total_bytes: 1 << 20,
+            max_entries: 100,
+        };
+        let (result, leftovers) = extract_one(&bomb, limits);
+        let message = result.unwrap_err().to_string();
+        assert!(
+            message.contains("layer bomb") && message.contains("over the extraction cap"),
+            "{message}"
+        );
+        assert!(
+            !leftovers,
+            "a refused layer leaves no staging or destination"
+        );
+    }
+
+    #[test]
+    fn an_entry_count_bomb_is_refused_at_the_cap() {
+        let names: Vec<String> = (0..200).map(|n| format!("f{n}")).collect();
+        let entries: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 0)).collect();
+        let limits = ExtractLimits {
+            max_total_bytes: 1 << 20,
+            max_entries: 100,
+        };
+        let (result, leftovers) = extract_one(&gzip_layer(&entries), limits);
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains("more than 100 entries"), "{message}");
+        assert!(!leftovers);
+    }
+
+    #[test]
+    fn truncated_gzip_is_refused_naming_the_layer() {
+        let layer = gzip_layer(&[("a", 4096)]);
+        let (result, leftovers) = extract_one(&layer[..layer.len() / 2], ExtractLimits::default());
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains("bomb"), "{message}");
+        assert!(!leftovers);
     }
 }
