@@ -12,7 +12,8 @@ use wasmcell_tests::containerd::{Containerd, Version};
 
 use crate::kubernetes::{Node, cri_log_lines, node};
 use crate::shim::{
-    IMAGE, RUNTIME, containerd_with_demo, parent_of, run_demo, text, wait_for_status, walk,
+    IMAGE, containerd_with_demo, parent_of, run_demo, run_demo_detached, text, wait_for_status,
+    walk,
 };
 
 on_2_1_and_1_7!(containers_churn_without_leaks, pods_churn_without_leaks);
@@ -312,24 +313,6 @@ fn pods_churn_without_leaks(version: Version) {
     assert_back_to_baseline(&node.containerd, &before, "a pod of 500 containers");
 }
 
-/// Starts `sleep 600` detached as container `id`; returns its guest's pid once it runs.
-fn run_sleeper(containerd: &Containerd, id: &str) -> u32 {
-    containerd.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasip2/wasm",
-        IMAGE,
-        id,
-        "/demo-app.wasm",
-        "sleep",
-        "600",
-    ]);
-    wait_for_status(containerd, id, "RUNNING")
-}
-
 /// Deletes the stopped task `id` and its container, checking the exit code `ctr` reports.
 fn delete_stopped(containerd: &Containerd, id: &str, code: i32) {
     wait_for_status(containerd, id, "STOPPED");
@@ -366,10 +349,10 @@ fn wait_ended(pid: u32, what: &str) {
     }
 }
 
-/// Fault: containerd SIGKILLed and restarted under a running guest, which keeps running and
-/// is then stopped and removed through the new daemon.
-fn fault_containerd_killed(containerd: &mut Containerd, id: &str) {
-    let pid = run_sleeper(containerd, id);
+/// Fault: containerd SIGKILLed and restarted under a running guest, which keeps running (the
+/// same pid) and is then stopped and removed through the new daemon, exiting 143.
+pub(crate) fn fault_containerd_killed(containerd: &mut Containerd, id: &str) {
+    let pid = run_demo_detached(containerd, id, &["sleep", "600"]);
     containerd.crash_and_restart().unwrap();
     assert_eq!(wait_for_status(containerd, id, "RUNNING"), pid);
     containerd.ctr_ok(&["task", "kill", id]);
@@ -379,7 +362,7 @@ fn fault_containerd_killed(containerd: &mut Containerd, id: &str) {
 /// Fault: the shim SIGKILLed under its running guest; the guest dies with it and
 /// containerd's cleanup removes the task.
 fn fault_shim_killed(containerd: &Containerd, id: &str) {
-    let guest = run_sleeper(containerd, id);
+    let guest = run_demo_detached(containerd, id, &["sleep", "600"]);
     let shim = parent_of(guest).expect("the guest's parent");
     sigkill(shim);
     wait_ended(guest, "the guest of a killed shim");
@@ -401,7 +384,7 @@ fn fault_shim_killed(containerd: &Containerd, id: &str) {
 
 /// Fault: the guest SIGKILLed (as the OOM killer would); the task reads 137.
 fn fault_guest_killed(containerd: &Containerd, id: &str) {
-    sigkill(run_sleeper(containerd, id));
+    sigkill(run_demo_detached(containerd, id, &["sleep", "600"]));
     delete_stopped(containerd, id, 137);
 }
 

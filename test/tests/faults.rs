@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use wasmcell_tests::containerd::{Containerd, Version};
 
-use crate::churn::{assert_back_to_baseline, footprint, process_of, rss_kib};
+use crate::churn::{
+    assert_back_to_baseline, fault_containerd_killed, footprint, process_of, rss_kib,
+};
 use crate::shim::{
-    IMAGE, RUNTIME, containerd_with_demo, containerd_with_demo_cache, run_demo, text,
-    wait_for_compiling_guest, wait_for_status,
+    IMAGE, RUNTIME, containerd_with_demo, containerd_with_demo_cache, detached_demo_args, run_demo,
+    text, wait_for_compiling_guest, wait_for_status,
 };
 
 on_2_1_and_1_7!(
@@ -21,21 +23,9 @@ on_2_1_and_1_7!(
 );
 
 fn ctr_run_detached(containerd: &Containerd, id: &str, args: &[&str]) -> std::process::Child {
-    let mut full = vec![
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasip2/wasm",
-        IMAGE,
-        id,
-        "/demo-app.wasm",
-    ];
-    full.extend(args);
     containerd
         .ctr_base()
-        .args(&full)
+        .args(detached_demo_args(id, args))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -90,24 +80,7 @@ fn containerd_killed_under_a_running_task_and_during_create(version: Version) {
     );
     assert_eq!(text(&out.stdout), "reused\n", "{}", text(&out.stderr));
 
-    let mut running = ctr_run_detached(&containerd, "crash-run", &["sleep", "600"]);
-    let _ = running.wait();
-    let pid = wait_for_status(&containerd, "crash-run", "RUNNING");
-    containerd.crash_and_restart().unwrap();
-    assert!(
-        std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        "the guest died with containerd"
-    );
-    assert_eq!(wait_for_status(&containerd, "crash-run", "RUNNING"), pid);
-    containerd.ctr_ok(&["task", "kill", "crash-run"]);
-    wait_for_status(&containerd, "crash-run", "STOPPED");
-    let deleted = containerd.ctr(&["task", "delete", "crash-run"]);
-    let said = format!("{}{}", text(&deleted.stdout), text(&deleted.stderr));
-    assert!(
-        deleted.status.success() && said.contains("143"),
-        "the restarted containerd reads the guest's SIGTERM exit: {said}"
-    );
-    containerd.ctr_ok(&["container", "delete", "crash-run"]);
+    fault_containerd_killed(&mut containerd, "crash-run");
 
     assert_back_to_baseline(&containerd, &before, "two containerd crashes");
 }

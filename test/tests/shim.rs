@@ -151,6 +151,30 @@ pub(crate) fn wasmcell_import(containerd: &Containerd, tar: &std::path::Path) {
     );
 }
 
+/// `ctr run -d` arguments for the demo image as container `id` running `args`.
+pub(crate) fn detached_demo_args<'a>(id: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut full = vec![
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        IMAGE,
+        id,
+        "/demo-app.wasm",
+    ];
+    full.extend(args);
+    full
+}
+
+/// Starts the demo image detached as container `id` running `args`; returns its guest's pid
+/// once it runs.
+pub(crate) fn run_demo_detached(containerd: &Containerd, id: &str, args: &[&str]) -> u32 {
+    containerd.ctr_ok(&detached_demo_args(id, args));
+    wait_for_status(containerd, id, "RUNNING")
+}
+
 pub(crate) fn wait_for_status(containerd: &Containerd, id: &str, status: &str) -> u32 {
     // Generous: a cold compile in a debug build on a loaded 2-core machine takes a while.
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -642,20 +666,7 @@ fn a_guest_survives_a_containerd_restart(version: Version) {
     let Some(mut containerd) = containerd_with_demo(version) else {
         return;
     };
-    containerd.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasip2/wasm",
-        IMAGE,
-        "survivor",
-        "/demo-app.wasm",
-        "sleep",
-        "600",
-    ]);
-    let pid = wait_for_status(&containerd, "survivor", "RUNNING");
+    let pid = run_demo_detached(&containerd, "survivor", &["sleep", "600"]);
     containerd.restart().unwrap();
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
@@ -955,20 +966,7 @@ fn guests_die_with_a_killed_shim_and_nothing_is_left(version: Version) {
     let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
-    containerd.ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        "--platform",
-        "wasip2/wasm",
-        IMAGE,
-        "orphan",
-        "/demo-app.wasm",
-        "sleep",
-        "600",
-    ]);
-    let guest = wait_for_status(&containerd, "orphan", "RUNNING");
+    let guest = run_demo_detached(&containerd, "orphan", &["sleep", "600"]);
     let shim = parent_of(guest).expect("the guest's parent");
     let cmdline = std::fs::read(format!("/proc/{shim}/cmdline")).unwrap_or_default();
     assert!(
@@ -1050,19 +1048,7 @@ fn concurrent_cold_starts_compile_once(version: Version) {
         for id in ids {
             let containerd = &containerd;
             scope.spawn(move || {
-                containerd.ctr_ok(&[
-                    "run",
-                    "-d",
-                    "--runtime",
-                    RUNTIME,
-                    "--platform",
-                    "wasip2/wasm",
-                    IMAGE,
-                    id,
-                    "/demo-app.wasm",
-                    "sleep",
-                    "60",
-                ]);
+                containerd.ctr_ok(&detached_demo_args(id, &["sleep", "60"]));
             });
         }
     });
