@@ -22,8 +22,8 @@ pub mod write;
 /// Descriptors appear in this crate's public types; re-exported so users need no oci-spec.
 pub use oci_spec::image::Descriptor;
 pub use read::{
-    Archive, ArchiveFormat, Config, Image, Layer, MAX_LAYERS, ReadError, ReadLimits, TooManyLayers,
-    check_layer_count, read_archive,
+    Archive, ArchiveFormat, Config, Image, Layer, MAX_LAYERS, MAX_MANIFESTS, ReadError, ReadLimits,
+    TooManyLayers, check_layer_count, read_archive,
 };
 pub use wasm::{WasmInfo, WasmKind, inspect_wasm};
 pub use wasm_config::WasmConfig;

@@ -32,7 +32,14 @@ pub struct ReadLimits {
     pub max_entries: u64,
     /// Nested indexes followed below `index.json`.
     pub max_index_depth: usize,
+    /// Image manifests in one archive, across all its indexes (see [`MAX_MANIFESTS`]).
+    pub max_manifests: usize,
 }
+
+/// Image manifests an archive may hold. A multi-platform index lists one per platform (a
+/// dozen at most in the wild) and an archive a few images; every manifest is read and
+/// verified, so an index listing one manifest 100,000 times is refused from its length.
+pub const MAX_MANIFESTS: usize = 256;
 
 /// Layers an image may have. containerd's overlayfs snapshotter stacks every layer as a lower
 /// directory of one mount, and the kernel caps a mount's options at one page, so images with
@@ -68,13 +75,15 @@ pub fn check_layer_count(count: usize, limit: usize, what: &str) -> Result<(), T
 }
 
 impl Default for ReadLimits {
-    /// [`MAX_LAYERS`] layers, 1 GiB, 100 000 entries, indexes nested 4 deep.
+    /// [`MAX_LAYERS`] layers, 1 GiB, 100 000 entries, indexes nested 4 deep,
+    /// [`MAX_MANIFESTS`] manifests.
     fn default() -> Self {
         ReadLimits {
             max_layers: MAX_LAYERS,
             max_total_bytes: 1 << 30,
             max_entries: 100_000,
             max_index_depth: 4,
+            max_manifests: MAX_MANIFESTS,
         }
     }
 }
@@ -252,6 +261,16 @@ pub enum ReadError {
         what: String,
         /// The digest.
         digest: String,
+    },
+    /// More manifests than the cap.
+    #[error("{what} lists {count} manifests; at most {limit} are accepted in one archive")]
+    TooManyManifests {
+        /// The index (or `manifest.json`).
+        what: String,
+        /// Manifests listed (with those already read from other indexes).
+        count: usize,
+        /// The cap.
+        limit: usize,
     },
     /// An index without manifests.
     #[error("{what} lists no manifests")]
@@ -583,6 +602,7 @@ impl Reader {
                 what: what.to_owned(),
             });
         }
+        self.check_manifest_count(images.len() + index.manifests().len(), what)?;
         for descriptor in index.manifests() {
             let digest = descriptor.digest().to_string();
             let media_type = descriptor.media_type().to_string();
@@ -601,6 +621,17 @@ impl Reader {
             } else {
                 return Err(ReadError::UnknownManifestMediaType { digest, media_type });
             }
+        }
+        Ok(())
+    }
+
+    fn check_manifest_count(&self, count: usize, what: &str) -> Result<(), ReadError> {
+        if count > self.limits.max_manifests {
+            return Err(ReadError::TooManyManifests {
+                what: what.to_owned(),
+                count,
+                limit: self.limits.max_manifests,
+            });
         }
         Ok(())
     }
@@ -710,6 +741,7 @@ impl Reader {
                 what: "manifest.json".to_owned(),
             });
         }
+        self.check_manifest_count(entries.len(), "manifest.json")?;
         let mut images = Vec::new();
         for entry in entries {
             self.check_layer_count(entry.layers.len(), "manifest.json")?;

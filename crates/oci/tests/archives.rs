@@ -451,6 +451,36 @@ fn absurd_layer_counts_are_refused_at_once() -> TestResult {
     Ok(())
 }
 
+/// An index listing one manifest 100,000 times is refused from its length, before any
+/// manifest is read; so is a `docker save` manifest.json with 100,000 entries.
+#[test]
+fn absurd_manifest_counts_are_refused_at_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut files = good(PackageFormat::Image, module());
+    let mut index = json(&files["index.json"]);
+    let descriptor = index["manifests"][0].clone();
+    index["manifests"] = serde_json::Value::Array(vec![descriptor; 100_000]);
+    files.insert("index.json".to_owned(), serde_json::to_vec(&index)?);
+    let err = read_error(dir.path(), &files);
+    assert!(
+        err.contains("index.json lists 100000 manifests; at most 256 are accepted"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir()?;
+    let entry = serde_json::json!({"Config": "config.json", "Layers": ["layer.tar"]});
+    let docker = BTreeMap::from([(
+        "manifest.json".to_owned(),
+        serde_json::to_vec(&vec![entry; 100_000])?,
+    )]);
+    let err = read_error(dir.path(), &docker);
+    assert!(
+        err.contains("manifest.json lists 100000 manifests; at most 256"),
+        "{err}"
+    );
+    Ok(())
+}
+
 #[test]
 fn artifact_with_two_layers_is_rejected() -> TestResult {
     let dir = tempfile::tempdir()?;
