@@ -333,7 +333,12 @@ impl Refusal {
     }
 }
 
+/// Refused imports a [`Refusal`]'s message names; the rest are counted. The message goes to
+/// containerd's log and a pod's status, which a binary with 100,000 imports would flood.
+pub const REFUSALS_NAMED: usize = 20;
+
 impl fmt::Display for Refusal {
+    /// The count, the world and the first [`REFUSALS_NAMED`] refusals, then `and N more`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.refused.len();
         write!(
@@ -342,11 +347,14 @@ impl fmt::Display for Refusal {
             if count == 1 { "" } else { "s" },
             self.world
         )?;
-        for (i, refused) in self.refused.iter().enumerate() {
+        for (i, refused) in self.refused.iter().take(REFUSALS_NAMED).enumerate() {
             if i > 0 {
                 f.write_str("; ")?;
             }
             write!(f, "{refused}")?;
+        }
+        if count > REFUSALS_NAMED {
+            write!(f, "; and {} more", count - REFUSALS_NAMED)?;
         }
         Ok(())
     }
@@ -472,6 +480,25 @@ fn component_refusal(import: &str, policy: &Policy) -> Option<RefusedBecause> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_of_100_000_imports_names_the_first_twenty() {
+        let names: Vec<String> = (0..100_000).map(|n| format!("foo{n}")).collect();
+        let Err(refusal) = check_component_names(names.iter().map(String::as_str), &policy(&[]))
+        else {
+            panic!("expected a refusal");
+        };
+        assert_eq!(refusal.refused.len(), 100_000);
+        let text = refusal.to_string();
+        assert!(
+            text.starts_with("100000 imports cannot be satisfied on this host"),
+            "{text}"
+        );
+        assert!(text.contains("foo19 (not provided by this host)"), "{text}");
+        assert!(!text.contains("foo20 "), "{text}");
+        assert!(text.ends_with("; and 99980 more"), "{text}");
+        assert!(text.len() < 2048, "{} bytes", text.len());
+    }
 
     #[test]
     fn semver_follows_the_linker_rule() {
