@@ -100,7 +100,8 @@ impl Containerd {
 
     /// Like [`Containerd::start`], with the CRI plugin on (see [`CriSetup`]).
     pub fn start_with_cri(version: Version, cri: &CriSetup) -> Result<Containerd, String> {
-        Containerd::start_with(version, None, Some(Setup::Cri(cri)))
+        let private = cri.private_cache.then_some(());
+        Containerd::start_with(version, private, Some(Setup::Cri(cri)))
     }
 
     /// Like [`Containerd::start`], with the config file `config(dir)` returns, for tests of
@@ -470,6 +471,8 @@ pub struct CriSetup {
     /// CRI's `restrict_oom_score_adj`. Without it CRI asks for -998 on every sandbox, which
     /// these machines' kernels refuse.
     pub restrict_oom_score_adj: bool,
+    /// A compile cache of the instance's own (empty at start), instead of the shared one.
+    pub private_cache: bool,
 }
 
 /// A small number unique among the CRI instances this test process starts, for bridge names

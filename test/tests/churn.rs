@@ -210,7 +210,7 @@ fn containers_churn_without_leaks(version: Version) {
 /// The kubelet's part of a pod's end that no runtime does: removing the pod-level cgroup it
 /// created. `rmdir` fails while a container's cgroup is still below it, which
 /// [`footprint`] then counts.
-fn remove_pod_cgroup(node: &Node, pod_name: &str) {
+pub(crate) fn remove_pod_cgroup(node: &Node, pod_name: &str) {
     for controller in ["memory", "cpu", "pids"] {
         let _ = std::fs::remove_dir(
             Path::new("/sys/fs/cgroup")
@@ -279,7 +279,7 @@ pub(crate) fn cycle_containers_in_one_pod(node: &Node, name: &str, cycles: usize
 }
 
 /// A warm pod first (image pulled, CNI's and CRI's lazy state in the baseline).
-fn warm_up_node(node: &Node) {
+pub(crate) fn warm_up_node(node: &Node) {
     let sandbox = node.sandbox_config("warm", false);
     let pod = node.run_pod(&sandbox);
     node.pull(&node.demo_image, &sandbox);

@@ -8,7 +8,7 @@ use k8s_cri::v1 as cri;
 use wasmcell_tests::containerd::{Containerd, CriSetup, Version};
 use wasmcell_tests::cri::{Cri, Registry, log_dir};
 use wasmcell_tests::demo_tar;
-use wasmcell_tests::image::{Entry, write_image_tar};
+use wasmcell_tests::image::{Entry, write_artifact_tar, write_image_tar};
 
 on_2_1_and_1_7!(
     a_one_shot_pod_exits_zero_and_logs_through_cri,
@@ -20,6 +20,7 @@ on_2_1_and_1_7!(
     a_policy_in_the_handlers_runtime_options_denies_sockets,
     wasmcell_containerd_config_patches_a_node_config,
     a_pods_security_context_reaches_its_guests,
+    broken_and_lying_images_from_the_registry_are_refused_with_the_reason,
 );
 
 /// Everything a pod test needs; dropped in reverse order of need.
@@ -73,6 +74,7 @@ fn node_with(
         sandbox_image,
         runtime_options: runtime_options.map(str::to_owned),
         restrict_oom_score_adj,
+        private_cache: false,
     };
     let containerd = match Containerd::start_with_cri(version, &setup) {
         Ok(c) => c,
@@ -786,6 +788,88 @@ fn the_cncf_artifact_runs_as_a_pod_image(version: Version) {
         [("stdout".to_owned(), "from an artifact".to_owned())]
     );
     node.stop_and_remove_pod(&pod);
+}
+
+/// What a registry can serve that must not run: an artifact whose config hides an import, a
+/// classic image whose program is a truncated component, and one whose program is a script.
+/// CRI pulls each (the digests hold; the lie is inside); StartContainer refuses each with the
+/// reason, and the node keeps nothing of the attempts.
+fn broken_and_lying_images_from_the_registry_are_refused_with_the_reason(version: Version) {
+    let Some(node) = node(version) else {
+        return;
+    };
+    crate::churn::warm_up_node(&node);
+    let before = crate::churn::footprint(&node.containerd);
+    let dir = node.temp.path();
+    let exit_42 = wat::parse_str(crate::validation::EXIT_42).unwrap();
+
+    let liar = dir.join("liar.tar");
+    let lying_config = serde_json::json!({
+        "architecture": "wasm",
+        "os": "wasip2",
+        "component": { "imports": [], "exports": ["wasi:cli/run@0.2.0"] }
+    });
+    write_artifact_tar(&liar, "localhost/test/liar:1", &exit_42, lying_config);
+    let truncated = dir.join("truncated.tar");
+    let half = exit_42[..exit_42.len() / 2].to_vec();
+    write_image_tar(
+        &truncated,
+        "localhost/test/truncated:1",
+        &[("truncated.wasm", Entry::File(half, 0o755))],
+    );
+    let script = dir.join("script.tar");
+    write_image_tar(
+        &script,
+        "localhost/test/script:1",
+        &[(
+            "script.wasm",
+            Entry::File(b"#!/bin/sh\necho hi\n".to_vec(), 0o755),
+        )],
+    );
+    let cases = [
+        (
+            &liar,
+            "test/liar:1",
+            "liar.wasm",
+            "the artifact's wasm config and its binary disagree: config declares [], binary \
+             imports [wasi:cli/exit@0.2.0]; not declared: wasi:cli/exit@0.2.0",
+        ),
+        (
+            &truncated,
+            "test/truncated:1",
+            "/truncated.wasm",
+            "program \"/truncated.wasm\": cannot compile the component (sha256:",
+        ),
+        (
+            &script,
+            "test/script:1",
+            "/script.wasm",
+            "\"/script.wasm\" is not a wasm binary",
+        ),
+    ];
+    let sandbox = node.sandbox_config("hostile", false);
+    let pod = node.run_pod(&sandbox);
+    for (tar, reference, program, reason) in cases {
+        let image = node.registry.push(tar, reference).unwrap();
+        node.pull(&image, &sandbox);
+        let name = reference.trim_start_matches("test/").replace(':', "-");
+        let id = node
+            .create(&pod, &sandbox, &name, &image, &[program])
+            .unwrap_or_else(|e| panic!("CreateContainer {image}: {e}"));
+        let err = node.try_start(&id).err().unwrap_or_default();
+        assert!(err.contains(reason), "{image}: {err}");
+        if program == "/truncated.wasm" {
+            // The parser's reason, not just "cannot compile".
+            assert!(err.contains("is out of bounds"), "{image}: {err}");
+        }
+        node.remove_container(&id);
+    }
+    // The pod is unharmed: the demo still runs in it.
+    let (code, _) = node.demo_to_exit(&pod, &sandbox, "after", &["echo", "still fine"]);
+    assert_eq!(code, 0);
+    node.stop_and_remove_pod(&pod);
+    crate::churn::remove_pod_cgroup(&node, "hostile");
+    crate::churn::assert_back_to_baseline(&node.containerd, &before, "refused images");
 }
 
 /// A node config as an installer leaves it, with private paths; the comment must survive.

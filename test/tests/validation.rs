@@ -20,7 +20,7 @@ on_2_1_and_1_7!(
 
 /// A component that imports only `wasi:cli/exit@0.2.0` and exits with code 42 through it, so
 /// a run proves the import was linked and called.
-const EXIT_42: &str = r#"(component
+pub(crate) const EXIT_42: &str = r#"(component
     (import "wasi:cli/exit@0.2.0" (instance $exit
         (export "exit-with-code" (func (param "status-code" u8)))))
     (core func $exit_lowered (canon lower (func $exit "exit-with-code")))

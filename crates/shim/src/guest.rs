@@ -199,6 +199,21 @@ type Prepared = (
     Vec<String>,
 );
 
+/// `error: cause: cause …`, each cause once (wrappers often repeat their source's text).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
     let bytes = std::fs::read(&plan.program).map_err(|e| {
         format!(
@@ -229,9 +244,14 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         }
         Err(e) => return Err(e.to_string()),
     };
-    let (program, outcome) = engine
-        .load(&bytes)
-        .map_err(|e| format!("program {:?}: {e}", plan.args.first().map_or("", |a| a)))?;
+    // With its causes: "cannot compile" alone does not say that the binary is truncated.
+    let (program, outcome) = engine.load(&bytes).map_err(|e| {
+        format!(
+            "program {:?}: {}",
+            plan.args.first().map_or("", |a| a),
+            with_causes(&e)
+        )
+    })?;
     warnings.extend(outcome.warning());
     let name = plan.args.first().map_or("", |a| a);
     // Refuse at create, naming every import, rather than failing after start.
