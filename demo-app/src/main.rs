@@ -165,6 +165,9 @@ fn run(command: &str, rest: &[String]) -> Result<ExitCode, String> {
                 err.write_all(text.as_bytes())
                     .map_err(|e| format!("stderr: {e}"))?;
             }
+            // Dropping a BufWriter would swallow a failed last write.
+            out.flush().map_err(|e| format!("stdout: {e}"))?;
+            err.flush().map_err(|e| format!("stderr: {e}"))?;
         }
         "trap" => trap(),
         "" | "help" | "--help" | "-h" => {

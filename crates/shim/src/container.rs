@@ -75,6 +75,8 @@ pub struct Container {
     pub rootfs_mounted: bool,
     /// The relay feeding containerd's stdin FIFO to the guest.
     pub stdin_relay: Option<crate::stdio::StdinRelay>,
+    /// What the guest's exit waits on before it is reported (taken at the exit).
+    pub output: Option<crate::stdio::OutputDrain>,
     /// The guest waiting for `start`.
     pub prepared: Option<PreparedGuest>,
     /// Exit, once known; waiters subscribe to it.

@@ -37,13 +37,14 @@ use crate::plan::{GuestPlan, PLAN_FILE, PROGRAM_FILE, PlanError, ProgramSource};
 use crate::policy;
 use crate::process::{Spawner, fork_guest};
 use crate::shim;
-use crate::stdio::{StdinRelay, open_stdio};
+use crate::stdio::{OutputDrain, StdinRelay, open_stdio};
 
 /// What `create` produced before the container is recorded.
 struct PreparedContainer {
     cgroup: Option<ContainerCgroup>,
     prepared: crate::process::PreparedGuest,
     stdin_relay: Option<StdinRelay>,
+    output: Option<OutputDrain>,
 }
 
 /// Settings every container of this shim shares.
@@ -154,7 +155,30 @@ impl Service {
             self.unclaimed_exits.lock().await.insert(pid, exit);
             return;
         };
-        self.record_exit(container, exit).await;
+        // Output still in the FIFOs would be lost if the client closed them on the exit
+        // event; the usual case (nothing pending) costs one ioctl and records at once.
+        match container.output.take() {
+            Some(output) if output.pending() > 0 => {
+                let id = container.id.clone();
+                drop(containers);
+                let service = self.clone();
+                tokio::spawn(async move {
+                    let left = tokio::task::spawn_blocking(move || {
+                        output.wait(OutputDrain::STALL, OutputDrain::LIMIT)
+                    })
+                    .await
+                    .unwrap_or(0);
+                    if left > 0 {
+                        warn!("container {id} exited with {left} bytes of output nobody read");
+                    }
+                    let mut containers = service.containers.lock().await;
+                    if let Some(container) = containers.values_mut().find(|c| c.pid == pid) {
+                        service.record_exit(container, exit).await;
+                    }
+                });
+            }
+            _ => self.record_exit(container, exit).await,
+        }
     }
 
     async fn record_exit(&self, container: &mut Container, exit: Exit) {
@@ -219,11 +243,13 @@ impl Service {
                 cgroup,
                 prepared,
                 stdin_relay,
+                output,
             }) => Ok(Container {
                 id: req.id.clone(),
                 bundle,
                 pid: prepared.pid,
                 stdin_relay,
+                output,
                 status: Status::Created,
                 stdin: req.stdin.clone(),
                 stdout: req.stdout.clone(),
@@ -268,6 +294,7 @@ impl Service {
             None => None,
         };
         let (stdio, stdin_relay) = open_stdio(&req.stdin, &req.stdout, &req.stderr)?;
+        let output = OutputDrain::open(&req.stdout, &req.stderr);
         let exe = self.config.exe.clone();
         let network = plan.network.clone();
         let pid_namespace = plan.confinement.namespaces.pid.clone();
@@ -300,6 +327,7 @@ impl Service {
                     cgroup,
                     prepared,
                     stdin_relay,
+                    output,
                 })
             }
             Err(e) => {
@@ -614,15 +642,14 @@ impl Task for Service {
             )
         })?;
         debug!("container {}: signal {signal}", req.id);
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(container.pid as i32), signal).map_err(
-            |e| {
-                rpc_error(
-                    Code::INTERNAL,
-                    format!("signalling pid {}: {e}", container.pid),
-                )
-            },
-        )?;
-        Ok(api::Empty::new())
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(container.pid as i32), signal) {
+            // Reaped, its exit waiting for the reader to drain its output: already stopped.
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(api::Empty::new()),
+            Err(e) => Err(rpc_error(
+                Code::INTERNAL,
+                format!("signalling pid {}: {e}", container.pid),
+            )),
+        }
     }
 
     async fn delete(

@@ -1,9 +1,14 @@
 //! A container's stdio: containerd's FIFOs opened so that no open ever blocks on a missing
-//! peer, and the stdin relay. The guest writes stdout/stderr straight into containerd's FIFOs,
-//! so the shim holds no output buffer: a slow reader slows the guest (the pipe fills and its
-//! writes block), never grows the shim.
+//! peer, the stdin relay, and the output drain. The guest writes stdout/stderr straight into
+//! containerd's FIFOs, so the shim holds no output buffer: a slow reader slows the guest (the
+//! pipe fills and its writes block), never grows the shim.
+//!
+//! A guest's exit is reported only once its reader has taken what the guest left in the FIFOs
+//! ([`OutputDrain`]): containerd's client (1.7 and later) closes its FIFOs as soon as it
+//! deletes an exited task, so output still in a pipe at the exit event would be lost.
 
 use std::fs::File;
+use std::time::{Duration, Instant};
 
 /// The container's stdio, already opened.
 #[derive(Debug, Default)]
@@ -93,5 +98,126 @@ impl StdinRelay {
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&self.fifo);
+    }
+}
+
+/// Read-only, non-blocking handles on a container's stdout/stderr FIFOs, used only to ask the
+/// kernel how many bytes still wait in them (`FIONREAD`); the shim never reads through them.
+/// Holding a reader changes nothing for the guest, which holds its FIFOs read-write anyway.
+#[derive(Debug)]
+pub struct OutputDrain {
+    fifos: Vec<File>,
+}
+
+impl OutputDrain {
+    /// How long the bytes left in the FIFOs may stay without shrinking before the exit is
+    /// reported anyway: the reader is gone or stuck (containerd restarted, a client killed).
+    pub const STALL: Duration = Duration::from_secs(1);
+    /// The longest an exit waits for a reader that is slow but still reading.
+    pub const LIMIT: Duration = Duration::from_secs(10);
+
+    /// Opens the probes; `None` when the container has no output FIFO. A FIFO that cannot be
+    /// opened is skipped: the drain is a courtesy to the reader, never a reason to fail.
+    pub fn open(stdout: &str, stderr: &str) -> Option<OutputDrain> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let fifos: Vec<File> = [stdout, stderr]
+            .into_iter()
+            .filter(|path| !path.is_empty())
+            .filter_map(|path| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                    .open(path)
+                    .map_err(|e| log::debug!("no output drain for {path}: {e}"))
+                    .ok()
+            })
+            .collect();
+        (!fifos.is_empty()).then_some(OutputDrain { fifos })
+    }
+
+    /// Bytes written into the FIFOs and not yet read.
+    pub fn pending(&self) -> u64 {
+        self.fifos
+            .iter()
+            .map(|fifo| rustix::io::ioctl_fionread(fifo).unwrap_or(0))
+            .sum()
+    }
+
+    /// Blocks until the FIFOs are empty, they stop shrinking for `stall`, or `limit` passes.
+    /// Returns what was still pending.
+    pub fn wait(&self, stall: Duration, limit: Duration) -> u64 {
+        let started = Instant::now();
+        let mut pending = self.pending();
+        let mut last_progress = started;
+        while pending > 0 {
+            let now = Instant::now();
+            if now.duration_since(last_progress) >= stall || now.duration_since(started) >= limit {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            let left = self.pending();
+            if left < pending {
+                last_progress = Instant::now();
+            }
+            pending = left;
+        }
+        pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn fifo(dir: &std::path::Path, name: &str) -> Result<String, nix::Error> {
+        let path = dir.join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+        Ok(path.display().to_string())
+    }
+
+    #[test]
+    fn a_drain_waits_for_a_reader_and_gives_up_on_a_stalled_one() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (out, err) = (fifo(dir.path(), "out")?, fifo(dir.path(), "err")?);
+        let drain = OutputDrain::open(&out, &err).ok_or("no drain for two FIFOs")?;
+        let (guest, _) = open_stdio("", &out, "")?;
+        // Kept open, as the guest's copy is: a FIFO without a writer blocks a reader's open.
+        let mut guest_stdout = guest.stdout.ok_or("no stdout")?;
+        guest_stdout.write_all(&[7u8; 40_000])?;
+        assert_eq!(drain.pending(), 40_000);
+
+        // Nobody reads: the drain gives up after the stall and says what was left.
+        let started = Instant::now();
+        assert_eq!(
+            drain.wait(Duration::from_millis(50), OutputDrain::LIMIT),
+            40_000
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        // A slow reader: the drain waits until it has taken every byte.
+        let reader = std::thread::spawn(move || -> std::io::Result<usize> {
+            let mut source = File::open(&out)?;
+            let mut buf = [0u8; 1000];
+            let mut total = 0;
+            while total < 40_000 {
+                total += source.read(&mut buf)?;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(total)
+        });
+        assert_eq!(
+            drain.wait(Duration::from_millis(200), OutputDrain::LIMIT),
+            0
+        );
+        assert_eq!(reader.join().map_err(|_| "reader panicked")??, 40_000);
+        Ok(())
+    }
+
+    #[test]
+    fn no_fifo_no_drain() {
+        assert!(OutputDrain::open("", "").is_none());
     }
 }
