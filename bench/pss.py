@@ -8,7 +8,7 @@ long-lived shim servers; the short-lived `start`/`delete` invocations are gone b
 runs). Every descendant of a shim counts too: wasmcell's guest processes
 (`containerd-shim-wasmcell-v1 __wasmcell-guest PLAN`), runc's container processes. Prints one
 JSON object: process counts and Pss/Rss totals in KiB from /proc/PID/smaps_rollup, split by
-role (shim, child) and by kind (anon, file, shmem).
+role (shim, child) and by kind (anon, file, shmem), and each process's own figures.
 """
 
 import json
@@ -101,6 +101,9 @@ def main():
             for k in FIELDS:
                 result[role][k] += r[k]
                 result["total"][k] += r[k]
+            result.setdefault("per_process", []).append(
+                {"pid": p, "role": role, "Pss": r["Pss"], "Pss_Anon": r["Pss_Anon"],
+                 "Pss_File": r["Pss_File"], "Rss": r["Rss"]})
             if role == "child":
                 argv = cmdline(p)
                 name = os.path.basename(argv[0]) if argv else "?"

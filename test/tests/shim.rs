@@ -517,8 +517,10 @@ fn second_run_uses_the_compile_cache_and_survives_corruption(version: Version) {
     assert_eq!(text(&second.stdout), "two\n");
     let log = containerd.log();
     assert!(
-        log.contains("container c1: program loaded (compiled; confined in "),
-        "first run compiles"
+        log.contains(
+            "container c1: program loaded (compiled by a helper process, then mapped; confined in "
+        ),
+        "first run compiles (in the compile helper)"
     );
     assert!(
         log.contains("container c2: program loaded (cache hit; confined in "),
@@ -1038,7 +1040,7 @@ fn nix_kill(pid: u32) {
 }
 
 /// Four containers of one program started together with an empty compile cache: one guest
-/// compiles, the others wait for its entry and map it.
+/// has it compiled (by the compile helper), the others wait for its entry and map it.
 fn concurrent_cold_starts_compile_once(version: Version) {
     let Some(containerd) = containerd_with_demo_cache(version, true) else {
         return;
@@ -1063,11 +1065,14 @@ fn concurrent_cold_starts_compile_once(version: Version) {
     assert_eq!(outcomes.len(), ids.len(), "{outcomes:?}");
     let compiled = outcomes
         .iter()
-        .filter(|o| o.starts_with("compiled;"))
+        .filter(|o| o.starts_with("compiled by a helper process"))
         .count();
-    assert_eq!(compiled, 1, "exactly one guest compiles: {outcomes:?}");
+    assert_eq!(
+        compiled, 1,
+        "exactly one guest has the program compiled, by a helper: {outcomes:?}"
+    );
     assert!(
-        outcomes.iter().all(|o| o.starts_with("compiled;")
+        outcomes.iter().all(|o| o.starts_with("compiled by a helper process")
             || o.starts_with("compiled by a concurrent start")
             || o.starts_with("cache hit")),
         "{outcomes:?}"
@@ -1262,7 +1267,10 @@ fn a_guest_killed_while_compiling_leaves_nothing_behind(version: Version) {
     assert!(
         containerd
             .log()
-            .contains("container after-kill: program loaded (compiled; confined in "),
+            .contains(
+                "container after-kill: program loaded (compiled by a helper process, then mapped; \
+                 confined in "
+            ),
         "the next start compiles itself, not waiting on a stale lock"
     );
 }

@@ -20,8 +20,9 @@ const CACHE_FORMAT: &str = "wasmcell-engine cache v1";
 /// The engine configuration. Settings, with wasmtime's defaults where not stated otherwise:
 ///
 /// - Cranelift, `OptLevel::Speed` (wasmtime's default).
-/// - Serial compilation: wasmtime's `parallel-compilation` feature (a rayon pool) is not built,
-///   so compiling never starts threads.
+/// - Serial compilation (`parallel_compilation(false)`), so compiling never starts threads;
+///   [`compiler_config`] is the same configuration compiling on every core, for the
+///   short-lived compile helper. Both produce the same code and the same [`fingerprint`].
 /// - Component model on (the default with the `component-model` feature).
 /// - `memory_init_cow(true)` (the default): a module's initial heap image is mapped
 ///   copy-on-write from the mmapped compiled code, so instantiation copies nothing and
@@ -39,11 +40,20 @@ pub fn engine_config() -> Config {
     let mut config = Config::new();
     config
         .strategy(Strategy::Cranelift)
+        .parallel_compilation(false)
         .cranelift_opt_level(OptLevel::Speed)
         .wasm_component_model(true)
         .memory_init_cow(true)
         .wasm_backtrace_max_frames(NonZeroUsize::new(20))
         .wasm_backtrace_details(WasmBacktraceDetails::Disable);
+    config
+}
+
+/// [`engine_config`] with compilation spread over every core (a rayon pool): for a process
+/// that only compiles into the cache and exits.
+pub fn compiler_config() -> Config {
+    let mut config = engine_config();
+    config.parallel_compilation(true);
     config
 }
 
@@ -91,6 +101,15 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        Ok(())
+    }
+
+    #[test]
+    fn the_compile_helper_writes_code_guests_load() -> wasmtime::Result<()> {
+        assert_eq!(
+            fingerprint(&Engine::new(&engine_config())?),
+            fingerprint(&Engine::new(&compiler_config())?)
+        );
         Ok(())
     }
 

@@ -50,6 +50,16 @@ pub enum EngineError {
         #[source]
         source: BoxError,
     },
+    /// [`crate::WasmEngine::compile_to_cache`] on an engine without a cache.
+    #[error("no compile cache is configured to compile into")]
+    NoCache,
+    /// Compiled code could not be written to the cache.
+    #[error("cannot store sha256:{sha256} in the compile cache")]
+    Store {
+        sha256: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Code this process just compiled could not be loaded back.
     #[error(
         "cannot load freshly compiled code{}",

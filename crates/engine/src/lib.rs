@@ -35,6 +35,9 @@ pub struct EngineOptions {
     /// directory is created with mode 0700 if missing (and tightened to 0700 if not); it must
     /// belong to the process's effective uid.
     pub cache_dir: Option<PathBuf>,
+    /// Compile on every core ([`config::compiler_config`]). Default `false`: compiling never
+    /// starts a thread, as a guest process must not carry a thread pool.
+    pub compile_in_parallel: bool,
 }
 
 /// A compiled program, ready to run.
@@ -59,6 +62,8 @@ pub enum LoadOutcome {
     CacheDisabled,
     /// Another process was compiling the same wasm; waited for it and mapped its entry.
     CompiledConcurrently,
+    /// Not in the cache: compiled into it by a helper process, then mapped.
+    CompiledByHelper,
     /// Compiled, but the cache could not store it (full, read-only): run from memory.
     CompiledNotStored {
         /// Why the store failed.
@@ -90,6 +95,7 @@ impl fmt::Display for LoadOutcome {
             LoadOutcome::CacheCorruptRecompiled => "cache entry corrupt, recompiled",
             LoadOutcome::CacheDisabled => "compiled (cache disabled)",
             LoadOutcome::CompiledConcurrently => "compiled by a concurrent start, then mapped",
+            LoadOutcome::CompiledByHelper => "compiled by a helper process, then mapped",
             LoadOutcome::CompiledNotStored { .. } => "compiled, not cached",
         })
     }
@@ -115,8 +121,12 @@ impl WasmEngine {
     /// Creates the engine with [`config::engine_config`] and opens (creating if needed) the
     /// cache directory `<cache_dir>/<fingerprint>`.
     pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
-        let engine = Engine::new(&config::engine_config())
-            .map_err(|e| EngineError::Engine { source: e.into() })?;
+        let config = if options.compile_in_parallel {
+            config::compiler_config()
+        } else {
+            config::engine_config()
+        };
+        let engine = Engine::new(&config).map_err(|e| EngineError::Engine { source: e.into() })?;
         let fingerprint = config::fingerprint(&engine);
         let cache = match &options.cache_dir {
             Some(root) => Some(Cache::open(root, &fingerprint)?),
@@ -135,15 +145,21 @@ impl WasmEngine {
     /// running the same program share its pages. Failing to write the cache (full disk,
     /// read-only file system) is logged and the freshly compiled code is used from memory.
     pub fn load(&self, wasm: &[u8]) -> Result<(Program, LoadOutcome), EngineError> {
-        let kind = if wasmparser::Parser::is_component(wasm) {
-            Kind::Component
-        } else if wasmparser::Parser::is_core_wasm(wasm) {
-            Kind::Module
-        } else {
-            return Err(EngineError::NotWasm {
-                found: wasm.iter().take(8).copied().collect(),
-            });
-        };
+        self.load_with(wasm, None)
+    }
+
+    /// [`WasmEngine::load`], where a miss is first handed to `compile_elsewhere`, which is to
+    /// put the entry into this cache by other means (the shim runs a helper process that calls
+    /// [`WasmEngine::compile_to_cache`], so the compiler's heap and code pages are not kept by
+    /// a long-lived guest). It runs while this process holds the entry's compile lock, so it
+    /// must not take that lock itself. If it fails or leaves no loadable entry, this process
+    /// compiles itself, as `load` does.
+    pub fn load_with(
+        &self,
+        wasm: &[u8],
+        compile_elsewhere: Option<&dyn Fn() -> Result<(), String>>,
+    ) -> Result<(Program, LoadOutcome), EngineError> {
+        let kind = kind_of(wasm)?;
         let sha256 = hex::encode(Sha256::digest(wasm));
         let Some(cache) = &self.cache else {
             let program = match kind {
@@ -217,6 +233,31 @@ impl WasmEngine {
             Lookup::Missing => LoadOutcome::Compiled,
         };
 
+        if let (Some(compile), Some(_)) = (compile_elsewhere, &lock) {
+            match compile() {
+                Ok(()) => match cache.lookup(&sha256) {
+                    Lookup::Verified { path, file } => {
+                        let code = cache::Code::Entry {
+                            path: &path,
+                            hashed: Some(&file),
+                        };
+                        match cache::deserialize(&self.engine, kind, code) {
+                            Ok(program) if outcome == LoadOutcome::Compiled => {
+                                return Ok((program, LoadOutcome::CompiledByHelper));
+                            }
+                            Ok(program) => return Ok((program, outcome)),
+                            Err(reason) => log::warn!(
+                                "the helper's entry {} does not load ({reason}); compiling here",
+                                path.display()
+                            ),
+                        }
+                    }
+                    _ => log::warn!("the compile helper left no entry for sha256:{sha256}"),
+                },
+                Err(e) => log::debug!("compile helper failed ({e}); compiling here"),
+            }
+        }
+
         log::debug!(
             "compiling {} sha256:{sha256} (fingerprint {})",
             kind.name(),
@@ -246,6 +287,22 @@ impl WasmEngine {
             }
         })?;
         Ok((program, outcome))
+    }
+
+    /// Compiles `wasm` and stores it in the cache, replacing any entry; takes no compile lock
+    /// (the caller of [`WasmEngine::load_with`] holds it). For the compile helper process.
+    pub fn compile_to_cache(&self, wasm: &[u8]) -> Result<PathBuf, EngineError> {
+        let cache = self.cache.as_ref().ok_or(EngineError::NoCache)?;
+        let kind = kind_of(wasm)?;
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        let code = match kind {
+            Kind::Module => self.engine.precompile_module(wasm),
+            Kind::Component => self.engine.precompile_component(wasm),
+        }
+        .map_err(|e| compile_error(kind, &sha256, e))?;
+        cache
+            .store(&sha256, &code)
+            .map_err(|source| EngineError::Store { sha256, source })
     }
 
     /// Checks that this host provides every import of `program` and `policy` allows it: by
@@ -321,6 +378,18 @@ impl WasmEngine {
     /// engine's directory in the cache.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+}
+
+fn kind_of(wasm: &[u8]) -> Result<Kind, EngineError> {
+    if wasmparser::Parser::is_component(wasm) {
+        Ok(Kind::Component)
+    } else if wasmparser::Parser::is_core_wasm(wasm) {
+        Ok(Kind::Module)
+    } else {
+        Err(EngineError::NotWasm {
+            found: wasm.iter().take(8).copied().collect(),
+        })
     }
 }
 

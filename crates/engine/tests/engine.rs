@@ -360,6 +360,7 @@ fn cache_compiles_once_detects_corruption_and_is_private() -> TestResult {
     let cache_dir = tmp.path().join("cache");
     let options = EngineOptions {
         cache_dir: Some(cache_dir.clone()),
+        ..Default::default()
     };
     let wasm = hello_module();
 
@@ -491,6 +492,7 @@ fn run_component(spec: RunSpec) -> Result<ExitStatus, Box<dyn std::error::Error>
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-component-cache");
     let engine = WasmEngine::new(EngineOptions {
         cache_dir: Some(cache),
+        ..Default::default()
     })?;
     let (program, _) = engine.load(component()?)?;
     assert!(matches!(program, Program::Component(_)));
@@ -665,6 +667,7 @@ fn component_cache_round_trip() -> TestResult {
     let tmp = tempfile::tempdir()?;
     let options = EngineOptions {
         cache_dir: Some(tmp.path().to_owned()),
+        ..Default::default()
     };
     let wasm = component()?;
     assert_eq!(
@@ -822,6 +825,7 @@ fn concurrent_loads_compile_once() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let options = EngineOptions {
         cache_dir: Some(tmp.path().join("cache")),
+        ..Default::default()
     };
     let wasm = hello_module();
     let outcomes: Vec<LoadOutcome> = std::thread::scope(|scope| {
@@ -853,6 +857,67 @@ fn concurrent_loads_compile_once() -> Result<(), Box<dyn std::error::Error>> {
             LoadOutcome::Compiled | LoadOutcome::CompiledConcurrently | LoadOutcome::CacheHit
         )),
         "{outcomes:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_miss_is_compiled_elsewhere_when_it_can_be_and_here_when_not() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let options = EngineOptions {
+        cache_dir: Some(tmp.path().join("cache")),
+        ..Default::default()
+    };
+    let helper_options = EngineOptions {
+        compile_in_parallel: true,
+        ..options.clone()
+    };
+    let wasm = component()?;
+    // The helper (another engine, as in another process) compiles on every core into the cache.
+    let helper = || -> Result<(), String> {
+        let engine = WasmEngine::new(helper_options.clone()).map_err(|e| e.to_string())?;
+        engine
+            .compile_to_cache(wasm)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    let engine = WasmEngine::new(options.clone())?;
+    let (program, outcome) = engine.load_with(wasm, Some(&helper))?;
+    assert_eq!(outcome, LoadOutcome::CompiledByHelper);
+    assert!(matches!(program, Program::Component(_)));
+    assert_eq!(
+        engine.load_with(wasm, Some(&helper))?.1,
+        LoadOutcome::CacheHit
+    );
+
+    // A corrupt entry recompiled by the helper still says so (it is the warning).
+    let cwasm = cache_files(&tmp.path().join("cache"))?
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .ok_or("no .cwasm")?;
+    write_corrupted(&cwasm)?;
+    assert_eq!(
+        engine.load_with(wasm, Some(&helper))?.1,
+        LoadOutcome::CacheCorruptRecompiled
+    );
+
+    // A helper that fails, or succeeds without writing the entry: compiled here instead.
+    let failing = || -> Result<(), String> { Err("helper killed".to_owned()) };
+    let idle = || -> Result<(), String> { Ok(()) };
+    for helper in [&failing as &dyn Fn() -> Result<(), String>, &idle] {
+        fs::remove_file(&cwasm)?;
+        assert_eq!(
+            engine.load_with(wasm, Some(helper))?.1,
+            LoadOutcome::Compiled
+        );
+    }
+
+    // Nothing to compile into without a cache.
+    let uncached = WasmEngine::new(EngineOptions::default())?;
+    let err = uncached.compile_to_cache(wasm).err().ok_or("no error")?;
+    assert_eq!(
+        err.to_string(),
+        "no compile cache is configured to compile into"
     );
     Ok(())
 }

@@ -234,6 +234,7 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
     // container: run uncached and say so once.
     let engine = match WasmEngine::new(EngineOptions {
         cache_dir: plan.cache_dir.clone(),
+        ..Default::default()
     }) {
         Ok(engine) => engine,
         Err(e) if plan.cache_dir.is_some() => {
@@ -245,7 +246,15 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         Err(e) => return Err(e.to_string()),
     };
     // With its causes: "cannot compile" alone does not say that the binary is truncated.
-    let (program, outcome) = engine.load(&bytes).map_err(|e| {
+    // A miss is compiled by a helper process, so this long-lived one keeps no compiler memory.
+    let helper = plan
+        .cache_dir
+        .as_deref()
+        .map(|cache_dir| move || crate::compiler::compile_in_helper(&plan.program, cache_dir));
+    let helper = helper
+        .as_ref()
+        .map(|h| h as &dyn Fn() -> Result<(), String>);
+    let (program, outcome) = engine.load_with(&bytes, helper).map_err(|e| {
         format!(
             "program {:?}: {}",
             plan.args.first().map_or("", |a| a),

@@ -1,11 +1,14 @@
 //! `containerd-shim-wasmcell-v1`: containerd's shim for wasm containers.
 //!
-//! One binary, two modes. Started by containerd it is the shim (task service over ttrpc, on a
+//! One binary, three modes. Started by containerd it is the shim (task service over ttrpc, on a
 //! single-threaded tokio runtime). Exec'd by the shim with `__wasmcell-guest PLAN` it is a guest
-//! process that runs exactly one wasm program — decided before any runtime or thread exists.
+//! process that runs exactly one wasm program; exec'd by a guest with `__wasmcell-compile …` it
+//! compiles that program into the cache and exits. The mode is decided before any runtime or
+//! thread exists.
 
 mod bootstrap;
 mod cgroup;
+mod compiler;
 mod confine;
 mod container;
 mod content;
@@ -38,6 +41,13 @@ fn main() {
             }
         };
         std::process::exit(code);
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == compiler::COMPILE_ARG)
+    {
+        let args: Vec<_> = std::env::args_os().skip(2).collect();
+        std::process::exit(compiler::main(&args));
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
