@@ -1072,9 +1072,11 @@ fn concurrent_cold_starts_compile_once(version: Version) {
         "exactly one guest has the program compiled, by a helper: {outcomes:?}"
     );
     assert!(
-        outcomes.iter().all(|o| o.starts_with("compiled by a helper process")
-            || o.starts_with("compiled by a concurrent start")
-            || o.starts_with("cache hit")),
+        outcomes
+            .iter()
+            .all(|o| o.starts_with("compiled by a helper process")
+                || o.starts_with("compiled by a concurrent start")
+                || o.starts_with("cache hit")),
         "{outcomes:?}"
     );
     let leftovers: Vec<_> = walk(&containerd.cache_dir())
@@ -1265,12 +1267,10 @@ fn a_guest_killed_while_compiling_leaves_nothing_behind(version: Version) {
     );
     assert_eq!(text(&out.stdout), "compiles\n", "{}", text(&out.stderr));
     assert!(
-        containerd
-            .log()
-            .contains(
-                "container after-kill: program loaded (compiled by a helper process, then mapped; \
+        containerd.log().contains(
+            "container after-kill: program loaded (compiled by a helper process, then mapped; \
                  confined in "
-            ),
+        ),
         "the next start compiles itself, not waiting on a stale lock"
     );
 }
