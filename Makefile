@@ -24,7 +24,7 @@ setup: ## Install everything build, demo, test and bench need (scripts/setup.sh 
 build: demo-images ## Build the wasmcell command and the demo images (debug).
 	$(CARGO) build --workspace --locked
 
-demo-images: ## Build demo-app and write its three OCI tars to target/oci/ (one cargo build).
+demo-images: ## Build demo-app and demo-http and write their five OCI tars to target/oci/ (one cargo build).
 	@scripts/setup.sh build
 	$(CARGO) build -p demo-app --locked
 	@ls -l target/oci/*.tar
@@ -56,6 +56,7 @@ soak: ## Churn 2,000 containers and 200 pods with faults injected; target/soak/r
 lint: ## rustfmt check and clippy with warnings as errors.
 	@scripts/setup.sh build
 	$(CARGO) fmt --all -- --check
+	rustfmt --check --edition 2024 demo-app/http/src/lib.rs   # its own workspace (wasm32 only)
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 fmt: ## Format the code.

@@ -61,7 +61,7 @@ pub fn demo_tar(name: &str) -> PathBuf {
 }
 
 /// The three demo tars with the image names they must register.
-pub const DEMO_IMAGES: [(&str, &str); 3] = [
+pub const DEMO_IMAGES: [(&str, &str); 5] = [
     ("demo-app-image.tar", "localhost/wasmcell/demo-app:latest"),
     (
         "demo-app-wasm-layer.tar",
@@ -70,6 +70,11 @@ pub const DEMO_IMAGES: [(&str, &str); 3] = [
     (
         "demo-app-artifact.tar",
         "localhost/wasmcell/demo-app-artifact:latest",
+    ),
+    ("demo-http-image.tar", "localhost/wasmcell/demo-http:latest"),
+    (
+        "demo-http-artifact.tar",
+        "localhost/wasmcell/demo-http-artifact:latest",
     ),
 ];
 

@@ -17,6 +17,8 @@ fn demo_tars_hold_the_expected_images() {
         mt::OCI_LAYER_TAR,
         mt::WASM_COMPONENT_LAYER_V0,
         mt::WASM_LAYER,
+        mt::OCI_LAYER_TAR,
+        mt::WASM_LAYER,
     ];
     for ((file, name), layer_type) in DEMO_IMAGES.iter().zip(expect_layer) {
         let archive = read_archive(&demo_tar(file), ReadLimits::default()).unwrap();
@@ -40,6 +42,50 @@ fn demo_tars_hold_the_expected_images() {
             "{file}: the demo is a component"
         );
     }
+}
+
+#[test]
+fn the_http_demo_is_a_proxy_component() {
+    let archive = read_archive(&demo_tar("demo-http-artifact.tar"), ReadLimits::default()).unwrap();
+    let image = &archive.images[0];
+    let Config::Wasm(config) = &image.config else {
+        panic!("artifact config is not a wasm config")
+    };
+    assert_eq!(
+        config.component.as_ref().and_then(|c| c.target.as_deref()),
+        Some("wasi:http/proxy@0.2.0")
+    );
+    let decoded = wasmcell_oci::inspect_wasm(&image.layers[0].bytes).unwrap();
+    assert!(
+        decoded
+            .exports
+            .iter()
+            .any(|e| e.starts_with("wasi:http/incoming-handler@0.2.")),
+        "exports {:?}",
+        decoded.exports
+    );
+    assert!(
+        !decoded
+            .exports
+            .iter()
+            .any(|e| e.starts_with("wasi:cli/run")),
+        "a proxy component is not a command: {:?}",
+        decoded.exports
+    );
+    assert!(
+        decoded
+            .imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/outgoing-handler@0.2.")),
+        "/fetch needs outgoing-handler: {:?}",
+        decoded.imports
+    );
+    // The image form carries the same component at /demo-http.wasm.
+    let image_form = read_archive(&demo_tar("demo-http-image.tar"), ReadLimits::default()).unwrap();
+    assert_eq!(
+        image_form.images[0].names.first().map(String::as_str),
+        Some("localhost/wasmcell/demo-http:latest")
+    );
 }
 
 #[test]
@@ -114,6 +160,8 @@ fn skopeo_reads_every_demo_tar() {
         (mt::OCI_IMAGE_CONFIG, mt::OCI_LAYER_TAR),
         (mt::OCI_IMAGE_CONFIG, mt::WASM_COMPONENT_LAYER_V0),
         (mt::WASM_CONFIG_V0, mt::WASM_LAYER),
+        (mt::OCI_IMAGE_CONFIG, mt::OCI_LAYER_TAR),
+        (mt::WASM_CONFIG_V0, mt::WASM_LAYER),
     ];
     for ((file, _), (config_type, layer_type)) in DEMO_IMAGES.iter().zip(expect) {
         let reference = format!("oci-archive:{}", demo_tar(file).display());
@@ -171,6 +219,10 @@ fn containerd_1_6_imports_every_demo_tar_wasm_layers_without_unpacking() {
     // as the README says.
     ctr_imports(
         Version::V1_6,
-        &["demo-app-wasm-layer.tar", "demo-app-artifact.tar"],
+        &[
+            "demo-app-wasm-layer.tar",
+            "demo-app-artifact.tar",
+            "demo-http-artifact.tar",
+        ],
     );
 }
