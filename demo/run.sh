@@ -78,4 +78,20 @@ until ctr task ls | grep -q "demo-daemon.*STOPPED"; do sleep 0.05; done
 run ctr task ls
 run ctr task delete demo-daemon || true
 run ctr container delete demo-daemon
+say "serving HTTP: demo-http, a wasi:http/proxy component, one instance per request"
+run ctr image import --all-platforms target/oci/demo-http-image.tar
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+run ctr run -d --net-host --env "WASMCELL_HTTP_ADDR=127.0.0.1:$PORT" "${RT[@]}" \
+  localhost/wasmcell/demo-http:latest demo-http /demo-http.wasm
+until curl -s -o /dev/null "http://127.0.0.1:$PORT/"; do sleep 0.05; done
+run curl -s "http://127.0.0.1:$PORT/"
+run curl -s -X POST --data 'echoed by a fresh instance' "http://127.0.0.1:$PORT/echo"; echo
+run curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$PORT/status/418"
+run curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$PORT/trap"
+run curl -s "http://127.0.0.1:$PORT/"
+run ctr task kill demo-http
+until ctr task ls | grep -q "demo-http.*STOPPED"; do sleep 0.05; done
+run ctr task delete demo-http || true
+run ctr container delete demo-http
+
 say "done: wasmcell ran the demo under containerd"

@@ -20,7 +20,8 @@ die() { log "$*"; exit 1; }
 #   protobuf-compiler  containerd-client's and k8s-cri's protos are compiled at build time
 #   gcc libc6-dev make the build itself (-sys crates, build scripts) and bench's static programs
 pkgs_build=(protobuf-compiler gcc libc6-dev make)
-pkgs_demo=()
+#   curl python3       make demo's HTTP requests and its free-port pick
+pkgs_demo=(curl python3)
 #   skopeo             an independent OCI client (push, inspect) in the tests
 #   docker-registry    a real OCI registry on 127.0.0.1 for CRI pulls
 #   containernetworking-plugins  CNI for the tests' pod networks

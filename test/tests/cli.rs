@@ -212,6 +212,8 @@ fn worlds_lists_what_the_host_provides() {
     for name in [
         "  wasi:cli/environment@0.2.12",
         "  wasi:sockets/tcp@0.2.12",
+        "wasi:http/proxy@0.2.12 (components exporting wasi:http/incoming-handler, served over HTTP; imports at any 0.2.x version match)",
+        "  wasi:http/outgoing-handler@0.2.12",
         "wasi_snapshot_preview1 (core modules)",
         "  wasi_snapshot_preview1.fd_write",
     ] {
@@ -220,7 +222,8 @@ fn worlds_lists_what_the_host_provides() {
     let json: serde_json::Value =
         serde_json::from_str(&run_ok(wasmcell_bin(), &["worlds", "--json"])).unwrap();
     assert_eq!(json[0]["world"], "wasi:cli/command@0.2.12");
-    assert_eq!(json[1]["kind"], "module");
+    assert_eq!(json[1]["world"], "wasi:http/proxy@0.2.12");
+    assert_eq!(json[2]["kind"], "module");
 }
 
 /// `wasmcell inspect` judges an archive as the shim would, for this host and a policy.

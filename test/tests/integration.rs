@@ -26,6 +26,7 @@ mod cli;
 mod confinement;
 mod demo_images;
 mod faults;
+mod http;
 mod kubernetes;
 mod shim;
 mod validation;

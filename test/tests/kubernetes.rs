@@ -27,7 +27,7 @@ on_2_1_and_1_7!(
 pub(crate) struct Node {
     cri: Cri,
     pub(crate) containerd: Containerd,
-    registry: Registry,
+    pub(crate) registry: Registry,
     /// Pushed references: the classic demo image.
     pub(crate) demo_image: String,
     temp: tempfile::TempDir,

@@ -186,8 +186,10 @@ fn verdict(image: &Image, engine: &WasmEngine, policy: &Policy, compile: bool) -
             .validate(&wasm_layers)
             .map_err(|e| e.to_string())
             .and_then(|()| match &config.component {
-                Some(c) => host::check_declared(&c.imports, c.target.as_deref(), policy)
-                    .map_err(|r| r.to_string()),
+                Some(c) => {
+                    host::check_declared(&c.imports, &c.exports, c.target.as_deref(), policy)
+                        .map_err(|r| r.to_string())
+                }
                 None => Ok(()),
             });
         checks.push(check("wasm config", result));
@@ -199,7 +201,7 @@ fn verdict(image: &Image, engine: &WasmEngine, policy: &Policy, compile: bool) -
             Ok(info) => {
                 let component = info.kind == WasmKind::Component;
                 let names = engine
-                    .check_import_names(component, &info.imports, policy)
+                    .check_import_names(component, &info.imports, &info.exports, policy)
                     .map_err(|e| e.to_string());
                 checks.push(check("binary imports", names));
                 if let Some(imports) = declared

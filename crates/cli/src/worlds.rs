@@ -31,7 +31,12 @@ pub fn run(args: &WorldsArgs) -> anyhow::Result<()> {
                 let series = host::WASI_P2_VERSION
                     .rsplit_once('.')
                     .map_or(host::WASI_P2_VERSION, |(series, _)| series);
-                format!("components; imports at any {series}.x version match")
+                let served = if world.name.starts_with(host::PROXY_WORLD) {
+                    "components exporting wasi:http/incoming-handler, served over HTTP; "
+                } else {
+                    "components; "
+                };
+                format!("{served}imports at any {series}.x version match")
             }
             _ => "core modules".to_owned(),
         };

@@ -57,6 +57,27 @@ pub fn compiler_config() -> Config {
     config
 }
 
+/// [`engine_config`] for serving `wasi:http/proxy` components: epoch interruption (the
+/// server advances the epoch every [`crate::EPOCH_TICK`], so a busy handler yields and its
+/// deadline can stop it) and the pooling allocator (instances come from pre-reserved slots,
+/// and a module's initial heap is mapped copy-on-write, so a fresh instance per request costs
+/// microseconds). Slots are reserved address space, not memory: only touched pages are
+/// resident.
+pub fn serve_config() -> Config {
+    let mut config = engine_config();
+    let mut pooling = wasmtime::PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(1000)
+        .total_core_instances(1000)
+        .total_memories(1000)
+        .total_tables(1000)
+        .total_stacks(1000);
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+    config
+}
+
 /// Hex sha256 over the cache format, the wasmtime version and
 /// [`Engine::precompile_compatibility_hash`] (target, Cranelift and ISA flags, tunables, wasm
 /// features). Deterministic across processes on one machine; differs between CPUs with

@@ -50,6 +50,12 @@ pub enum EngineError {
         #[source]
         source: BoxError,
     },
+    /// The HTTP listener could not be handed to the runtime.
+    #[error("cannot serve on the listening socket")]
+    Listen {
+        #[source]
+        source: std::io::Error,
+    },
     /// [`crate::WasmEngine::compile_to_cache`] on an engine without a cache.
     #[error("no compile cache is configured to compile into")]
     NoCache,

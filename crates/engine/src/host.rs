@@ -51,6 +51,119 @@ pub const WASI_P2_INTERFACES: &[&str] = &[
     "wasi:sockets/udp-create-socket",
 ];
 
+/// The `wasi:http` interfaces an HTTP component gets beyond [`WASI_P2_INTERFACES`]
+/// (wasmtime-wasi-http's `add_only_http_to_linker_async`), at [`WASI_P2_VERSION`].
+pub const WASI_HTTP_INTERFACES: &[&str] = &["wasi:http/outgoing-handler", "wasi:http/types"];
+
+/// The world HTTP components are served in.
+pub const PROXY_WORLD: &str = "wasi:http/proxy";
+
+/// The export that makes a component an HTTP handler.
+pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
+
+/// The export that makes a component a command.
+pub const CLI_RUN: &str = "wasi:cli/run";
+
+/// The worlds components run in. A component's exports choose ([`HostWorld::for_exports`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostWorld {
+    /// `wasi:cli/command`: run once, from `wasi:cli/run`.
+    Command,
+    /// `wasi:http/proxy`: served, one instance per request of `wasi:http/incoming-handler`.
+    /// It provides everything the command world does (as `wasmtime serve` does) plus
+    /// [`WASI_HTTP_INTERFACES`].
+    Proxy,
+}
+
+impl HostWorld {
+    /// The unversioned world name.
+    pub fn unversioned(self) -> &'static str {
+        match self {
+            HostWorld::Command => COMMAND_WORLD,
+            HostWorld::Proxy => PROXY_WORLD,
+        }
+    }
+
+    /// `wasi:cli/command@0.2.12`.
+    pub fn name(self) -> String {
+        format!("{}@{WASI_P2_VERSION}", self.unversioned())
+    }
+
+    /// The unversioned interfaces this world provides.
+    pub fn interfaces(self) -> impl Iterator<Item = &'static str> {
+        let http: &[&str] = match self {
+            HostWorld::Command => &[],
+            HostWorld::Proxy => WASI_HTTP_INTERFACES,
+        };
+        WASI_P2_INTERFACES.iter().chain(http).copied()
+    }
+
+    /// Whether this world provides `unversioned`.
+    pub fn provides(self, unversioned: &str) -> bool {
+        self.interfaces().any(|i| i == unversioned)
+    }
+
+    /// The world as `wasmcell worlds` lists it.
+    pub fn world(self) -> World {
+        let mut provides: Vec<String> = self
+            .interfaces()
+            .map(|name| format!("{name}@{WASI_P2_VERSION}"))
+            .collect();
+        provides.sort();
+        World {
+            name: self.name(),
+            kind: "component",
+            provides,
+        }
+    }
+
+    /// The world a component with these exports runs in: the proxy world when it exports
+    /// `wasi:http/incoming-handler@0.2.x`, else the command world. Exporting both the handler
+    /// and `wasi:cli/run` is refused: which one to run would be a guess.
+    pub fn for_exports<'a>(
+        exports: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HostWorld, String> {
+        let (mut handler, mut run) = (None, None);
+        for export in exports {
+            let Some(name) = InterfaceName::parse(export) else {
+                continue;
+            };
+            let p2 = name
+                .version
+                .is_some_and(|v| versions_compatible(v, WASI_P2_VERSION));
+            if name.unversioned == INCOMING_HANDLER && p2 {
+                handler = Some(export);
+            } else if name.unversioned == CLI_RUN {
+                run = Some(export);
+            }
+        }
+        match (handler, run) {
+            (Some(handler), Some(run)) => Err(format!(
+                "the component exports both {run} and {handler}: wasmcell runs a command or \
+                 serves HTTP, not both; build it for one world (wasi:cli/command or \
+                 wasi:http/proxy)"
+            )),
+            (Some(_), None) => Ok(HostWorld::Proxy),
+            _ => Ok(HostWorld::Command),
+        }
+    }
+
+    /// The world an artifact's `component.target` names, if it is one of ours at a compatible
+    /// version (an unversioned name is accepted).
+    pub fn for_target(target: &str) -> Option<HostWorld> {
+        let name = InterfaceName::parse(target)?;
+        if !name
+            .version
+            .is_none_or(|v| versions_compatible(v, WASI_P2_VERSION))
+        {
+            return None;
+        }
+        [HostWorld::Command, HostWorld::Proxy]
+            .into_iter()
+            .find(|world| world.unversioned() == name.unversioned)
+    }
+}
+
 /// The interface name preview 1's socket functions (`sock_*`) stand for in a [`Policy`]:
 /// denying `wasi:sockets/*` (or `wasi:sockets/tcp`) also denies them.
 pub const PREVIEW1_SOCKETS_AS: &str = "wasi:sockets/tcp";
@@ -66,17 +179,10 @@ pub struct World {
     pub provides: Vec<String>,
 }
 
-/// The component world, versioned. Preview 1 needs the linker; see
+/// The command world, versioned. Preview 1 needs the linker; see
 /// [`WasmEngine::worlds`](crate::WasmEngine::worlds).
 pub fn component_world() -> World {
-    World {
-        name: format!("{COMMAND_WORLD}@{WASI_P2_VERSION}"),
-        kind: "component",
-        provides: WASI_P2_INTERFACES
-            .iter()
-            .map(|name| format!("{name}@{WASI_P2_VERSION}"))
-            .collect(),
-    }
+    HostWorld::Command.world()
 }
 
 /// An import name split as the component model names interfaces:
@@ -157,6 +263,9 @@ pub struct Policy {
     pub deny: Vec<String>,
     /// Where the policy came from (a file path or "containerd runtime options"), for messages.
     pub source: String,
+    /// Destinations HTTP components may send requests to ([`crate::outbound`]); empty (the
+    /// default): none.
+    pub allow_outbound: Vec<String>,
 }
 
 /// Why policy TOML was refused.
@@ -180,6 +289,14 @@ pub enum PolicyError {
         /// The pattern.
         pattern: String,
     },
+    /// An `allow_outbound` entry that is not a destination.
+    #[error("wasmcell policy {source_name}: {error}")]
+    Outbound {
+        /// Where the TOML came from.
+        source_name: String,
+        /// What is wrong with the entry.
+        error: crate::outbound::OutboundPatternError,
+    },
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -187,6 +304,8 @@ pub enum PolicyError {
 struct PolicyToml {
     #[serde(default)]
     deny: Vec<String>,
+    #[serde(default)]
+    allow_outbound: Vec<String>,
     // containerd's CRI copies a runtime's whole `options` table to the shim; these two keys
     // belong to containerd, not to the policy.
     #[serde(default, rename = "TypeUrl")]
@@ -196,8 +315,9 @@ struct PolicyToml {
 }
 
 impl Policy {
-    /// Parses policy TOML: one key, `deny = ["pattern", ...]`; unknown keys are errors, so a
-    /// misspelt key cannot silently allow everything. `source_name` says where it came from.
+    /// Parses policy TOML: `deny = ["pattern", ...]` and `allow_outbound = ["destination",
+    /// ...]`, both optional; unknown keys are errors, so a misspelt key cannot silently allow
+    /// everything. `source_name` says where it came from.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
         let parsed: PolicyToml = toml::from_str(text).map_err(|e| PolicyError::Parse {
             source_name: source_name.to_owned(),
@@ -213,9 +333,16 @@ impl Policy {
                 pattern: bad.clone(),
             });
         }
+        crate::outbound::validate(&parsed.allow_outbound).map_err(|error| {
+            PolicyError::Outbound {
+                source_name: source_name.to_owned(),
+                error,
+            }
+        })?;
         Ok(Policy {
             deny: parsed.deny,
             source: source_name.to_owned(),
+            allow_outbound: parsed.allow_outbound,
         })
     }
 }
@@ -360,23 +487,24 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// Checks component import names against [`WASI_P2_INTERFACES`] and `policy`, collecting
+/// Checks component import names against what `world` provides and `policy`, collecting
 /// every refusal. Names that are not interfaces (plain `foo`) are never provided.
 pub fn check_component_names<'a>(
+    world: HostWorld,
     imports: impl IntoIterator<Item = &'a str>,
     policy: &Policy,
 ) -> Result<(), Refusal> {
     let refused = imports
         .into_iter()
         .filter_map(|import| {
-            let reason = component_refusal(import, policy)?;
+            let reason = component_refusal(world, import, policy)?;
             Some(Refused {
                 import: import.to_owned(),
                 reason,
             })
         })
         .collect();
-    Refusal::unless_empty(refused, component_world().name)
+    Refusal::unless_empty(refused, world.name())
 }
 
 /// Checks core-module imports (`(module, function)`) against the preview 1 functions the
@@ -411,41 +539,50 @@ pub fn check_module_names<'a>(
     Refusal::unless_empty(refused, PREVIEW1_MODULE.to_owned())
 }
 
-/// Checks what an artifact's wasm config declares, without the binary: its
-/// `component.imports` (as [`check_component_names`]) and, when set, its `target` world, which
-/// must be the command world at a compatible version (an unversioned name is accepted; the
-/// binary check has the last word).
+/// Checks what an artifact's wasm config declares, without the binary: its `target` world,
+/// when set, must be one of the host's worlds at a compatible version (an unversioned name is
+/// accepted), and its `component.imports` are checked (as [`check_component_names`]) against
+/// that world, or, without a target, the world its declared `exports` choose. The binary check
+/// has the last word.
 pub fn check_declared(
     imports: &[String],
+    exports: &[String],
     target: Option<&str>,
     policy: &Policy,
 ) -> Result<(), Refusal> {
-    let mut refused = match check_component_names(imports.iter().map(String::as_str), policy) {
-        Ok(()) => Vec::new(),
-        Err(refusal) => refusal.refused,
+    let by_exports = HostWorld::for_exports(exports.iter().map(String::as_str));
+    let world = match (target, &by_exports) {
+        (Some(target), _) => HostWorld::for_target(target),
+        (None, Ok(world)) => Some(*world),
+        (None, Err(_)) => None,
     };
-    if let Some(target) = target {
-        let runs = InterfaceName::parse(target).is_some_and(|name| {
-            name.unversioned == COMMAND_WORLD
-                && name
-                    .version
-                    .is_none_or(|v| versions_compatible(v, WASI_P2_VERSION))
-        });
-        if !runs {
-            refused.push(Refused {
-                import: format!("target world {target}"),
-                reason: RefusedBecause::NotProvided {
-                    instead: vec![component_world().name],
-                },
-            });
-        }
+    let checked = world.unwrap_or(HostWorld::Command);
+    let mut refused =
+        match check_component_names(checked, imports.iter().map(String::as_str), policy) {
+            Ok(()) => Vec::new(),
+            Err(refusal) => refusal.refused,
+        };
+    match (target, world, by_exports) {
+        (Some(target), None, _) => refused.push(Refused {
+            import: format!("target world {target}"),
+            reason: RefusedBecause::NotProvided {
+                instead: vec![HostWorld::Command.name(), HostWorld::Proxy.name()],
+            },
+        }),
+        (_, _, Err(both)) => refused.push(Refused {
+            import: "exports".to_owned(),
+            reason: RefusedBecause::NotProvided {
+                instead: vec![both],
+            },
+        }),
+        _ => {}
     }
-    Refusal::unless_empty(refused, component_world().name)
+    Refusal::unless_empty(refused, checked.name())
 }
 
-fn component_refusal(import: &str, policy: &Policy) -> Option<RefusedBecause> {
+fn component_refusal(world: HostWorld, import: &str, policy: &Policy) -> Option<RefusedBecause> {
     let provided = InterfaceName::parse(import).is_some_and(|name| {
-        WASI_P2_INTERFACES.contains(&name.unversioned)
+        world.provides(name.unversioned)
             && name
                 .version
                 .is_some_and(|v| versions_compatible(v, WASI_P2_VERSION))
@@ -453,14 +590,14 @@ fn component_refusal(import: &str, policy: &Policy) -> Option<RefusedBecause> {
     if !provided {
         let instead = InterfaceName::parse(import)
             .map(|name| {
-                WASI_P2_INTERFACES
-                    .iter()
+                world
+                    .interfaces()
                     .filter(|host| {
-                        if *host == &name.unversioned {
+                        if *host == name.unversioned {
                             return true;
                         }
                         // Siblings only help when the interface itself is missing.
-                        !WASI_P2_INTERFACES.contains(&name.unversioned)
+                        !world.provides(name.unversioned)
                             && host.split('/').next() == Some(name.package)
                     })
                     .map(|host| format!("{host}@{WASI_P2_VERSION}"))
@@ -484,8 +621,11 @@ mod tests {
     #[test]
     fn a_refusal_of_100_000_imports_names_the_first_twenty() {
         let names: Vec<String> = (0..100_000).map(|n| format!("foo{n}")).collect();
-        let Err(refusal) = check_component_names(names.iter().map(String::as_str), &policy(&[]))
-        else {
+        let Err(refusal) = check_component_names(
+            HostWorld::Command,
+            names.iter().map(String::as_str),
+            &policy(&[]),
+        ) else {
             panic!("expected a refusal");
         };
         assert_eq!(refusal.refused.len(), 100_000);
@@ -534,6 +674,7 @@ mod tests {
         Policy {
             deny: deny.iter().map(|s| s.to_string()).collect(),
             source: "test".into(),
+            ..Policy::default()
         }
     }
 
@@ -548,7 +689,8 @@ mod tests {
             "foo",
             "wasi:io/streams",
         ];
-        let refusal = check_component_names(imports, &policy(&["wasi:sockets/*"]));
+        let refusal =
+            check_component_names(HostWorld::Command, imports, &policy(&["wasi:sockets/*"]));
         let Err(refusal) = refusal else {
             panic!("expected a refusal");
         };
@@ -578,21 +720,71 @@ mod tests {
     }
 
     #[test]
-    fn declared_targets_must_be_the_command_world() {
+    fn declared_targets_must_be_a_host_world() {
         let ok = ["wasi:cli/environment@0.2.0".to_owned()];
+        let http = [
+            "wasi:http/types@0.2.0".to_owned(),
+            "wasi:http/outgoing-handler@0.2.3".to_owned(),
+        ];
+        let handler = ["wasi:http/incoming-handler@0.2.0".to_owned()];
         let none = Policy::default();
-        assert!(check_declared(&ok, Some("wasi:cli/command@0.2.0"), &none).is_ok());
-        assert!(check_declared(&ok, Some("wasi:cli/command"), &none).is_ok());
-        assert!(check_declared(&ok, None, &none).is_ok());
-        let text = check_declared(&ok, Some("wasi:http/proxy@0.2.0"), &none)
-            .err()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
+        let check = |imports: &[String], exports: &[String], target| {
+            check_declared(imports, exports, target, &none)
+                .err()
+                .map(|r| r.to_string())
+        };
+        assert_eq!(check(&ok, &[], Some("wasi:cli/command@0.2.0")), None);
+        assert_eq!(check(&ok, &[], Some("wasi:cli/command")), None);
+        assert_eq!(check(&ok, &[], None), None);
+        assert_eq!(check(&http, &handler, Some("wasi:http/proxy@0.2.0")), None);
+        assert_eq!(
+            check(&http, &handler, None),
+            None,
+            "the exports choose the world"
+        );
+        let text = check(&http, &[], Some("wasi:cli/command@0.2.0")).unwrap_or_default();
         assert!(
-            text.contains("target world wasi:http/proxy@0.2.0 (not provided; the host has wasi:cli/command@0.2.12)"),
+            text.contains("(wasi:cli/command@0.2.12)")
+                && text.contains("wasi:http/types@0.2.0 (not provided by this host)"),
             "{text}"
         );
-        assert!(check_declared(&ok, Some("wasi:cli/command@0.3.0"), &none).is_err());
+        let text = check(&ok, &[], Some("wasi:http/proxy@0.3.0")).unwrap_or_default();
+        assert!(
+            text.contains(
+                "target world wasi:http/proxy@0.3.0 (not provided; the host has \
+                 wasi:cli/command@0.2.12, wasi:http/proxy@0.2.12)"
+            ),
+            "{text}"
+        );
+        assert!(check(&ok, &[], Some("wasi:cli/command@0.3.0")).is_some());
+        let both = [handler[0].clone(), "wasi:cli/run@0.2.0".to_owned()];
+        let text = check(&http, &both, None).unwrap_or_default();
+        assert!(
+            text.contains("exports both wasi:cli/run@0.2.0 and"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_exports_choose_the_world() {
+        assert_eq!(
+            HostWorld::for_exports(["wasi:http/incoming-handler@0.2.12"]),
+            Ok(HostWorld::Proxy)
+        );
+        assert_eq!(
+            HostWorld::for_exports(["wasi:cli/run@0.2.0"]),
+            Ok(HostWorld::Command)
+        );
+        assert_eq!(HostWorld::for_exports([]), Ok(HostWorld::Command));
+        // A 0.3 handler is not ours (yet): checked as a command, which refuses it clearly.
+        assert_eq!(
+            HostWorld::for_exports(["wasi:http/incoming-handler@0.3.0"]),
+            Ok(HostWorld::Command)
+        );
+        assert!(
+            HostWorld::for_exports(["wasi:cli/run@0.2.0", "wasi:http/incoming-handler@0.2.0"])
+                .is_err()
+        );
     }
 
     #[test]
@@ -615,6 +807,19 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("empty or contains whitespace")));
+        let ok = Policy::from_toml("allow_outbound = [\"http://127.0.0.1:9000\"]", "opts");
+        assert_eq!(
+            ok.map(|p| p.allow_outbound),
+            Ok(vec!["http://127.0.0.1:9000".to_owned()])
+        );
+        let err = Policy::from_toml("allow_outbound = [\"127.0.0.1\"]", "/etc/x.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("wasmcell policy /etc/x.toml: allow_outbound entry \"127.0.0.1\":"),
+            "{err}"
+        );
     }
 
     #[test]

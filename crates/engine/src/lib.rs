@@ -14,7 +14,9 @@ mod cache;
 pub mod config;
 mod error;
 pub mod host;
+pub mod outbound;
 mod run;
+mod serve;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,8 +27,9 @@ use wasmtime::component::Component;
 
 use cache::{Cache, Kind, Lookup};
 pub use error::{BoxError, EngineError};
-pub use host::{Policy, World};
+pub use host::{HostWorld, Policy, World};
 pub use run::{ExitStatus, Preopen, RunSpec, Stdio};
+pub use serve::{EPOCH_TICK, ServeLimits, ServeSpec, ServeSummary};
 
 /// How to build a [`WasmEngine`]. The default has no disk cache.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,6 +41,10 @@ pub struct EngineOptions {
     /// Compile on every core ([`config::compiler_config`]). Default `false`: compiling never
     /// starts a thread, as a guest process must not carry a thread pool.
     pub compile_in_parallel: bool,
+    /// Configure for serving `wasi:http/proxy` components ([`config::serve_config`]: epoch
+    /// interruption, the pooling allocator). Its code differs, so it has its own fingerprint
+    /// and cache directory. Default `false`: the command configuration.
+    pub serve_http: bool,
 }
 
 /// A compiled program, ready to run.
@@ -121,11 +128,12 @@ impl WasmEngine {
     /// Creates the engine with [`config::engine_config`] and opens (creating if needed) the
     /// cache directory `<cache_dir>/<fingerprint>`.
     pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
-        let config = if options.compile_in_parallel {
-            config::compiler_config()
+        let mut config = if options.serve_http {
+            config::serve_config()
         } else {
             config::engine_config()
         };
+        config.parallel_compilation(options.compile_in_parallel);
         let engine = Engine::new(&config).map_err(|e| EngineError::Engine { source: e.into() })?;
         let fingerprint = config::fingerprint(&engine);
         let cache = match &options.cache_dir {
@@ -320,12 +328,15 @@ impl WasmEngine {
         &self,
         component: bool,
         imports: &[String],
+        exports: &[String],
         policy: &Policy,
     ) -> Result<(), EngineError> {
         let kind = if component { "component" } else { "module" };
         let refused = |refusal| EngineError::Refused { kind, refusal };
         if component {
-            return host::check_component_names(imports.iter().map(String::as_str), policy)
+            let world = HostWorld::for_exports(exports.iter().map(String::as_str))
+                .map_err(|message| EngineError::Unsatisfied { kind, message })?;
+            return host::check_component_names(world, imports.iter().map(String::as_str), policy)
                 .map_err(refused);
         }
         let provided = run::preview1_functions(&self.engine)?;
@@ -347,12 +358,25 @@ impl WasmEngine {
         }
     }
 
-    /// The worlds this host runs guests in, from the linkers [`WasmEngine::run`] uses: the
-    /// WASI 0.2 command world for components, and `wasi_snapshot_preview1` for modules.
+    /// The world `program` runs in: a module's is preview 1 (`None`); a component's is
+    /// chosen by its exports ([`HostWorld::for_exports`]).
+    pub fn world_of(&self, program: &Program) -> Result<Option<HostWorld>, EngineError> {
+        match program {
+            Program::Module(_) => Ok(None),
+            Program::Component(component) => {
+                run::component_world_of(&self.engine, component).map(Some)
+            }
+        }
+    }
+
+    /// The worlds this host runs guests in, from the linkers [`WasmEngine::run`] and
+    /// [`WasmEngine::serve`] use: the WASI 0.2 command world and the `wasi:http/proxy` world
+    /// for components, and `wasi_snapshot_preview1` for modules.
     pub fn worlds(&self) -> Result<Vec<World>, EngineError> {
         let preview1 = run::preview1_functions(&self.engine)?;
         Ok(vec![
             host::component_world(),
+            HostWorld::Proxy.world(),
             World {
                 name: host::PREVIEW1_MODULE.to_owned(),
                 kind: "module",
@@ -372,6 +396,40 @@ impl WasmEngine {
             Program::Module(module) => run::run_module(&self.engine, module, spec),
             Program::Component(component) => run::run_component(&self.engine, component, spec),
         }
+    }
+
+    /// Serves a `wasi:http/proxy` component on `listener` (see [`ServeSpec`]) on a tokio
+    /// runtime of `workers` threads, until the future `shutdown` makes (inside that runtime)
+    /// resolves; then drains and returns. The engine must have been created with
+    /// [`EngineOptions::serve_http`].
+    pub fn serve<F>(
+        &self,
+        program: &Program,
+        listener: std::net::TcpListener,
+        spec: ServeSpec,
+        workers: usize,
+        shutdown: impl FnOnce() -> F,
+    ) -> Result<ServeSummary, EngineError>
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        let Program::Component(component) = program else {
+            return Err(EngineError::Unsatisfied {
+                kind: "module",
+                message: "only components can serve wasi:http".to_owned(),
+            });
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name("wasmcell-http")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|source| EngineError::Runtime { source })?;
+        runtime.block_on(async {
+            let shutdown = shutdown();
+            serve::serve(&self.engine, component, listener, spec, shutdown).await
+        })
     }
 
     /// Hex sha256 identifying the engine configuration and wasmtime version; the name of this

@@ -17,7 +17,7 @@ use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::EngineError;
-use crate::host::{self, Policy};
+use crate::host::{self, HostWorld, Policy};
 
 /// What to run a program with. `RunSpec::default()` is: no arguments, empty environment, no
 /// preopens, no cwd, unlimited memory, no network, `_start` (modules) or `wasi:cli/run`
@@ -207,19 +207,46 @@ pub(crate) fn check_imports(
                 .map_err(unsatisfied("module"))?;
         }
         crate::Program::Component(component) => {
+            let world = component_world_of(engine, component)?;
             let names = component_import_names(engine, component);
-            host::check_component_names(names.iter().map(String::as_str), policy).map_err(
+            host::check_component_names(world, names.iter().map(String::as_str), policy).map_err(
                 |refusal| EngineError::Refused {
                     kind: "component",
                     refusal,
                 },
             )?;
-            component_linker(engine)?
-                .instantiate_pre(component)
-                .map_err(unsatisfied("component"))?;
+            match world {
+                HostWorld::Command => component_linker(engine)?
+                    .instantiate_pre(component)
+                    .map(drop),
+                HostWorld::Proxy => {
+                    crate::serve::proxy_linker::<crate::serve::RequestState>(engine)?
+                        .instantiate_pre(component)
+                        .map(drop)
+                }
+            }
+            .map_err(unsatisfied("component"))?;
         }
     }
     Ok(())
+}
+
+/// The world `component` runs in, from its exports ([`HostWorld::for_exports`]).
+pub(crate) fn component_world_of(
+    engine: &Engine,
+    component: &Component,
+) -> Result<HostWorld, EngineError> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    HostWorld::for_exports(exports.iter().map(String::as_str)).map_err(|message| {
+        EngineError::Unsatisfied {
+            kind: "component",
+            message,
+        }
+    })
 }
 
 /// The top-level import names of `component`, in its order.
@@ -548,17 +575,64 @@ mod tests {
         ("wasi:sockets/udp-create-socket", "create-udp-socket"),
     ];
 
-    fn linker_defines(engine: &Engine, interface: &str, member: &str) -> Result<bool, String> {
+    fn probe(engine: &Engine, interface: &str, member: &str) -> Result<Component, String> {
         let wat = format!(
             r#"(component (import "{interface}" (instance (export "{member}" (func (param "wasmcell-probe" u8))))))"#
         );
         let bytes = wat::parse_str(&wat).map_err(|e| e.to_string())?;
-        let component = Component::from_binary(engine, &bytes).map_err(|e| e.to_string())?;
-        let linker = component_linker(engine).map_err(|e| e.to_string())?;
-        match linker.instantiate_pre(&component) {
+        Component::from_binary(engine, &bytes).map_err(|e| e.to_string())
+    }
+
+    fn defined(result: wasmtime::Result<impl Sized>, interface: &str) -> Result<bool, String> {
+        match result {
             Ok(_) => Err(format!("{interface}: the probe type-checked")),
             Err(e) => Ok(!format!("{e:#}").contains("implementation is missing")),
         }
+    }
+
+    fn linker_defines(engine: &Engine, interface: &str, member: &str) -> Result<bool, String> {
+        let component = probe(engine, interface, member)?;
+        let linker = component_linker(engine).map_err(|e| e.to_string())?;
+        defined(linker.instantiate_pre(&component), interface)
+    }
+
+    fn proxy_linker_defines(
+        engine: &Engine,
+        interface: &str,
+        member: &str,
+    ) -> Result<bool, String> {
+        let component = probe(engine, interface, member)?;
+        let linker = crate::serve::proxy_linker::<crate::serve::RequestState>(engine)
+            .map_err(|e| e.to_string())?;
+        defined(linker.instantiate_pre(&component), interface)
+    }
+
+    #[test]
+    fn the_proxy_world_is_what_its_linker_defines() -> Result<(), String> {
+        let engine = Engine::new(&crate::config::serve_config()).map_err(|e| e.to_string())?;
+        let http = [
+            ("wasi:http/outgoing-handler", "handle"),
+            ("wasi:http/types", "http-error-code"),
+        ];
+        let listed: Vec<&str> = http.iter().map(|(name, _)| *name).collect();
+        assert_eq!(listed, host::WASI_HTTP_INTERFACES);
+        for (interface, member) in MEMBERS.iter().chain(&http) {
+            let versioned = format!("{interface}@{}", host::WASI_P2_VERSION);
+            assert!(
+                proxy_linker_defines(&engine, &versioned, member)?,
+                "{versioned} is in the proxy world but its linker does not define it"
+            );
+            assert!(host::HostWorld::Proxy.provides(interface));
+        }
+        for (interface, member) in http {
+            let versioned = format!("{interface}@{}", host::WASI_P2_VERSION);
+            assert!(
+                !linker_defines(&engine, &versioned, member)?,
+                "commands get no {interface}"
+            );
+            assert!(!host::HostWorld::Command.provides(interface));
+        }
+        Ok(())
     }
 
     #[test]

@@ -759,6 +759,7 @@ fn a_deny_policy_refuses_components_and_preview1_sockets() -> Result<(), Box<dyn
     let deny_sockets = Policy {
         deny: vec!["wasi:sockets/*".into()],
         source: "/etc/wasmcell/strict.toml".into(),
+        ..Policy::default()
     };
     let tcp = engine
         .load(&wat::parse_str(
@@ -802,15 +803,35 @@ fn worlds_name_what_the_linkers_provide() -> Result<(), Box<dyn std::error::Erro
     let engine = WasmEngine::new(EngineOptions::default())?;
     let worlds = engine.worlds()?;
     let names: Vec<&str> = worlds.iter().map(|w| w.name.as_str()).collect();
-    assert_eq!(names, ["wasi:cli/command@0.2.12", "wasi_snapshot_preview1"]);
+    assert_eq!(
+        names,
+        [
+            "wasi:cli/command@0.2.12",
+            "wasi:http/proxy@0.2.12",
+            "wasi_snapshot_preview1"
+        ]
+    );
     assert!(
         worlds[0]
             .provides
             .iter()
             .any(|i| i == "wasi:cli/environment@0.2.12")
     );
+    // The proxy world is the command world plus wasi:http.
+    let http_only: Vec<&String> = worlds[1]
+        .provides
+        .iter()
+        .filter(|i| !worlds[0].provides.contains(i))
+        .collect();
+    assert_eq!(
+        http_only,
+        [
+            "wasi:http/outgoing-handler@0.2.12",
+            "wasi:http/types@0.2.12"
+        ]
+    );
     assert!(
-        worlds[1]
+        worlds[2]
             .provides
             .iter()
             .any(|f| f == "wasi_snapshot_preview1.fd_write")

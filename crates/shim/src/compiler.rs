@@ -1,5 +1,6 @@
 //! The compile helper: a guest whose program is not in the compile cache does not compile it
-//! itself but runs this binary as `__wasmcell-compile PROGRAM CACHE_DIR PARENT_PID` and waits,
+//! itself but runs this binary as `__wasmcell-compile PROGRAM CACHE_DIR PARENT_PID run|serve`
+//! and waits,
 //! holding the entry's compile lock, then maps the entry like any cache hit.
 //!
 //! Why a process of its own: a compile leaves the compiling process with Cranelift's heap
@@ -19,15 +20,21 @@ use wasmcell_engine::{EngineOptions, WasmEngine};
 
 /// First argument that selects compile-helper mode.
 pub const COMPILE_ARG: &str = "__wasmcell-compile";
+/// Last argument: compile for running a command.
+const RUN: &str = "run";
+/// Last argument: compile for serving HTTP (the engine configuration differs).
+const SERVE: &str = "serve";
 
-/// Runs the helper for `program` into the cache at `cache_dir` and waits for it.
-pub fn compile_in_helper(program: &Path, cache_dir: &Path) -> Result<(), String> {
+/// Runs the helper for `program` into the cache at `cache_dir` and waits for it; with
+/// `serve_http` it compiles for the HTTP serving configuration.
+pub fn compile_in_helper(program: &Path, cache_dir: &Path, serve_http: bool) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
     let output = Command::new(exe)
         .arg(COMPILE_ARG)
         .arg(program)
         .arg(cache_dir)
         .arg(std::process::id().to_string())
+        .arg(if serve_http { SERVE } else { RUN })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -46,9 +53,19 @@ pub fn compile_in_helper(program: &Path, cache_dir: &Path) -> Result<(), String>
 
 /// Entry point of compile-helper mode; returns the process exit code.
 pub fn main(args: &[std::ffi::OsString]) -> i32 {
-    let [program, cache_dir, parent] = args else {
-        eprintln!("usage: containerd-shim-wasmcell-v1 {COMPILE_ARG} PROGRAM CACHE_DIR PARENT_PID");
+    let [program, cache_dir, parent, purpose] = args else {
+        eprintln!(
+            "usage: containerd-shim-wasmcell-v1 {COMPILE_ARG} PROGRAM CACHE_DIR PARENT_PID run|serve"
+        );
         return 2;
+    };
+    let serve_http = match purpose.to_str() {
+        Some(RUN) => false,
+        Some(SERVE) => true,
+        _ => {
+            eprintln!("the purpose must be {RUN} or {SERVE}, not {purpose:?}");
+            return 2;
+        }
     };
     // Die with the guest that waits for us; if it is already gone we were re-parented.
     if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
@@ -66,6 +83,7 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
             let engine = WasmEngine::new(EngineOptions {
                 cache_dir: Some(cache_dir.into()),
                 compile_in_parallel: true,
+                serve_http,
             })
             .map_err(|e| e.to_string())?;
             engine.compile_to_cache(&wasm).map_err(|e| e.to_string())

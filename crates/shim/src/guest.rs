@@ -23,7 +23,7 @@ use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::path::Path;
 
-use wasmcell_engine::{EngineOptions, ExitStatus, Policy, Preopen, RunSpec, WasmEngine};
+use wasmcell_engine::{EngineOptions, ExitStatus, HostWorld, Policy, Preopen, RunSpec, WasmEngine};
 
 use crate::plan::GuestPlan;
 
@@ -95,7 +95,10 @@ pub fn main(plan_path: &Path) -> i32 {
     if let Some(drill) = crate::drill::requested(&_plan.env) {
         return crate::drill::run(&drill);
     }
-    let (program, spec) = program;
+    let (program, spec) = match program {
+        (program, Work::Run(spec)) => (program, spec),
+        (program, Work::Serve(setup)) => return crate::http::serve(&engine, &program, setup),
+    };
     match engine.run(&program, &spec) {
         Ok(ExitStatus::Exited(code)) => code,
         Ok(ExitStatus::Trapped { message }) => {
@@ -191,10 +194,18 @@ fn hold_sandbox(mut control: File, mut status: File) -> i32 {
     }
 }
 
-/// The engine, the program with its run spec, the load outcome and warnings for the shim's log.
+/// What a started guest does with its program.
+enum Work {
+    /// Run it once as a command.
+    Run(RunSpec),
+    /// Serve it over HTTP ([`crate::http`]).
+    Serve(crate::http::ServeSetup),
+}
+
+/// The engine, the program with its work, the load outcome and warnings for the shim's log.
 type Prepared = (
     WasmEngine,
-    (wasmcell_engine::Program, RunSpec),
+    (wasmcell_engine::Program, Work),
     String,
     Vec<String>,
 );
@@ -230,10 +241,14 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         ));
     }
     let mut warnings = Vec::new();
+    let name = plan.args.first().map_or("", |a| a);
+    let serve_http = crate::http::world_of(&bytes).map_err(|e| format!("program {name:?}: {e}"))?
+        == HostWorld::Proxy;
     // A compile cache that cannot be opened (unwritable, not ours) costs speed, not the
     // container: run uncached and say so once.
     let engine = match WasmEngine::new(EngineOptions {
         cache_dir: plan.cache_dir.clone(),
+        serve_http,
         ..Default::default()
     }) {
         Ok(engine) => engine,
@@ -241,16 +256,19 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
             warnings.push(format!(
                 "the compile cache is unusable ({e}); the guest runs uncached"
             ));
-            WasmEngine::new(EngineOptions::default()).map_err(|e| e.to_string())?
+            WasmEngine::new(EngineOptions {
+                serve_http,
+                ..Default::default()
+            })
+            .map_err(|e| e.to_string())?
         }
         Err(e) => return Err(e.to_string()),
     };
-    // With its causes: "cannot compile" alone does not say that the binary is truncated.
     // A miss is compiled by a helper process, so this long-lived one keeps no compiler memory.
-    let helper = plan
-        .cache_dir
-        .as_deref()
-        .map(|cache_dir| move || crate::compiler::compile_in_helper(&plan.program, cache_dir));
+    let helper = plan.cache_dir.as_deref().map(|cache_dir| {
+        move || crate::compiler::compile_in_helper(&plan.program, cache_dir, serve_http)
+    });
+    // With its causes: "cannot compile" alone does not say that the binary is truncated.
     let helper = helper
         .as_ref()
         .map(|h| h as &dyn Fn() -> Result<(), String>);
@@ -262,7 +280,6 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         )
     })?;
     warnings.extend(outcome.warning());
-    let name = plan.args.first().map_or("", |a| a);
     // Refuse at create, naming every import, rather than failing after start.
     if let Some(declared) = &plan.declared_imports {
         check_declared_matches(declared, &engine.imports(&program))
@@ -271,10 +288,20 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
     let policy = Policy {
         deny: plan.deny.clone(),
         source: plan.policy_source.clone(),
+        allow_outbound: plan.allow_outbound.clone(),
     };
     engine
         .check_imports(&program, &policy)
         .map_err(|e| format!("program {name:?}: {e}"))?;
+    if serve_http {
+        let setup = crate::http::prepare(plan).map_err(|e| format!("program {name:?}: {e}"))?;
+        return Ok((
+            engine,
+            (program, Work::Serve(setup)),
+            format!("{outcome}; serving HTTP"),
+            warnings,
+        ));
+    }
     let spec = RunSpec {
         args: plan.args.clone(),
         env: plan.env.clone(),
@@ -293,7 +320,12 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         entry: plan.entry.clone(),
         ..RunSpec::default()
     };
-    Ok((engine, (program, spec), outcome.to_string(), warnings))
+    Ok((
+        engine,
+        (program, Work::Run(spec)),
+        outcome.to_string(),
+        warnings,
+    ))
 }
 
 /// An artifact's config must declare exactly what its binary imports: a config that hides an

@@ -15,6 +15,7 @@ mod content;
 #[cfg(debug_assertions)]
 mod drill;
 mod guest;
+mod http;
 mod plan;
 mod policy;
 mod process;

@@ -76,6 +76,9 @@ pub struct GuestPlan {
     /// Where `deny` came from, for messages.
     #[serde(default)]
     pub policy_source: String,
+    /// Destinations an HTTP component may send requests to (the policy's `allow_outbound`).
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
     /// The imports the artifact's wasm config declares, when it has a config with a
     /// `component` section; the binary must import exactly these.
     #[serde(default)]
@@ -236,6 +239,7 @@ impl GuestPlan {
             sandbox,
             deny: Vec::new(),
             policy_source: String::new(),
+            allow_outbound: Vec::new(),
             declared_imports: None,
         })
     }

@@ -471,14 +471,18 @@ fn preflight(
         .validate(wasm_layers)
         .map_err(|e| format!("{}: {e}", context()))?;
     if let Some(component) = &declared.config.component {
-        host::check_declared(&component.imports, component.target.as_deref(), policy).map_err(
-            |refusal| {
-                format!(
-                    "{} (checked before reading the wasm layer): {refusal}",
-                    context()
-                )
-            },
-        )?;
+        host::check_declared(
+            &component.imports,
+            &component.exports,
+            component.target.as_deref(),
+            policy,
+        )
+        .map_err(|refusal| {
+            format!(
+                "{} (checked before reading the wasm layer): {refusal}",
+                context()
+            )
+        })?;
     }
     Ok(())
 }
@@ -486,6 +490,7 @@ fn preflight(
 fn with_policy(mut plan: GuestPlan, policy: &Policy) -> GuestPlan {
     plan.deny = policy.deny.clone();
     plan.policy_source = policy.source.clone();
+    plan.allow_outbound = policy.allow_outbound.clone();
     plan
 }
 

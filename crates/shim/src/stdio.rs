@@ -36,6 +36,9 @@ pub fn open_stdio(
         if path.is_empty() {
             return Ok(None);
         }
+        if let Some(file) = log_file(path)? {
+            return Ok(Some(file));
+        }
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -57,6 +60,29 @@ pub fn open_stdio(
         },
         relay,
     ))
+}
+
+/// containerd's log URIs (`ctr run --log-uri`): `file:///path` appends the guest's stdout and
+/// stderr to that file, as runc's shim does; `binary://` (a logging program the shim would
+/// have to run) is refused by name. `None` for a plain FIFO path.
+fn log_file(uri: &str) -> Result<Option<File>, String> {
+    if let Some(path) = uri.strip_prefix("file://") {
+        use std::os::unix::fs::OpenOptionsExt;
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(path)
+            .map(Some)
+            .map_err(|e| format!("opening the log file {path} (from {uri}): {e}"));
+    }
+    if uri.starts_with("binary://") {
+        return Err(format!(
+            "log URI {uri}: binary:// logging programs are not supported by wasmcell; use \
+             file:///path or the default FIFOs"
+        ));
+    }
+    Ok(None)
 }
 
 /// Copies containerd's stdin FIFO into a pipe the guest reads, on a small thread: the
@@ -122,7 +148,8 @@ impl OutputDrain {
         use std::os::unix::fs::OpenOptionsExt;
         let fifos: Vec<File> = [stdout, stderr]
             .into_iter()
-            .filter(|path| !path.is_empty())
+            // Log URIs (file://) are files the guest appends to: nothing to drain.
+            .filter(|path| !path.is_empty() && !path.contains("://"))
             .filter_map(|path| {
                 std::fs::OpenOptions::new()
                     .read(true)

@@ -125,13 +125,13 @@ fn fetch(url: &str) -> (u16, Vec<u8>) {
     let status = response.status();
     let mut body = Vec::new();
     if let Ok(incoming) = response.consume() {
-        if let Ok(mut stream) = incoming.stream() {
-            if let Err(e) = stream.read_to_end(&mut body) {
-                return (
-                    502,
-                    format!("fetch {url}: reading the body: {e}\n").into_bytes(),
-                );
-            }
+        if let Ok(mut stream) = incoming.stream()
+            && let Err(e) = stream.read_to_end(&mut body)
+        {
+            return (
+                502,
+                format!("fetch {url}: reading the body: {e}\n").into_bytes(),
+            );
         }
         IncomingBody::finish(incoming);
     }

@@ -1,0 +1,397 @@
+//! Serving a `wasi:http/proxy` component: HTTP/1.1 with keep-alive on hyper, one fresh
+//! instance per request from a [`ProxyPre`] (the pooling allocator with copy-on-write heap
+//! images makes that microseconds), bounded concurrency, a per-request deadline, a body cap,
+//! outgoing requests checked against an allow-list, and a drain on shutdown.
+//!
+//! What a client sees, by case:
+//! - a request over the concurrency limit waits in a bounded queue; past it, `503`;
+//! - a request whose handler runs past [`ServeLimits::request_timeout`] gets `504` (a busy
+//!   guest yields to the runtime every epoch tick, so the deadline also stops a loop);
+//! - a handler that traps, or returns without a response, gets `500`; the server goes on;
+//! - a body over [`ServeLimits::max_request_body`] gets `413` when its length is declared,
+//!   and the guest's read fails when it is not;
+//! - after the shutdown future resolves: no new connections, in-flight requests finish (up
+//!   to [`ServeLimits::drain_timeout`]), idle keep-alive connections are closed.
+
+use std::future::Future;
+use std::net::TcpListener as StdTcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::{Request, Response, StatusCode};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::EngineError;
+use crate::outbound::OutboundPolicy;
+
+/// How often the engine's epoch advances: the granularity of the request deadline and how
+/// often a busy handler yields to the runtime.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The server's limits. Every default is stated on its field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Requests handled at once. Default 64.
+    pub max_concurrent: usize,
+    /// Requests waiting for a slot before further ones are answered `503`. Default 256.
+    pub max_queued: usize,
+    /// How long one request may take, from admission to its handler's return. Default 30 s.
+    pub request_timeout: Duration,
+    /// Largest request body a handler may read. Default 16 MiB.
+    pub max_request_body: u64,
+    /// Linear memory one instance may grow to; `None` leaves wasmtime's limit. Default `None`
+    /// (the shim derives it from the container's memory limit).
+    pub max_instance_memory: Option<u64>,
+    /// How long a shutdown waits for in-flight requests before it gives up on them.
+    /// Default 25 s: below Kubernetes' default 30 s grace period, so a pod stopped with the
+    /// default grace drains before it is killed.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            max_concurrent: 64,
+            max_queued: 256,
+            request_timeout: Duration::from_secs(30),
+            max_request_body: 16 << 20,
+            max_instance_memory: None,
+            drain_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// What to serve with: the handler's environment and limits, and where outgoing requests may go.
+#[derive(Debug, Clone, Default)]
+pub struct ServeSpec {
+    /// Environment variables every instance sees.
+    pub env: Vec<(String, String)>,
+    /// Limits (see [`ServeLimits`]).
+    pub limits: ServeLimits,
+    /// Destinations outgoing requests may reach (see [`OutboundPolicy`]); empty: none.
+    pub allow_outbound: Vec<String>,
+}
+
+/// What a finished server reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeSummary {
+    /// Requests answered (any status).
+    pub requests: u64,
+    /// Requests still in flight when the drain deadline passed.
+    pub abandoned: usize,
+}
+
+/// One request's store data.
+pub(crate) struct RequestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: OutboundPolicy,
+    limits: StoreLimits,
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// The linker HTTP components are checked against and served with: WASI 0.2 (async) and
+/// `wasi:http`.
+pub(crate) fn proxy_linker<T>(engine: &Engine) -> Result<Linker<T>, EngineError>
+where
+    T: WasiView + WasiHttpView + 'static,
+{
+    let mut linker = Linker::new(engine);
+    let link = |e: wasmtime::Error| EngineError::Link {
+        world: "wasi:http/proxy",
+        source: e.into(),
+    };
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
+    Ok(linker)
+}
+
+struct Server {
+    pre: ProxyPre<RequestState>,
+    spec: ServeSpec,
+    outbound: OutboundPolicy,
+    slots: tokio::sync::Semaphore,
+    waiting: AtomicUsize,
+    answered: AtomicUsize,
+}
+
+/// Serves `component` on `listener` until `shutdown` resolves, then drains. Must run inside a
+/// multi-threaded tokio runtime with I/O and time enabled.
+pub(crate) async fn serve(
+    engine: &Engine,
+    component: &Component,
+    listener: StdTcpListener,
+    spec: ServeSpec,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ServeSummary, EngineError> {
+    let linker = proxy_linker::<RequestState>(engine)?;
+    let pre = linker
+        .instantiate_pre(component)
+        .and_then(ProxyPre::new)
+        .map_err(|e| EngineError::Instantiate {
+            kind: "component",
+            source: e.into(),
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| EngineError::Listen { source })?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|source| EngineError::Listen { source })?;
+    let server = Arc::new(Server {
+        pre,
+        outbound: OutboundPolicy::new(&spec.allow_outbound),
+        slots: tokio::sync::Semaphore::new(spec.limits.max_concurrent.max(1)),
+        waiting: AtomicUsize::new(0),
+        answered: AtomicUsize::new(0),
+        spec,
+    });
+    let ticker = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(EPOCH_TICK);
+            loop {
+                interval.tick().await;
+                engine.increment_epoch();
+            }
+        })
+    };
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(AtomicUsize::new(0));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(accepted) => accepted,
+                    // Out of fds or a connection reset before accept: keep serving.
+                    Err(e) => {
+                        log::warn!("accepting a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let server = server.clone();
+                let service = hyper::service::service_fn(move |request| {
+                    let server = server.clone();
+                    async move { Ok::<_, std::convert::Infallible>(server.answer(request).await) }
+                });
+                let connection = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                let open = connections.clone();
+                open.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        log::debug!("connection: {e}");
+                    }
+                    open.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        }
+    }
+    // Stop accepting: the listening socket closes here, so new connections are refused.
+    drop(listener);
+    let drained = tokio::time::timeout(server.spec.limits.drain_timeout, graceful.shutdown()).await;
+    ticker.abort();
+    Ok(ServeSummary {
+        requests: server.answered.load(Ordering::Relaxed) as u64,
+        abandoned: if drained.is_ok() {
+            0
+        } else {
+            connections.load(Ordering::Relaxed)
+        },
+    })
+}
+
+impl Server {
+    async fn answer(self: Arc<Self>, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        let response = self.clone().admit(request).await;
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        response
+    }
+
+    /// Queue, then run; past the queue bound, 503.
+    async fn admit(self: Arc<Self>, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        let limits = self.spec.limits.clone();
+        let permit = match self.slots.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= limits.max_queued {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "wasmcell: too many requests in flight\n",
+                    );
+                }
+                let permit = self.slots.acquire().await;
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                }
+            }
+        };
+        if let Some(length) = request
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && length > limits.max_request_body
+        {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "wasmcell: request body of {length} bytes is over the {} byte limit\n",
+                    limits.max_request_body
+                ),
+            );
+        }
+        let response = self.clone().run(request).await;
+        drop(permit);
+        response
+    }
+
+    /// One fresh instance for one request.
+    async fn run(self: Arc<Self>, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        let limits = self.spec.limits.clone();
+        let cap = limits.max_request_body;
+        let request = request.map(|body| {
+            http_body_util::Limited::new(body, usize::try_from(cap).unwrap_or(usize::MAX)).map_err(
+                move |e| match e.downcast::<hyper::Error>() {
+                    Ok(hyper) => wasmtime_wasi_http::Error::Hyper(*hyper),
+                    // The only other error `Limited` makes: the body passed the cap.
+                    Err(_) => ErrorCode::HttpRequestBodySize(Some(cap)).into(),
+                },
+            )
+        });
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&self.spec.env).inherit_stdout().inherit_stderr();
+        let mut store_limits = StoreLimitsBuilder::new().trap_on_grow_failure(false);
+        if let Some(max) = limits.max_instance_memory {
+            store_limits = store_limits.memory_size(usize::try_from(max).unwrap_or(usize::MAX));
+        }
+        let mut store = Store::new(
+            self.pre.engine(),
+            RequestState {
+                wasi: wasi.build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                hooks: self.outbound.clone(),
+                limits: store_limits.build(),
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_async_yield_and_update(1);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|req| {
+                let out = store.data_mut().http().new_response_outparam(sender)?;
+                Ok((req, out))
+            });
+        let (req, out) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("wasmcell: {e}\n")),
+        };
+        let pre = self.pre.clone();
+        let deadline = Instant::now() + limits.request_timeout;
+        let task = tokio::spawn(tokio::time::timeout_at(deadline.into(), async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        }));
+        match tokio::time::timeout_at(deadline.into(), receiver).await {
+            Ok(Ok(Ok(response))) => response,
+            Ok(Ok(Err(code))) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("wasmcell: the handler failed: {code:?}\n"),
+            ),
+            // The handler returned or trapped without setting a response.
+            Ok(Err(_)) => match task.await {
+                Ok(Ok(Ok(()))) => plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "wasmcell: the handler returned without a response\n",
+                ),
+                Ok(Ok(Err(trap))) => {
+                    let message = format!("{trap:#}").replace('\n', " ");
+                    eprintln!("wasmcell: a request's handler trapped: {message}");
+                    plain(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "wasmcell: the handler trapped\n",
+                    )
+                }
+                Ok(Err(_elapsed)) => timed_out(&limits),
+                Err(e) => plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("wasmcell: the handler task failed: {e}\n"),
+                ),
+            },
+            Err(_elapsed) => {
+                task.abort();
+                timed_out(&limits)
+            }
+        }
+    }
+}
+
+fn timed_out(limits: &ServeLimits) -> Response<HyperOutgoingBody> {
+    plain(
+        StatusCode::GATEWAY_TIMEOUT,
+        &format!(
+            "wasmcell: the handler did not answer within {:?}\n",
+            limits.request_timeout
+        ),
+    )
+}
+
+/// A short text response from the server itself.
+fn plain(status: StatusCode, text: &str) -> Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(text.to_owned()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
+    response
+}

@@ -1,0 +1,177 @@
+//! The guest side of HTTP serving: which programs are served, where they listen, their limits
+//! from the container's environment, and the drain on SIGTERM/SIGINT. The server itself is
+//! `wasmcell_engine`'s (`WasmEngine::serve`).
+//!
+//! A component exporting `wasi:http/incoming-handler@0.2.x` is served; the listening socket is
+//! bound at create, in the container's network namespace and before the guest confines
+//! itself, so a port that is taken fails the create with its reason and a ready container is
+//! already accepting. Knobs, all optional, read from the container's environment:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `WASMCELL_HTTP_ADDR` (or runwasi's `WASMTIME_HTTP_PROXY_SOCKET_ADDR`) | `0.0.0.0:8080` | listen address |
+//! | `WASMCELL_HTTP_MAX_CONCURRENT` | 64 | requests handled at once |
+//! | `WASMCELL_HTTP_MAX_QUEUED` | 256 | requests waiting for a slot; past it, 503 |
+//! | `WASMCELL_HTTP_TIMEOUT_MS` | 30000 | per request; past it, 504 |
+//! | `WASMCELL_HTTP_MAX_BODY` | 16777216 | request body bytes; past it, 413 |
+//! | `WASMCELL_HTTP_DRAIN_MS` | 25000 | how long SIGTERM waits for in-flight requests |
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use wasmcell_engine::{HostWorld, Program, ServeLimits, ServeSpec, WasmEngine};
+
+use crate::plan::GuestPlan;
+
+/// Listen address when the environment names none.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:8080";
+
+/// What the guest needs to serve once started.
+#[derive(Debug)]
+pub struct ServeSetup {
+    listener: TcpListener,
+    address: SocketAddr,
+    spec: ServeSpec,
+}
+
+/// The world a binary runs in, from its exports (modules are commands).
+pub fn world_of(wasm: &[u8]) -> Result<HostWorld, String> {
+    match wasmcell_oci::inspect_wasm(wasm) {
+        Ok(info) => HostWorld::for_exports(info.exports.iter().map(String::as_str)),
+        // The engine's load reports an undecodable binary with the parser's cause.
+        Err(_) => Ok(HostWorld::Command),
+    }
+}
+
+fn env<'a>(plan: &'a GuestPlan, name: &str) -> Option<&'a str> {
+    plan.env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+fn number<T: std::str::FromStr>(plan: &GuestPlan, name: &str, default: T) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    match env(plan, name) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|e| format!("{name}={text:?} is not a valid number: {e}")),
+    }
+}
+
+/// Reads the knobs, binds the listening socket and builds the serve spec.
+pub fn prepare(plan: &GuestPlan) -> Result<ServeSetup, String> {
+    let (variable, text) = match env(plan, "WASMCELL_HTTP_ADDR") {
+        Some(text) => ("WASMCELL_HTTP_ADDR", text),
+        None => match env(plan, "WASMTIME_HTTP_PROXY_SOCKET_ADDR") {
+            Some(text) => ("WASMTIME_HTTP_PROXY_SOCKET_ADDR", text),
+            None => ("the default address", DEFAULT_ADDR),
+        },
+    };
+    let address: SocketAddr = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{variable}={text:?} is not an address like 0.0.0.0:8080: {e}"))?;
+    let defaults = ServeLimits::default();
+    let limits = ServeLimits {
+        max_concurrent: number(
+            plan,
+            "WASMCELL_HTTP_MAX_CONCURRENT",
+            defaults.max_concurrent,
+        )?,
+        max_queued: number(plan, "WASMCELL_HTTP_MAX_QUEUED", defaults.max_queued)?,
+        request_timeout: Duration::from_millis(number(
+            plan,
+            "WASMCELL_HTTP_TIMEOUT_MS",
+            defaults.request_timeout.as_millis() as u64,
+        )?),
+        max_request_body: number(plan, "WASMCELL_HTTP_MAX_BODY", defaults.max_request_body)?,
+        max_instance_memory: plan.memory_limit_bytes,
+        drain_timeout: Duration::from_millis(number(
+            plan,
+            "WASMCELL_HTTP_DRAIN_MS",
+            defaults.drain_timeout.as_millis() as u64,
+        )?),
+    };
+    if limits.max_concurrent == 0 {
+        return Err("WASMCELL_HTTP_MAX_CONCURRENT must be at least 1".to_owned());
+    }
+    let listener = TcpListener::bind(address)
+        .map_err(|e| format!("cannot listen on {address} (from {variable}): {e}"))?;
+    Ok(ServeSetup {
+        listener,
+        address,
+        spec: ServeSpec {
+            env: plan.env.clone(),
+            limits,
+            allow_outbound: plan.allow_outbound.clone(),
+        },
+    })
+}
+
+/// Serves until SIGTERM or SIGINT, then drains; returns the guest's exit code (0 after a
+/// drain, as a server that shut down cleanly).
+pub fn serve(engine: &WasmEngine, program: &Program, setup: ServeSetup) -> i32 {
+    // The guest, as its PID namespace's init, exits on these signals from a handler of its
+    // own; here they must start a drain instead, so they go back to their defaults before
+    // tokio installs its handlers (which would otherwise chain to the exiting one).
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: restoring the default disposition of a signal; no handler code is involved.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ServeSetup {
+        listener,
+        address,
+        spec,
+    } = setup;
+    let drain = spec.limits.drain_timeout;
+    let served = engine.serve(program, listener, spec, workers, || async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("wasmcell: cannot watch SIGTERM/SIGINT ({e}); serving until killed");
+                std::future::pending::<()>().await;
+            }
+        }
+        eprintln!("wasmcell: draining: no new connections, waiting up to {drain:?} for requests");
+    });
+    match served {
+        Ok(summary) if summary.abandoned > 0 => {
+            eprintln!(
+                "wasmcell: stopped serving {address} after {} requests; {} connections were \
+                 still busy at the drain deadline",
+                summary.requests, summary.abandoned
+            );
+            0
+        }
+        Ok(summary) => {
+            eprintln!(
+                "wasmcell: stopped serving {address} after {} requests",
+                summary.requests
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("wasmcell: serving {address} failed: {e}");
+            crate::guest::EXIT_SETUP
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Serving `wasi:http/proxy` components through `ctr run --net-host`: demo-http's routes, the
+//! limits (503, 504, 413), a trap answered 500, the outbound allow-list, and the drain on
+//! SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wasmcell_tests::DEMO_IMAGES;
+use wasmcell_tests::containerd::{Containerd, Version};
+
+use crate::shim::{RUNTIME, containerd_with_demo_images, text, wait_for_status};
+
+on_2_1_and_1_7!(
+    every_route_answers_and_a_trap_costs_one_request,
+    limits_answer_503_504_and_413,
+    outbound_requests_need_the_policy,
+    sigterm_drains_in_flight_requests,
+);
+
+const HTTP_IMAGE: &str = "localhost/wasmcell/demo-http:latest";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status and the body.
+fn request(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {raw:?}")))?;
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((status, body))
+}
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    request(port, "GET", path, b"").unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// Starts demo-http detached as `id` on the host network, listening on `port`, with extra
+/// `ctr run` flags; waits until it answers. Its stdout and stderr go to `log`.
+fn serve(containerd: &Containerd, id: &str, port: u16, flags: &[&str], log: &Path) {
+    let addr = format!("WASMCELL_HTTP_ADDR=127.0.0.1:{port}");
+    let log_uri = format!("file://{}", log.display());
+    let mut args = vec![
+        "run",
+        "-d",
+        "--net-host",
+        "--log-uri",
+        &log_uri,
+        "--env",
+        &addr,
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+    ];
+    args.extend(flags);
+    args.extend([HTTP_IMAGE, id, "/demo-http.wasm"]);
+    containerd.ctr_ok(&args);
+    wait_for_status(containerd, id, "RUNNING");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while request(port, "GET", "/", b"").is_err() {
+        assert!(Instant::now() < deadline, "{id} never answered on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn containerd_with_http(version: Version) -> Option<Containerd> {
+    containerd_with_demo_images(version, &DEMO_IMAGES[3..4], false)
+}
+
+fn stop(containerd: &Containerd, id: &str) {
+    containerd.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    wait_for_status(containerd, id, "STOPPED");
+    containerd.ctr(&["task", "delete", id]);
+    containerd.ctr(&["container", "delete", id]);
+}
+
+fn every_route_answers_and_a_trap_costs_one_request(version: Version) {
+    let Some(containerd) = containerd_with_http(version) else {
+        return;
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let log = temp.path().join("web.log");
+    let port = free_port();
+    serve(
+        &containerd,
+        "web",
+        port,
+        &["--env", "GREETING=hi there"],
+        &log,
+    );
+
+    assert_eq!(get(port, "/"), (200, "hello from wasmcell\n".to_owned()));
+    let body = "x".repeat(100_000);
+    assert_eq!(
+        request(port, "POST", "/echo", body.as_bytes()).unwrap(),
+        (200, body)
+    );
+    assert_eq!(get(port, "/status/418").0, 418);
+    assert_eq!(get(port, "/sleep/50"), (200, "slept 50 ms\n".to_owned()));
+    assert_eq!(get(port, "/env/GREETING"), (200, "hi there\n".to_owned()));
+    assert_eq!(get(port, "/env/NO_SUCH_VARIABLE").0, 404);
+    assert_eq!(get(port, "/nowhere").0, 404);
+    // A trap answers 500; the next request gets a fresh instance.
+    let (status, body) = get(port, "/trap");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(get(port, "/"), (200, "hello from wasmcell\n".to_owned()));
+    // Keep-alive: two requests on one connection.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for _ in 0..2 {
+        write!(stream, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    stop(&containerd, "web");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("GET /status/418 418"), "{logged}");
+    assert!(
+        logged.contains("a request's handler trapped"),
+        "the trap is logged: {logged}"
+    );
+}
+
+fn limits_answer_503_504_and_413(version: Version) {
+    let Some(containerd) = containerd_with_http(version) else {
+        return;
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    serve(
+        &containerd,
+        "limited",
+        port,
+        &[
+            "--env",
+            "WASMCELL_HTTP_MAX_CONCURRENT=2",
+            "--env",
+            "WASMCELL_HTTP_MAX_QUEUED=2",
+            "--env",
+            "WASMCELL_HTTP_TIMEOUT_MS=1500",
+            "--env",
+            "WASMCELL_HTTP_MAX_BODY=1000",
+        ],
+        &temp.path().join("limited.log"),
+    );
+    // Twice the concurrency limit plus the queue, at once: only 200s and 503s.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| request(port, "GET", "/sleep/500", b"").map(|r| r.0)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let busy = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(ok + busy, 8, "only 200 and 503: {statuses:?}");
+    assert!(ok >= 2 && busy >= 1, "{statuses:?}");
+    // Past the deadline: 504, and the server goes on.
+    let started = Instant::now();
+    let (status, body) = get(port, "/sleep/5000");
+    assert_eq!(status, 504, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(get(port, "/").0, 200);
+    // A declared body over the cap: 413 before the handler runs.
+    let (status, body) = request(port, "POST", "/echo", &[b'x'; 5000]).unwrap();
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("over the 1000 byte limit"), "{body}");
+    assert_eq!(
+        request(port, "POST", "/echo", b"small").unwrap(),
+        (200, "small".to_owned())
+    );
+    stop(&containerd, "limited");
+}
+
+fn outbound_requests_need_the_policy(version: Version) {
+    let Some(containerd) = containerd_with_http(version) else {
+        return;
+    };
+    // The destination: a one-shot HTTP server on the test's loopback.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_port = upstream.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in upstream.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nupstream\n",
+            );
+        }
+    });
+    let temp = tempfile::tempdir().unwrap();
+    let url = format!("/fetch?url=http://127.0.0.1:{upstream_port}/");
+
+    let denied_log = temp.path().join("denied.log");
+    let port = free_port();
+    serve(&containerd, "closed", port, &[], &denied_log);
+    for _ in 0..3 {
+        let (status, body) = get(port, &url);
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("HttpRequestDenied"), "{body}");
+    }
+    stop(&containerd, "closed");
+    let logged = std::fs::read_to_string(&denied_log).unwrap_or_default();
+    let destination = format!("http://127.0.0.1:{upstream_port}");
+    assert_eq!(
+        logged
+            .matches(&format!("outgoing HTTP request to {destination} denied"))
+            .count(),
+        1,
+        "logged once per destination: {logged}"
+    );
+
+    let policy = temp.path().join("open.toml");
+    std::fs::write(
+        &policy,
+        format!("allow_outbound = [\"http://127.0.0.1:{upstream_port}\"]\n"),
+    )
+    .unwrap();
+    let policy = policy.display().to_string();
+    let port = free_port();
+    serve(
+        &containerd,
+        "open",
+        port,
+        &["--runtime-config-path", &policy],
+        &temp.path().join("open.log"),
+    );
+    assert_eq!(get(port, &url), (200, "200\nupstream\n".to_owned()));
+    stop(&containerd, "open");
+}
+
+fn sigterm_drains_in_flight_requests(version: Version) {
+    let Some(containerd) = containerd_with_http(version) else {
+        return;
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let log = temp.path().join("drain.log");
+    let port = free_port();
+    serve(&containerd, "drain", port, &[], &log);
+    let results = std::thread::scope(|scope| {
+        let in_flight: Vec<_> = (0..10)
+            .map(|_| scope.spawn(|| request(port, "GET", "/sleep/2000", b"")))
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let signalled = Instant::now();
+        containerd.ctr_ok(&["task", "kill", "-s", "SIGTERM", "drain"]);
+        // New connections are refused once the drain starts, while the ten still run.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "still accepting connections after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let results: Vec<_> = in_flight.into_iter().map(|h| h.join().unwrap()).collect();
+        (results, signalled.elapsed())
+    });
+    let (results, drained_in) = results;
+    for result in &results {
+        assert_eq!(result.as_ref().map(|r| r.0).ok(), Some(200), "{results:?}");
+    }
+    wait_for_status(&containerd, "drain", "STOPPED");
+    // ctr exits with the task's status.
+    let deleted = containerd.ctr(&["task", "delete", "drain"]);
+    assert!(
+        deleted.status.success(),
+        "a drained server exits 0: {:?} {}{}",
+        deleted.status,
+        text(&deleted.stdout),
+        text(&deleted.stderr)
+    );
+    containerd.ctr(&["container", "delete", "drain"]);
+    eprintln!("drain: SIGTERM to the last of ten 2 s requests answered in {drained_in:?}");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("draining"), "{logged}");
+    assert!(logged.contains("stopped serving"), "{logged}");
+}
+
+on_2_1_and_1_7!(a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains);
+
+/// demo-http as a pod through CRI with a CNI network: served on the pod IP at the default
+/// address, a probe every 100 ms from readiness to StopContainer never fails, and
+/// StopContainer (SIGTERM) lets ten in-flight requests finish before the guest exits 0.
+fn a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains(version: Version) {
+    let Some(node) = crate::kubernetes::node(version) else {
+        return;
+    };
+    let image = node
+        .registry
+        .push(
+            &wasmcell_tests::demo_tar("demo-http-image.tar"),
+            "wasmcell/demo-http:latest",
+        )
+        .unwrap();
+    let sandbox = node.sandbox_config("web", false);
+    let pod = node.run_pod(&sandbox);
+    node.pull(&image, &sandbox);
+    let id = node
+        .create(&pod, &sandbox, "web", &image, &["/demo-http.wasm"])
+        .unwrap();
+    node.start(&id);
+    node.wait_running(&id);
+    let (ip, netns) = node.pod_network(&pod);
+    assert!(!ip.is_empty(), "the pod has no IP");
+    let address = format!("{ip}:8080");
+    let http = |path: &str| -> std::io::Result<(u16, String)> {
+        let mut stream = TcpStream::connect(&address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw)?;
+        let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        status
+            .map(|status| (status, body))
+            .ok_or_else(|| std::io::Error::other(format!("not HTTP: {raw:?}")))
+    };
+    // Readiness: the first 200.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(http("/"), Ok((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "the pod never answered on {address}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        http("/").unwrap(),
+        (200, "hello from wasmcell\n".to_owned())
+    );
+    let probing = std::sync::atomic::AtomicBool::new(true);
+    let (probes, in_flight) = std::thread::scope(|scope| {
+        let prober = scope.spawn(|| {
+            let mut results = Vec::new();
+            while probing.load(std::sync::atomic::Ordering::SeqCst) {
+                results.push(http("/").map(|r| r.0).map_err(|e| e.to_string()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            results
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let sleepers: Vec<_> = (0..10)
+            .map(|_| scope.spawn(|| http("/sleep/2000").map(|r| r.0).map_err(|e| e.to_string())))
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        // The kubelet's stop: the probes stop with it.
+        probing.store(false, std::sync::atomic::Ordering::SeqCst);
+        let probes = prober.join().unwrap();
+        node.stop_container(&id, 30);
+        let in_flight: Vec<_> = sleepers.into_iter().map(|h| h.join().unwrap()).collect();
+        (probes, in_flight)
+    });
+    assert!(probes.len() >= 10, "{probes:?}");
+    assert!(
+        probes.iter().all(|p| *p == Ok(200)),
+        "a probe failed between readiness and stop: {probes:?}"
+    );
+    assert!(
+        in_flight.iter().all(|r| *r == Ok(200)),
+        "StopContainer must let in-flight requests finish: {in_flight:?}"
+    );
+    let status = node.wait_exited(&id);
+    assert_eq!(status.exit_code, 0, "a drained server exits 0: {status:?}");
+    let lines = crate::kubernetes::cri_log_lines(&node.log_file("web", "web"));
+    assert!(
+        lines
+            .iter()
+            .any(|(stream, text)| stream == "stdout" && text == "GET / 200"),
+        "each request logs a line: {lines:?}"
+    );
+    node.stop_and_remove_pod(&pod);
+    crate::kubernetes::assert_nothing_left(&node, &[&pod, &id], netns.as_deref());
+}
