@@ -14,6 +14,7 @@ use crate::shim::{RUNTIME, containerd_with_demo_images, text, wait_for_status};
 
 on_2_1_and_1_7!(
     every_route_answers_and_a_trap_costs_one_request,
+    the_artifact_serves_and_a_deny_policy_refuses_at_create,
     limits_answer_503_504_and_413,
     outbound_requests_need_the_policy,
     sigterm_drains_in_flight_requests,
@@ -58,6 +59,26 @@ fn get(port: u16, path: &str) -> (u16, String) {
 /// Starts demo-http detached as `id` on the host network, listening on `port`, with extra
 /// `ctr run` flags; waits until it answers. Its stdout and stderr go to `log`.
 fn serve(containerd: &Containerd, id: &str, port: u16, flags: &[&str], log: &Path) {
+    serve_image(
+        containerd,
+        HTTP_IMAGE,
+        "/demo-http.wasm",
+        id,
+        port,
+        flags,
+        log,
+    );
+}
+
+fn serve_image(
+    containerd: &Containerd,
+    image: &str,
+    program: &str,
+    id: &str,
+    port: u16,
+    flags: &[&str],
+    log: &Path,
+) {
     let addr = format!("WASMCELL_HTTP_ADDR=127.0.0.1:{port}");
     let log_uri = format!("file://{}", log.display());
     let mut args = vec![
@@ -74,7 +95,7 @@ fn serve(containerd: &Containerd, id: &str, port: u16, flags: &[&str], log: &Pat
         "wasip2/wasm",
     ];
     args.extend(flags);
-    args.extend([HTTP_IMAGE, id, "/demo-http.wasm"]);
+    args.extend([image, id, program]);
     containerd.ctr_ok(&args);
     wait_for_status(containerd, id, "RUNNING");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -143,6 +164,60 @@ fn every_route_answers_and_a_trap_costs_one_request(version: Version) {
     assert!(
         logged.contains("a request's handler trapped"),
         "the trap is logged: {logged}"
+    );
+}
+
+/// The CNCF artifact form (imported with `wasmcell import`; its config's target is
+/// `wasi:http/proxy@0.2.0`) serves like the image; a policy denying
+/// `wasi:http/outgoing-handler` refuses demo-http at create, naming the import.
+fn the_artifact_serves_and_a_deny_policy_refuses_at_create(version: Version) {
+    let Some(containerd) = containerd_with_http(version) else {
+        return;
+    };
+    crate::shim::wasmcell_import(
+        &containerd,
+        &wasmcell_tests::demo_tar("demo-http-artifact.tar"),
+    );
+    let temp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    serve_image(
+        &containerd,
+        "localhost/wasmcell/demo-http-artifact:latest",
+        "demo-http",
+        "artifact",
+        port,
+        &[],
+        &temp.path().join("artifact.log"),
+    );
+    assert_eq!(get(port, "/"), (200, "hello from wasmcell\n".to_owned()));
+    assert_eq!(get(port, "/status/204").0, 204);
+    stop(&containerd, "artifact");
+
+    let policy = temp.path().join("no-egress.toml");
+    std::fs::write(&policy, "deny = [\"wasi:http/outgoing-handler\"]\n").unwrap();
+    let policy = policy.display().to_string();
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--net-host",
+        "--runtime-config-path",
+        &policy,
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        HTTP_IMAGE,
+        "denied",
+        "/demo-http.wasm",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("(wasi:http/proxy@0.2.12)")
+            && stderr.contains(&format!(
+                "wasi:http/outgoing-handler@0.2.12 (denied by policy \"wasi:http/outgoing-handler\" from {policy})"
+            )),
+        "{stderr}"
     );
 }
 
@@ -302,7 +377,10 @@ fn sigterm_drains_in_flight_requests(version: Version) {
     eprintln!("drain: SIGTERM to the last of ten 2 s requests answered in {drained_in:?}");
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(logged.contains("draining"), "{logged}");
-    assert!(logged.contains("stopped serving"), "{logged}");
+    assert!(
+        logged.contains("stopped serving") && logged.contains("instantiation median"),
+        "{logged}"
+    );
 }
 
 on_2_1_and_1_7!(a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains);

@@ -91,6 +91,57 @@ pub struct ServeSummary {
     pub requests: u64,
     /// Requests still in flight when the drain deadline passed.
     pub abandoned: usize,
+    /// Median and 99th percentile of the time to instantiate a request's instance, in µs
+    /// (`None` before the first request).
+    pub instantiate_us: Option<(u32, u32)>,
+}
+
+/// Instantiation times in 1 µs buckets up to [`Self::BUCKETS`] µs (beyond: the last bucket):
+/// bounded memory however long the server runs, exact where the figure matters.
+struct InstantiateTimes {
+    buckets: Vec<AtomicUsize>,
+}
+
+impl InstantiateTimes {
+    const BUCKETS: usize = 4096;
+
+    fn new() -> Self {
+        InstantiateTimes {
+            buckets: (0..Self::BUCKETS).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    fn record(&self, took: Duration) {
+        let us = usize::try_from(took.as_micros()).unwrap_or(usize::MAX);
+        if let Some(bucket) = self.buckets.get(us.min(Self::BUCKETS - 1)) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (median, p99) in µs.
+    fn percentiles(&self) -> Option<(u32, u32)> {
+        let counts: Vec<usize> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: usize = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let at = |fraction: f64| {
+            let rank = ((total as f64) * fraction).ceil().max(1.0) as usize;
+            let mut seen = 0;
+            counts
+                .iter()
+                .position(|c| {
+                    seen += c;
+                    seen >= rank
+                })
+                .unwrap_or(Self::BUCKETS - 1) as u32
+        };
+        Some((at(0.5), at(0.99)))
+    }
 }
 
 /// One request's store data.
@@ -144,6 +195,7 @@ struct Server {
     slots: tokio::sync::Semaphore,
     waiting: AtomicUsize,
     answered: AtomicUsize,
+    instantiate: Arc<InstantiateTimes>,
 }
 
 /// Serves `component` on `listener` until `shutdown` resolves, then drains. Must run inside a
@@ -174,6 +226,7 @@ pub(crate) async fn serve(
         slots: tokio::sync::Semaphore::new(spec.limits.max_concurrent.max(1)),
         waiting: AtomicUsize::new(0),
         answered: AtomicUsize::new(0),
+        instantiate: Arc::new(InstantiateTimes::new()),
         spec,
     });
     let ticker = {
@@ -234,6 +287,7 @@ pub(crate) async fn serve(
         } else {
             connections.load(Ordering::Relaxed)
         },
+        instantiate_us: server.instantiate.percentiles(),
     })
 }
 
@@ -330,9 +384,12 @@ impl Server {
             Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("wasmcell: {e}\n")),
         };
         let pre = self.pre.clone();
+        let times = self.instantiate.clone();
         let deadline = Instant::now() + limits.request_timeout;
         let task = tokio::spawn(tokio::time::timeout_at(deadline.into(), async move {
+            let started = Instant::now();
             let proxy = pre.instantiate_async(&mut store).await?;
+            times.record(started.elapsed());
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
@@ -394,4 +451,25 @@ fn plain(status: StatusCode, text: &str) -> Response<HyperOutgoingBody> {
         hyper::header::HeaderValue::from_static("text/plain"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instantiation_percentiles_come_from_the_buckets() {
+        let times = InstantiateTimes::new();
+        assert_eq!(times.percentiles(), None);
+        for us in 1..=100u64 {
+            times.record(Duration::from_micros(us));
+        }
+        assert_eq!(times.percentiles(), Some((50, 99)));
+        times.record(Duration::from_secs(1));
+        assert_eq!(
+            times.percentiles(),
+            Some((51, 100)),
+            "the p99 of 101 samples is the 100th; the slow outlier is not it"
+        );
+    }
 }

@@ -163,8 +163,12 @@ pub fn serve(engine: &WasmEngine, program: &Program, setup: ServeSetup) -> i32 {
             0
         }
         Ok(summary) => {
+            let instantiate = summary
+                .instantiate_us
+                .map(|(p50, p99)| format!("; instantiation median {p50} µs, p99 {p99} µs"))
+                .unwrap_or_default();
             eprintln!(
-                "wasmcell: stopped serving {address} after {} requests",
+                "wasmcell: stopped serving {address} after {} requests{instantiate}",
                 summary.requests
             );
             0
