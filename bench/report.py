@@ -308,6 +308,83 @@ def plot(out, fig):
     return path
 
 
+def wrk_figures(path):
+    """Requests/s, p50 and p99 latency (ms) and non-2xx count from one wrk --latency output."""
+    if not os.path.exists(path):
+        return None
+    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    out = {"non_2xx": 0, "socket_errors": 0}
+    with open(path) as f:
+        for line in f:
+            words = line.split()
+            if line.startswith("Requests/sec:"):
+                out["rps"] = float(words[1])
+            elif len(words) == 2 and words[0] in ("50%", "99%"):
+                value = words[1]
+                for suffix in ("us", "ms", "s"):
+                    if value.endswith(suffix):
+                        out["p" + words[0][:-1]] = float(value[: -len(suffix)]) * unit[suffix]
+                        break
+            elif line.strip().startswith("Non-2xx or 3xx responses:"):
+                out["non_2xx"] = int(words[-1])
+            elif line.strip().startswith("Socket errors:"):
+                out["socket_errors"] = sum(int(w.strip(",")) for w in words[1:] if w.strip(",").isdigit())
+    return out
+
+
+def http_section(out, ver, first):
+    """The HTTP figures of containerd line `ver` into `first` (report.json keys) and markdown."""
+    raw = os.path.join(out, "raw", ver, "http")
+    if not os.path.isdir(raw):
+        return []
+    servers = ("wasmcell", "wasmtime_serve", "native")
+    wrk = {(s, c): wrk_figures(os.path.join(raw, f"{s}-c{c}.txt")) for s in servers for c in (1, 50)}
+    for (server, conns), fig in wrk.items():
+        if fig:
+            first[f"http_rps_c{conns}_{server}"] = r2(fig["rps"])
+            first[f"http_p50_ms_c{conns}_{server}"] = r2(fig.get("p50"))
+            first[f"http_p99_ms_c{conns}_{server}"] = r2(fig.get("p99"))
+            first[f"http_errors_c{conns}_{server}"] = fig["non_2xx"] + fig["socket_errors"]
+    first["http_rps_ratio_vs_wasmtime_serve"] = ratio(
+        first.get("http_rps_c50_wasmcell"), first.get("http_rps_c50_wasmtime_serve"))
+    first["http_rps_ratio_vs_native"] = ratio(
+        first.get("http_rps_c50_wasmcell"), first.get("http_rps_c50_native"))
+    first["http_p50_ms_c1"] = first.get("http_p50_ms_c1_wasmcell")
+    first["http_p99_ms_c50"] = first.get("http_p99_ms_c50_wasmcell")
+    log = os.path.join(raw, "wasmcell.log")
+    if os.path.exists(log):
+        with open(log, errors="replace") as f:
+            for line in f:
+                if "instantiation median" in line:
+                    words = line.split("instantiation median", 1)[1].replace(",", " ").split()
+                    first["http_instantiate_us_median"] = float(words[0])
+                    first["http_instantiate_us_p99"] = float(words[3])
+    idle = os.path.join(raw, "pss-idle.json")
+    if os.path.exists(idle):
+        with open(idle) as f:
+            first["http_idle_pss_mib"] = r2(json.load(f)["total"]["Pss"] / MIB)
+    row = lambda label, key: (f"| {label} | " + " | ".join(
+        fmt(first.get(f"{key}_{s}")) for s in servers) + " |")
+    md = ["### HTTP: demo-http served by wasmcell, by `wasmtime serve`, and a native server in runc\n",
+          "wrk on loopback, `GET /`; the native server answers a fixed body of the same size.\n",
+          "| figure | wasmcell | wasmtime serve | native (runc) |", "|---|---|---|---|",
+          row("requests/s, 1 connection", "http_rps_c1"),
+          row("… p50 latency (ms)", "http_p50_ms_c1"),
+          row("… p99 latency (ms)", "http_p99_ms_c1"),
+          row("requests/s, 50 connections", "http_rps_c50"),
+          row("… p50 latency (ms)", "http_p50_ms_c50"),
+          row("… p99 latency (ms)", "http_p99_ms_c50"),
+          row("non-2xx responses and socket errors, 50 connections", "http_errors_c50"),
+          "",
+          f"wasmcell / wasmtime serve at 50 connections: {fmt(first['http_rps_ratio_vs_wasmtime_serve'])} "
+          f"(goal ≥ 0.95); wasmcell / native: {fmt(first['http_rps_ratio_vs_native'])}. "
+          f"Per-request instantiation: median {fmt(first.get('http_instantiate_us_median'))} µs, "
+          f"p99 {fmt(first.get('http_instantiate_us_p99'))} µs (goal ≤ 20 µs median). "
+          f"Idle PSS of the HTTP container (shim and guest): {fmt(first.get('http_idle_pss_mib'))} MiB "
+          "(goal ≤ 6 MiB).\n"]
+    return md
+
+
 def main():
     out, versions = sys.argv[1], sys.argv[2:]
     by = {}
@@ -347,6 +424,7 @@ def main():
                   f"{fmt(ratio(first.get('pod10_first_start_ms_wasmcell'), first.get('pod10_first_start_ms_runc')))} |")
         md.append(f"| … against one cold `ctr run` of the demo ({fmt(first.get('first_run_latency_ms_wasmcell'))} ms) "
                   f"| {fmt(first['pod10_first_start_ratio_vs_one_cold_start'])} | | |\n")
+    md.extend(http_section(out, versions[0], by[versions[0]]))
     picture = plot(out, by[versions[0]])
     if picture:
         md.append(f"![PSS per container against N]({os.path.basename(picture)})\n")

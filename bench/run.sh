@@ -14,6 +14,10 @@
 #      for comparison, with one `ctr run --rm` process per container.
 #   6. A pod of BENCH_POD_CONTAINERS sleeping containers through containerd 2.1's CRI: PSS of
 #      every shim-side process (the pod's shim, its sandbox holder and its guests).
+#   7. HTTP: wrk (1 and 50 connections, BENCH_HTTP_SECONDS each) against demo-http served by
+#      wasmcell (`ctr run --net-host`), the same component by `wasmtime serve` of the pinned
+#      wasmtime version (built once from crates.io into ~/.cache/wasmcell), and a static
+#      native server in runc; wasmcell's idle PSS and per-request instantiation times.
 #   3. Import validation: `ctr run --rm` of an artifact with a BENCH_BIG_MIB MiB wasm layer
 #      that imports wasi:keyvalue (refused by the pre-flight from its config) against a first
 #      run, empty compile cache, of its satisfiable twin (same code) and a warm run of it;
@@ -23,7 +27,8 @@
 # test/fetch-containerd.sh; the first one fills report.json's top-level figures),
 # BENCH_ITERATIONS=20, BENCH_WARMUP=3, BENCH_COUNTS="1 10 50 200", BENCH_BIG_MIB=10,
 # BENCH_REJECT_RUNS=3, BENCH_SIGNAL_RUNS=10, BENCH_THROUGHPUT_TASKS=100,
-# BENCH_PARALLEL="2 10", BENCH_POD_CONTAINERS=10 (0: no pod figure), BENCH_SKIP_BUILD=1 to reuse
+# BENCH_PARALLEL="2 10", BENCH_POD_CONTAINERS=10 (0: no pod figure), BENCH_HTTP_SECONDS=10 (0: no
+# HTTP figures), BENCH_SKIP_BUILD=1 to reuse
 # target/release as it is.
 #
 # Needs root and what scripts/setup.sh bench installs (make bench runs it). Everything it starts — containerd,
@@ -43,6 +48,7 @@ BENCH_THROUGHPUT_TASKS=${BENCH_THROUGHPUT_TASKS:-100}
 BENCH_PARALLEL=${BENCH_PARALLEL:-2 10}
 BENCH_POD_CONTAINERS=${BENCH_POD_CONTAINERS:-10}
 BENCH_BIG_MIB=${BENCH_BIG_MIB:-10}
+BENCH_HTTP_SECONDS=${BENCH_HTTP_SECONDS:-10}
 BENCH_REJECT_RUNS=${BENCH_REJECT_RUNS:-3}
 CARGO=${CARGO:-cargo}
 export WASMCELL_OCI_OUT=${WASMCELL_OCI_OUT:-$ROOT/target/oci}
@@ -175,12 +181,37 @@ RUNC_VERSION=$(runc --version | head -1)
 
 # Static native programs and their image.
 mkdir -p "$BUILD"
-for prog in hello sleep; do
-  gcc -static -O2 -o "$BUILD/$prog.tmp" "$ROOT/bench/$prog.c"
+for prog in hello sleep httpd; do
+  gcc -static -O2 -pthread -D_GNU_SOURCE -o "$BUILD/$prog.tmp" "$ROOT/bench/$prog.c"
   mv "$BUILD/$prog.tmp" "$BUILD/$prog"
 done
 python3 "$ROOT/bench/mkimage.py" --name "$NATIVE_IMAGE" --cmd /hello \
-  --file "/hello=$BUILD/hello" --file "/sleep=$BUILD/sleep" -o "$BUILD/native-image.tar"
+  --file "/hello=$BUILD/hello" --file "/sleep=$BUILD/sleep" --file "/httpd=$BUILD/httpd" \
+  -o "$BUILD/native-image.tar"
+
+# The HTTP figures' baseline: `wasmtime serve` of the wasmtime version the engine pins, built
+# once from crates.io into the cache (a release build of wasmtime-cli: long, once).
+WASMTIME_VERSION=$(sed -n 's/^wasmtime = { version = "=\([0-9.]*\)".*/\1/p' "$ROOT/Cargo.toml")
+WASMTIME=${WASMTIME:-$HOME/.cache/wasmcell/wasmtime-$WASMTIME_VERSION/bin/wasmtime}
+if [ "$BENCH_HTTP_SECONDS" -gt 0 ] && ! [ -x "$WASMTIME" ]; then
+  log "building wasmtime-cli $WASMTIME_VERSION from crates.io into ${WASMTIME%/bin/wasmtime} (once)"
+  cargo install --quiet --locked wasmtime-cli --version "$WASMTIME_VERSION" \
+    --root "${WASMTIME%/bin/wasmtime}" || die "cannot build wasmtime-cli $WASMTIME_VERSION"
+fi
+DEMO_HTTP_TAR=$WASMCELL_OCI_OUT/demo-http-image.tar
+# The component inside the demo-http image, for `wasmtime serve`.
+DEMO_HTTP_WASM=$BUILD/demo-http.wasm
+tar -xOf "$DEMO_HTTP_TAR" index.json >/dev/null 2>&1 || die "$DEMO_HTTP_TAR missing"
+python3 - "$DEMO_HTTP_TAR" "$DEMO_HTTP_WASM" <<'PY'
+import io, json, sys, tarfile
+archive, out = sys.argv[1:]
+with tarfile.open(archive) as t:
+    blob = lambda d: t.extractfile("blobs/sha256/" + d.split(":")[1]).read()
+    index = json.loads(t.extractfile("index.json").read())
+    manifest = json.loads(blob(index["manifests"][0]["digest"]))
+    with tarfile.open(fileobj=io.BytesIO(blob(manifest["layers"][0]["digest"]))) as layer:
+        open(out, "wb").write(layer.extractfile("demo-http.wasm").read())
+PY
 # The pod sandbox image for the CRI figure: runc really runs it, wasmcell never does.
 python3 "$ROOT/bench/mkimage.py" --name localhost/bench/pause:latest --cmd /sleep --cmd 1000000 \
   --file "/sleep=$BUILD/sleep" -o "$BUILD/pause-image.tar"
@@ -267,6 +298,63 @@ signal_latency() {
   ctr_ task delete "$id" >/dev/null 2>&1 || true
   ctr_ container delete "$id" >/dev/null 2>&1 || true
   echo "$((t1 - t0)) $status"
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# http_load NAME PORT: wrk against http://127.0.0.1:PORT/ for BENCH_HTTP_SECONDS at 1
+# connection (1 thread) and at 50 (2 threads); wrk's output into $RAW/http/NAME-cN.txt.
+http_load() {
+  local name=$1 port=$2 i
+  for i in $(seq 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$port/" && break
+    [ "$i" -lt 100 ] || die "$name never answered on $port"
+    sleep 0.1
+  done
+  wrk -t1 -c1 -d2s "http://127.0.0.1:$port/" >/dev/null # warm-up
+  wrk -t1 -c1 -d"${BENCH_HTTP_SECONDS}s" --latency "http://127.0.0.1:$port/" >"$RAW/http/$name-c1.txt"
+  wrk -t2 -c50 -d"${BENCH_HTTP_SECONDS}s" --latency "http://127.0.0.1:$port/" >"$RAW/http/$name-c50.txt"
+}
+
+# http_bench: demo-http served by wasmcell, the same component by `wasmtime serve`, and a
+# native static server in runc, one after the other, nothing else running; wasmcell's idle
+# PSS before its load and its instantiation times (from its log) after.
+http_bench() {
+  mkdir -p "$RAW/http"
+  local port
+  ctr_ image import --all-platforms "$DEMO_HTTP_TAR" >/dev/null
+  log "containerd $ver: HTTP, demo-http served by wasmcell"
+  port=$(free_port)
+  echo http-wasmcell >>"$IDS_FILE"
+  ctr_ run -d --net-host --log-uri "file://$RAW/http/wasmcell.log" \
+    --env "WASMCELL_HTTP_ADDR=127.0.0.1:$port" --runtime "$WASM_RUNTIME" --platform wasip2/wasm \
+    localhost/wasmcell/demo-http:latest http-wasmcell /demo-http.wasm >/dev/null
+  until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.05; done
+  sleep 1
+  python3 "$ROOT/bench/pss.py" "$ADDR" >"$RAW/http/pss-idle.json"
+  http_load wasmcell "$port"
+  ctr_ task kill http-wasmcell
+  ctr_ task wait http-wasmcell >/dev/null || true
+  ctr_ task delete http-wasmcell >/dev/null 2>&1 || true
+  ctr_ container delete http-wasmcell >/dev/null 2>&1 || true
+
+  log "containerd $ver: HTTP, the same component by wasmtime serve $WASMTIME_VERSION"
+  port=$(free_port)
+  "$WASMTIME" serve -Scli --addr "127.0.0.1:$port" "$DEMO_HTTP_WASM" >"$RAW/http/wasmtime.log" 2>&1 &
+  local serve_pid=$!
+  http_load wasmtime_serve "$port"
+  kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
+
+  log "containerd $ver: HTTP, a native static server in runc"
+  port=$(free_port)
+  echo http-native >>"$IDS_FILE"
+  ctr_ run -d --net-host --runtime "$RUNC_RUNTIME" --runc-root "$DIR/runc" \
+    "$NATIVE_IMAGE" http-native /httpd "$port" >/dev/null
+  http_load native "$port"
+  ctr_ task kill -s SIGKILL http-native
+  ctr_ task wait http-native >/dev/null 2>&1 || true
+  ctr_ task delete http-native >/dev/null 2>&1 || true
+  ctr_ container delete http-native >/dev/null 2>&1 || true
 }
 
 # start_many KIND N: N detached sleeping containers, all RUNNING on return.
@@ -482,6 +570,9 @@ bench_one() {
     done
   done
   ctr_ container delete tpl-wasmcell tpl-runc >/dev/null
+
+  # 7. HTTP
+  [ "$BENCH_HTTP_SECONDS" -gt 0 ] && http_bench
   fi
 
   # 2. memory

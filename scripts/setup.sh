@@ -29,7 +29,8 @@ pkgs_demo=(curl python3)
 #   runc               the baseline the confinement tests compare a guest's /proc status with
 pkgs_test=(skopeo docker-registry containernetworking-plugins iproute2 runc)
 #   runc python3 python3-matplotlib  the baseline runtime, the report and its plot
-pkgs_bench=(runc python3 python3-matplotlib)
+#   wrk curl           the HTTP load generator and readiness checks
+pkgs_bench=(runc python3 python3-matplotlib wrk curl)
 
 # Rustup targets: demo-app's guest (wasip2), the preview 1 fixtures in the tests (wasip1).
 targets_build=(wasm32-wasip1 wasm32-wasip2)
