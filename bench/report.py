@@ -347,6 +347,10 @@ def http_section(out, ver, first):
             first[f"http_errors_c{conns}_{server}"] = fig["non_2xx"] + fig["socket_errors"]
     first["http_rps_ratio_vs_wasmtime_serve"] = ratio(
         first.get("http_rps_c50_wasmcell"), first.get("http_rps_c50_wasmtime_serve"))
+    quiet = wrk_figures(os.path.join(raw, "wasmcell_quiet-c50.txt"))
+    if quiet and first.get("http_rps_c50_wasmcell"):
+        first["http_rps_c50_wasmcell_no_log"] = r2(quiet["rps"])
+        first["http_log_cost_fraction"] = round(1 - first["http_rps_c50_wasmcell"] / quiet["rps"], 3)
     first["http_rps_ratio_vs_native"] = ratio(
         first.get("http_rps_c50_wasmcell"), first.get("http_rps_c50_native"))
     first["http_p50_ms_c1"] = first.get("http_p50_ms_c1_wasmcell")
@@ -380,6 +384,8 @@ def http_section(out, ver, first):
           f"(goal ≥ 0.95); wasmcell / native: {fmt(first['http_rps_ratio_vs_native'])}. "
           f"Per-request instantiation: median {fmt(first.get('http_instantiate_us_median'))} µs, "
           f"p99 {fmt(first.get('http_instantiate_us_p99'))} µs (goal ≤ 20 µs median). "
+          f"One log line per request costs {fmt(first.get('http_log_cost_fraction'))} of the "
+          f"requests/s without it ({fmt(first.get('http_rps_c50_wasmcell_no_log'))}; goal ≤ 0.10). "
           f"Idle PSS of the HTTP container (shim and guest): {fmt(first.get('http_idle_pss_mib'))} MiB "
           "(goal ≤ 6 MiB).\n"]
     return md

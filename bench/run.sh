@@ -337,6 +337,17 @@ http_bench() {
   ctr_ task wait http-wasmcell >/dev/null || true
   ctr_ task delete http-wasmcell >/dev/null 2>&1 || true
   ctr_ container delete http-wasmcell >/dev/null 2>&1 || true
+  # The same without the handler's one log line per request: what logging costs.
+  port=$(free_port)
+  echo http-quiet >>"$IDS_FILE"
+  ctr_ run -d --net-host --log-uri "file://$RAW/http/quiet.log" --env DEMO_HTTP_QUIET=1 \
+    --env "WASMCELL_HTTP_ADDR=127.0.0.1:$port" --runtime "$WASM_RUNTIME" --platform wasip2/wasm \
+    localhost/wasmcell/demo-http:latest http-quiet /demo-http.wasm >/dev/null
+  http_load wasmcell_quiet "$port"
+  ctr_ task kill http-quiet
+  ctr_ task wait http-quiet >/dev/null || true
+  ctr_ task delete http-quiet >/dev/null 2>&1 || true
+  ctr_ container delete http-quiet >/dev/null 2>&1 || true
 
   log "containerd $ver: HTTP, the same component by wasmtime serve $WASMTIME_VERSION"
   port=$(free_port)

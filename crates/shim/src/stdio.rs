@@ -244,6 +244,32 @@ mod tests {
     }
 
     #[test]
+    fn log_uris_append_to_a_file_and_binary_ones_are_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("container.log");
+        std::fs::write(&path, "kept\n")?;
+        let uri = format!("file://{}", path.display());
+        let (guest, _) = open_stdio("", &uri, &uri)?;
+        guest.stdout.ok_or("no stdout")?.write_all(b"out\n")?;
+        guest.stderr.ok_or("no stderr")?.write_all(b"err\n")?;
+        assert_eq!(std::fs::read_to_string(&path)?, "kept\nout\nerr\n");
+        assert!(OutputDrain::open(&uri, &uri).is_none(), "a file needs no drain");
+        let err = open_stdio("", "binary:///usr/bin/logger?x=1", "").err();
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("binary:///usr/bin/logger")
+                && e.contains("not supported by wasmcell")),
+            "{err:?}"
+        );
+        let missing = format!("file://{}/no/such/dir/x.log", dir.path().display());
+        let err = open_stdio("", &missing, "").err();
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("opening the log file")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn no_fifo_no_drain() {
         assert!(OutputDrain::open("", "").is_none());
     }

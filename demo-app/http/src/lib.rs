@@ -11,7 +11,8 @@
 //! - `GET /fetch?url=U` → GETs U (http or https) and answers `STATUS\nBODY`; 502 with the
 //!   host's error code when the request is refused or fails
 //!
-//! Each request writes one line to stdout (`METHOD PATH STATUS`), as a logging service would.
+//! Each request writes one line to stdout (`METHOD PATH STATUS`), as a logging service would,
+//! unless `DEMO_HTTP_QUIET` is set (the benchmark's measure of what that line costs).
 
 use std::io::{Read as _, Write as _};
 
@@ -32,7 +33,9 @@ impl Guest for DemoHttp {
         let target = request.path_with_query().unwrap_or_else(|| "/".to_owned());
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let (status, body) = route(&method, path, query, &request);
-        println!("{} {path} {status}", method_name(&method));
+        if std::env::var_os("DEMO_HTTP_QUIET").is_none() {
+            println!("{} {path} {status}", method_name(&method));
+        }
         respond(response_out, status, &body);
     }
 }
