@@ -30,13 +30,23 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One HTTP/1.1 request on a fresh connection; the status and the body.
+/// One HTTP/1.1 request to `127.0.0.1:port` on a fresh connection; the status and the body.
 fn request(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    request_to(&format!("127.0.0.1:{port}"), method, path, body)
+}
+
+/// One HTTP/1.1 request to `address` on a fresh connection; the status and the body.
+fn request_to(
+    address: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
     stream.write_all(body)?;
@@ -410,21 +420,7 @@ fn a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains(version: Version) {
     let (ip, netns) = node.pod_network(&pod);
     assert!(!ip.is_empty(), "the pod has no IP");
     let address = format!("{ip}:8080");
-    let http = |path: &str| -> std::io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect(&address)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw)?;
-        let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok());
-        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-        status
-            .map(|status| (status, body))
-            .ok_or_else(|| std::io::Error::other(format!("not HTTP: {raw:?}")))
-    };
+    let http = |path: &str| request_to(&address, "GET", path, b"");
     // Readiness: the first 200.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !matches!(http("/"), Ok((200, _))) {

@@ -253,17 +253,22 @@ mod tests {
         guest.stdout.ok_or("no stdout")?.write_all(b"out\n")?;
         guest.stderr.ok_or("no stderr")?.write_all(b"err\n")?;
         assert_eq!(std::fs::read_to_string(&path)?, "kept\nout\nerr\n");
-        assert!(OutputDrain::open(&uri, &uri).is_none(), "a file needs no drain");
+        assert!(
+            OutputDrain::open(&uri, &uri).is_none(),
+            "a file needs no drain"
+        );
         let err = open_stdio("", "binary:///usr/bin/logger?x=1", "").err();
         assert!(
-            err.as_deref().is_some_and(|e| e.contains("binary:///usr/bin/logger")
-                && e.contains("not supported by wasmcell")),
+            err.as_deref()
+                .is_some_and(|e| e.contains("binary:///usr/bin/logger")
+                    && e.contains("not supported by wasmcell")),
             "{err:?}"
         );
         let missing = format!("file://{}/no/such/dir/x.log", dir.path().display());
         let err = open_stdio("", &missing, "").err();
         assert!(
-            err.as_deref().is_some_and(|e| e.contains("opening the log file")),
+            err.as_deref()
+                .is_some_and(|e| e.contains("opening the log file")),
             "{err:?}"
         );
         Ok(())
