@@ -300,6 +300,11 @@ signal_latency() {
   echo "$((t1 - t0)) $status"
 }
 
+# wait_stopped ID: until task ID is STOPPED (a drain takes as long as its requests).
+wait_stopped() {
+  until ctr_ task ls | awk -v id="$1" '$1 == id {print $3}' | grep -qx STOPPED; do sleep 0.05; done
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # http_load NAME PORT: wrk against http://127.0.0.1:PORT/ for BENCH_HTTP_SECONDS at 1
@@ -334,7 +339,7 @@ http_bench() {
   python3 "$ROOT/bench/pss.py" "$ADDR" >"$RAW/http/pss-idle.json"
   http_load wasmcell "$port"
   ctr_ task kill http-wasmcell
-  ctr_ task wait http-wasmcell >/dev/null || true
+  wait_stopped http-wasmcell
   ctr_ task delete http-wasmcell >/dev/null 2>&1 || true
   ctr_ container delete http-wasmcell >/dev/null 2>&1 || true
   # The same without the handler's one log line per request: what logging costs.
@@ -345,7 +350,7 @@ http_bench() {
     localhost/wasmcell/demo-http:latest http-quiet /demo-http.wasm >/dev/null
   http_load wasmcell_quiet "$port"
   ctr_ task kill http-quiet
-  ctr_ task wait http-quiet >/dev/null || true
+  wait_stopped http-quiet
   ctr_ task delete http-quiet >/dev/null 2>&1 || true
   ctr_ container delete http-quiet >/dev/null 2>&1 || true
 
@@ -363,7 +368,7 @@ http_bench() {
     "$NATIVE_IMAGE" http-native /httpd "$port" >/dev/null
   http_load native "$port"
   ctr_ task kill -s SIGKILL http-native
-  ctr_ task wait http-native >/dev/null 2>&1 || true
+  wait_stopped http-native
   ctr_ task delete http-native >/dev/null 2>&1 || true
   ctr_ container delete http-native >/dev/null 2>&1 || true
 }
