@@ -300,65 +300,78 @@ signal_latency() {
   echo "$((t1 - t0)) $status"
 }
 
-# wait_stopped ID: until task ID is STOPPED (a drain takes as long as its requests).
-wait_stopped() {
-  until ctr_ task ls | awk -v id="$1" '$1 == id {print $3}' | grep -qx STOPPED; do sleep 0.05; done
-}
-
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# http_load NAME PORT: wrk against http://127.0.0.1:PORT/ for BENCH_HTTP_SECONDS at 1
-# connection (1 thread) and at 50 (2 threads); wrk's output into $RAW/http/NAME-cN.txt.
+# http_load NAME PORT CONNS...: wrk against http://127.0.0.1:PORT/ for BENCH_HTTP_SECONDS at
+# each number of connections (1 thread for 1, 2 threads otherwise), after a 2 s warm-up; wrk's
+# output into $RAW/http/NAME-cN.txt.
 http_load() {
-  local name=$1 port=$2 i
+  local name=$1 port=$2 i conns threads
+  shift 2
   for i in $(seq 100); do
     curl -sf -o /dev/null "http://127.0.0.1:$port/" && break
     [ "$i" -lt 100 ] || die "$name never answered on $port"
     sleep 0.1
   done
-  wrk -t1 -c1 -d2s "http://127.0.0.1:$port/" >/dev/null # warm-up
-  wrk -t1 -c1 -d"${BENCH_HTTP_SECONDS}s" --latency "http://127.0.0.1:$port/" >"$RAW/http/$name-c1.txt"
-  wrk -t2 -c50 -d"${BENCH_HTTP_SECONDS}s" --latency "http://127.0.0.1:$port/" >"$RAW/http/$name-c50.txt"
+  wrk -t1 -c1 -d2s "http://127.0.0.1:$port/" >/dev/null
+  for conns in "$@"; do
+    threads=2
+    [ "$conns" = 1 ] && threads=1
+    wrk -t"$threads" -c"$conns" -d"${BENCH_HTTP_SECONDS}s" --latency "http://127.0.0.1:$port/" \
+      >"$RAW/http/$name-c$conns.txt"
+  done
+}
+
+# start_demo_http ID CTR_RUN_FLAGS...: demo-http served by wasmcell as container ID on the host
+# network, its log in $RAW/http/ID.log; prints the port once it answers.
+start_demo_http() {
+  local id=$1 port
+  shift
+  port=$(free_port)
+  echo "$id" >>"$IDS_FILE"
+  ctr_ run -d --net-host --log-uri "file://$RAW/http/$id.log" "$@" \
+    --env "WASMCELL_HTTP_ADDR=127.0.0.1:$port" --runtime "$WASM_RUNTIME" --platform wasip2/wasm \
+    localhost/wasmcell/demo-http:latest "$id" /demo-http.wasm >/dev/null
+  until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.05; done
+  echo "$port"
+}
+
+# stop_task ID SIGNAL: signals task ID, waits until it is stopped, removes it.
+stop_task() {
+  ctr_ task kill -s "$2" "$1"
+  until ctr_ task ls | awk -v id="$1" '$1 == id {print $3}' | grep -qx STOPPED; do sleep 0.05; done
+  ctr_ task delete "$1" >/dev/null 2>&1 || true
+  ctr_ container delete "$1" >/dev/null 2>&1 || true
 }
 
 # http_bench: demo-http served by wasmcell, the same component by `wasmtime serve`, and a
-# native static server in runc, one after the other, nothing else running; wasmcell's idle
-# PSS before its load and its instantiation times (from its log) after.
+# native static server in runc, one after the other, nothing else running. wasmcell serves
+# the 1-connection and the 50-connection runs from two containers, so the instantiation times
+# each reports (in its log, when SIGTERM stops it) are those of one load; a third runs
+# without the handler's log line. The idle PSS is the first container's before any load.
 http_bench() {
   mkdir -p "$RAW/http"
   local port
   ctr_ image import --all-platforms "$DEMO_HTTP_TAR" >/dev/null
   log "containerd $ver: HTTP, demo-http served by wasmcell"
-  port=$(free_port)
-  echo http-wasmcell >>"$IDS_FILE"
-  ctr_ run -d --net-host --log-uri "file://$RAW/http/wasmcell.log" \
-    --env "WASMCELL_HTTP_ADDR=127.0.0.1:$port" --runtime "$WASM_RUNTIME" --platform wasip2/wasm \
-    localhost/wasmcell/demo-http:latest http-wasmcell /demo-http.wasm >/dev/null
-  until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.05; done
+  port=$(start_demo_http http-c1)
   sleep 1
   python3 "$ROOT/bench/pss.py" "$ADDR" >"$RAW/http/pss-idle.json"
-  http_load wasmcell "$port"
-  ctr_ task kill http-wasmcell
-  wait_stopped http-wasmcell
-  ctr_ task delete http-wasmcell >/dev/null 2>&1 || true
-  ctr_ container delete http-wasmcell >/dev/null 2>&1 || true
+  http_load wasmcell "$port" 1
+  stop_task http-c1 SIGTERM
+  port=$(start_demo_http http-c50)
+  http_load wasmcell "$port" 50
+  stop_task http-c50 SIGTERM
   # The same without the handler's one log line per request: what logging costs.
-  port=$(free_port)
-  echo http-quiet >>"$IDS_FILE"
-  ctr_ run -d --net-host --log-uri "file://$RAW/http/quiet.log" --env DEMO_HTTP_QUIET=1 \
-    --env "WASMCELL_HTTP_ADDR=127.0.0.1:$port" --runtime "$WASM_RUNTIME" --platform wasip2/wasm \
-    localhost/wasmcell/demo-http:latest http-quiet /demo-http.wasm >/dev/null
-  http_load wasmcell_quiet "$port"
-  ctr_ task kill http-quiet
-  wait_stopped http-quiet
-  ctr_ task delete http-quiet >/dev/null 2>&1 || true
-  ctr_ container delete http-quiet >/dev/null 2>&1 || true
+  port=$(start_demo_http http-quiet --env DEMO_HTTP_QUIET=1)
+  http_load wasmcell_quiet "$port" 50
+  stop_task http-quiet SIGTERM
 
   log "containerd $ver: HTTP, the same component by wasmtime serve $WASMTIME_VERSION"
   port=$(free_port)
   "$WASMTIME" serve -Scli --addr "127.0.0.1:$port" "$DEMO_HTTP_WASM" >"$RAW/http/wasmtime.log" 2>&1 &
   local serve_pid=$!
-  http_load wasmtime_serve "$port"
+  http_load wasmtime_serve "$port" 1 50
   kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
 
   log "containerd $ver: HTTP, a native static server in runc"
@@ -366,11 +379,8 @@ http_bench() {
   echo http-native >>"$IDS_FILE"
   ctr_ run -d --net-host --runtime "$RUNC_RUNTIME" --runc-root "$DIR/runc" \
     "$NATIVE_IMAGE" http-native /httpd "$port" >/dev/null
-  http_load native "$port"
-  ctr_ task kill -s SIGKILL http-native
-  wait_stopped http-native
-  ctr_ task delete http-native >/dev/null 2>&1 || true
-  ctr_ container delete http-native >/dev/null 2>&1 || true
+  http_load native "$port" 1 50
+  stop_task http-native SIGKILL
 }
 
 # start_many KIND N: N detached sleeping containers, all RUNNING on return.
