@@ -491,7 +491,8 @@ bench_one() {
   done
   ctr_ image import --all-platforms "$DEMO_TAR" >/dev/null
   ctr_ image import "$BUILD/native-image.tar" >/dev/null
-  ctr_ image ls -q | grep -qx "$NATIVE_IMAGE" || die "$NATIVE_IMAGE not imported: $(ctr_ image ls -q)"
+  # grep -x without -q: an early exit would SIGPIPE ctr and fail the pipeline (pipefail).
+  ctr_ image ls -q | grep -x "$NATIVE_IMAGE" >/dev/null || die "$NATIVE_IMAGE not imported: $(ctr_ image ls -q)"
 
   {
     printf '{"containerd": "%s", "containerd_line": "%s", "runc": "%s", ' \
@@ -580,7 +581,7 @@ bench_one() {
   # containerd 1.6's `ctr container create` has no --runc-root; runc then keeps its state under
   # containerd's default root, and every task is deleted all the same.
   local runc_root=()
-  ctr_ container create --help 2>&1 | grep -q -- --runc-root && runc_root=(--runc-root "$DIR/runc")
+  ctr_ container create --help 2>&1 | grep -- --runc-root >/dev/null && runc_root=(--runc-root "$DIR/runc")
   ctr_ container create --runtime "$RUNC_RUNTIME" "${runc_root[@]}" "$NATIVE_IMAGE" tpl-runc /hello hello
   for i in $(seq 0 $((BENCH_THROUGHPUT_TASKS - 1))); do echo "stress-$i" >>"$IDS_FILE"; done
   local par
