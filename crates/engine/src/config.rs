@@ -21,8 +21,8 @@ const CACHE_FORMAT: &str = "wasmcell-engine cache v1";
 ///
 /// - Cranelift, `OptLevel::Speed` (wasmtime's default).
 /// - Serial compilation (`parallel_compilation(false)`), so compiling never starts threads;
-///   [`compiler_config`] is the same configuration compiling on every core, for the
-///   short-lived compile helper. Both produce the same code and the same [`fingerprint`].
+///   the short-lived compile helper turns it on (`EngineOptions::compile_in_parallel`). Both
+///   produce the same code and the same [`fingerprint`].
 /// - Component model on (the default with the `component-model` feature).
 /// - `memory_init_cow(true)` (the default): a module's initial heap image is mapped
 ///   copy-on-write from the mmapped compiled code, so instantiation copies nothing and
@@ -46,14 +46,6 @@ pub fn engine_config() -> Config {
         .memory_init_cow(true)
         .wasm_backtrace_max_frames(NonZeroUsize::new(20))
         .wasm_backtrace_details(WasmBacktraceDetails::Disable);
-    config
-}
-
-/// [`engine_config`] with compilation spread over every core (a rayon pool): for a process
-/// that only compiles into the cache and exits.
-pub fn compiler_config() -> Config {
-    let mut config = engine_config();
-    config.parallel_compilation(true);
     config
 }
 
@@ -127,9 +119,11 @@ mod tests {
 
     #[test]
     fn the_compile_helper_writes_code_guests_load() -> wasmtime::Result<()> {
+        let mut parallel = engine_config();
+        parallel.parallel_compilation(true);
         assert_eq!(
             fingerprint(&Engine::new(&engine_config())?),
-            fingerprint(&Engine::new(&compiler_config())?)
+            fingerprint(&Engine::new(&parallel)?)
         );
         Ok(())
     }

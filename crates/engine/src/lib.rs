@@ -19,7 +19,8 @@ mod run;
 mod serve;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
@@ -38,7 +39,7 @@ pub struct EngineOptions {
     /// directory is created with mode 0700 if missing (and tightened to 0700 if not); it must
     /// belong to the process's effective uid.
     pub cache_dir: Option<PathBuf>,
-    /// Compile on every core ([`config::compiler_config`]). Default `false`: compiling never
+    /// Compile on every core (wasmtime's parallel compilation). Default `false`: compiling never
     /// starts a thread, as a guest process must not carry a thread pool.
     pub compile_in_parallel: bool,
     /// Configure for serving `wasi:http/proxy` components ([`config::serve_config`]: epoch
@@ -192,11 +193,7 @@ impl WasmEngine {
         let lookup = match &lock {
             Some(lock) if lock.waited => match cache.lookup(&sha256) {
                 Lookup::Verified { path, file } => {
-                    let code = cache::Code::Entry {
-                        path: &path,
-                        hashed: Some(&file),
-                    };
-                    if let Ok(program) = cache::deserialize(&self.engine, kind, code) {
+                    if let Ok(program) = self.load_entry(kind, &path, &file) {
                         return Ok((program, LoadOutcome::CompiledConcurrently));
                     }
                     Lookup::Corrupt {
@@ -209,28 +206,22 @@ impl WasmEngine {
             _ => first,
         };
         let outcome = match lookup {
-            Lookup::Verified { path, file } => {
-                let code = cache::Code::Entry {
-                    path: &path,
-                    hashed: Some(&file),
-                };
-                match cache::deserialize(&self.engine, kind, code) {
-                    Ok(program) => {
-                        log::debug!(
-                            "cache hit for sha256:{sha256} (fingerprint {})",
-                            self.fingerprint
-                        );
-                        return Ok((program, LoadOutcome::CacheHit));
-                    }
-                    Err(reason) => {
-                        log::warn!(
-                            "cache entry {} does not load ({reason}); recompiling",
-                            path.display()
-                        );
-                        LoadOutcome::CacheCorruptRecompiled
-                    }
+            Lookup::Verified { path, file } => match self.load_entry(kind, &path, &file) {
+                Ok(program) => {
+                    log::debug!(
+                        "cache hit for sha256:{sha256} (fingerprint {})",
+                        self.fingerprint
+                    );
+                    return Ok((program, LoadOutcome::CacheHit));
                 }
-            }
+                Err(reason) => {
+                    log::warn!(
+                        "cache entry {} does not load ({reason}); recompiling",
+                        path.display()
+                    );
+                    LoadOutcome::CacheCorruptRecompiled
+                }
+            },
             Lookup::Corrupt { path, reason } => {
                 log::warn!(
                     "cache entry {} is corrupt ({reason}); recompiling",
@@ -244,22 +235,16 @@ impl WasmEngine {
         if let (Some(compile), Some(_)) = (compile_elsewhere, &lock) {
             match compile() {
                 Ok(()) => match cache.lookup(&sha256) {
-                    Lookup::Verified { path, file } => {
-                        let code = cache::Code::Entry {
-                            path: &path,
-                            hashed: Some(&file),
-                        };
-                        match cache::deserialize(&self.engine, kind, code) {
-                            Ok(program) if outcome == LoadOutcome::Compiled => {
-                                return Ok((program, LoadOutcome::CompiledByHelper));
-                            }
-                            Ok(program) => return Ok((program, outcome)),
-                            Err(reason) => log::warn!(
-                                "the helper's entry {} does not load ({reason}); compiling here",
-                                path.display()
-                            ),
+                    Lookup::Verified { path, file } => match self.load_entry(kind, &path, &file) {
+                        Ok(program) if outcome == LoadOutcome::Compiled => {
+                            return Ok((program, LoadOutcome::CompiledByHelper));
                         }
-                    }
+                        Ok(program) => return Ok((program, outcome)),
+                        Err(reason) => log::warn!(
+                            "the helper's entry {} does not load ({reason}); compiling here",
+                            path.display()
+                        ),
+                    },
                     _ => log::warn!("the compile helper left no entry for sha256:{sha256}"),
                 },
                 Err(e) => log::debug!("compile helper failed ({e}); compiling here"),
@@ -295,6 +280,15 @@ impl WasmEngine {
             }
         })?;
         Ok((program, outcome))
+    }
+
+    /// Maps a cache entry that [`Cache::lookup`] just verified.
+    fn load_entry(&self, kind: Kind, path: &Path, file: &File) -> Result<Program, String> {
+        let code = cache::Code::Entry {
+            path,
+            hashed: Some(file),
+        };
+        cache::deserialize(&self.engine, kind, code)
     }
 
     /// Compiles `wasm` and stores it in the cache, replacing any entry; takes no compile lock

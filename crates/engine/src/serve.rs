@@ -300,11 +300,26 @@ impl Server {
 
     /// Queue, then run; past the queue bound, 503.
     async fn admit(self: Arc<Self>, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
-        let limits = self.spec.limits.clone();
+        // A declared body over the cap is refused before it takes a slot or a queue place.
+        let max_body = self.spec.limits.max_request_body;
+        if let Some(length) = request
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && length > max_body
+        {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "wasmcell: request body of {length} bytes is over the {max_body} byte limit\n"
+                ),
+            );
+        }
         let permit = match self.slots.try_acquire() {
             Ok(permit) => permit,
             Err(_) => {
-                if self.waiting.fetch_add(1, Ordering::AcqRel) >= limits.max_queued {
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.spec.limits.max_queued {
                     self.waiting.fetch_sub(1, Ordering::AcqRel);
                     return plain(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -319,21 +334,6 @@ impl Server {
                 }
             }
         };
-        if let Some(length) = request
-            .headers()
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            && length > limits.max_request_body
-        {
-            return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "wasmcell: request body of {length} bytes is over the {} byte limit\n",
-                    limits.max_request_body
-                ),
-            );
-        }
         let response = self.clone().run(request).await;
         drop(permit);
         response

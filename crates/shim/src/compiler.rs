@@ -1,7 +1,6 @@
 //! The compile helper: a guest whose program is not in the compile cache does not compile it
 //! itself but runs this binary as `__wasmcell-compile PROGRAM CACHE_DIR PARENT_PID run|serve`
-//! and waits,
-//! holding the entry's compile lock, then maps the entry like any cache hit.
+//! and waits, holding the entry's compile lock, then maps the entry like any cache hit.
 //!
 //! Why a process of its own: a compile leaves the compiling process with Cranelift's heap
 //! (about 10 MiB for the demo component, which glibc keeps after it is freed) and the

@@ -272,13 +272,9 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
     let helper = helper
         .as_ref()
         .map(|h| h as &dyn Fn() -> Result<(), String>);
-    let (program, outcome) = engine.load_with(&bytes, helper).map_err(|e| {
-        format!(
-            "program {:?}: {}",
-            plan.args.first().map_or("", |a| a),
-            with_causes(&e)
-        )
-    })?;
+    let (program, outcome) = engine
+        .load_with(&bytes, helper)
+        .map_err(|e| format!("program {name:?}: {}", with_causes(&e)))?;
     warnings.extend(outcome.warning());
     // Refuse at create, naming every import, rather than failing after start.
     if let Some(declared) = &plan.declared_imports {
