@@ -96,6 +96,25 @@ pub fn inspect_wasm(bytes: &[u8]) -> Result<WasmInfo, WasmError> {
             kind: claimed,
             source,
         })?;
+    decode_wasm_interface(bytes)
+}
+
+/// Decodes the kind, top-level imports and exports of `bytes` without validating them: for a
+/// caller that only needs the interface and leaves validation to the engine that compiles it
+/// (a guest choosing its world on every start, where validating the whole binary would cost
+/// time and the validator's code pages each time).
+pub fn decode_wasm_interface(bytes: &[u8]) -> Result<WasmInfo, WasmError> {
+    if !has_wasm_magic(bytes) || bytes.len() < 8 {
+        return Err(WasmError::NotWasm {
+            len: bytes.len(),
+            head: bytes.iter().take(8).copied().collect(),
+        });
+    }
+    let claimed = if Parser::is_component(bytes) {
+        WasmKind::Component
+    } else {
+        WasmKind::Module
+    };
     decode_interface(bytes).map_err(|source| WasmError::Invalid {
         kind: claimed,
         source,
@@ -190,6 +209,21 @@ mod tests {
         assert_eq!(info.kind, WasmKind::Component);
         assert_eq!(info.imports, ["wasi:cli/environment@0.2.0"]);
         assert_eq!(info.exports, ["wasi:cli/run@0.2.0"]);
+        Ok(())
+    }
+
+    #[test]
+    fn decoding_reads_the_interface_and_leaves_validation_to_the_engine()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // Decodes, but does not validate: the function returns an i32 it never pushes.
+        let bytes = wat::parse_str(r#"(module (func (export "run") (result i32) nop))"#)?;
+        assert!(inspect_wasm(&bytes).is_err());
+        let info = decode_wasm_interface(&bytes)?;
+        assert_eq!(
+            (info.kind, info.exports),
+            (WasmKind::Module, vec!["run".to_owned()])
+        );
+        assert!(decode_wasm_interface(b"#!/bin/sh\n").is_err());
         Ok(())
     }
 

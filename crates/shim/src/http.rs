@@ -34,9 +34,10 @@ pub struct ServeSetup {
     spec: ServeSpec,
 }
 
-/// The world a binary runs in, from its exports (modules are commands).
+/// The world a binary runs in, from its exports (modules are commands). Decoded, not
+/// validated: this runs on every start, and the engine validates what it compiles.
 pub fn world_of(wasm: &[u8]) -> Result<HostWorld, String> {
-    match wasmcell_oci::inspect_wasm(wasm) {
+    match wasmcell_oci::wasm::decode_wasm_interface(wasm) {
         Ok(info) => HostWorld::for_exports(info.exports.iter().map(String::as_str)),
         // The engine's load reports an undecodable binary with the parser's cause.
         Err(_) => Ok(HostWorld::Command),
