@@ -288,19 +288,35 @@ fn outbound_requests_need_the_policy(version: Version) {
     let Some(containerd) = containerd_with_http(version) else {
         return;
     };
-    // The destination: a one-shot HTTP server on the test's loopback.
+    // The destination: a keep-alive HTTP server on the test's loopback that counts the
+    // connections it accepts.
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let upstream_port = upstream.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     std::thread::spawn(move || {
-        for stream in upstream.incoming().flatten() {
-            let mut stream = stream;
-            let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nupstream\n",
-            );
+        for mut stream in upstream.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut pending = Vec::new();
+                let mut chunk = [0u8; 2048];
+                while let Ok(n) = stream.read(&mut chunk) {
+                    if n == 0 {
+                        return;
+                    }
+                    pending.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nupstream\n";
+                        if stream.write_all(reply).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
         }
     });
+    let accepted_so_far = || accepted.load(std::sync::atomic::Ordering::SeqCst);
     let temp = tempfile::tempdir().unwrap();
     let url = format!("/fetch?url=http://127.0.0.1:{upstream_port}/");
 
@@ -313,6 +329,7 @@ fn outbound_requests_need_the_policy(version: Version) {
         assert!(body.contains("HttpRequestDenied"), "{body}");
     }
     stop(&containerd, "closed");
+    assert_eq!(accepted_so_far(), 0, "denied before any connection is made");
     let logged = std::fs::read_to_string(&denied_log).unwrap_or_default();
     let destination = format!("http://127.0.0.1:{upstream_port}");
     assert_eq!(
@@ -338,8 +355,12 @@ fn outbound_requests_need_the_policy(version: Version) {
         &["--runtime-config-path", &policy],
         &temp.path().join("open.log"),
     );
-    assert_eq!(get(port, &url), (200, "200\nupstream\n".to_owned()));
+    for _ in 0..3 {
+        assert_eq!(get(port, &url), (200, "200\nupstream\n".to_owned()));
+    }
     stop(&containerd, "open");
+    // Each request is a fresh instance; the server's client keeps the connection between them.
+    assert_eq!(accepted_so_far(), 1, "three fetches, one connection");
 }
 
 fn sigterm_drains_in_flight_requests(version: Version) {

@@ -49,26 +49,66 @@ pub fn engine_config() -> Config {
     config
 }
 
+/// What the pooling allocator of a serving engine reserves: slots for the instances that can
+/// be alive at once, and how far each linear memory may grow. Neither changes compiled code,
+/// so engines sized differently share a cache entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServePool {
+    /// Component instances alive at once: the server's concurrency limit. Default 64.
+    pub instances: u32,
+    /// Bytes one linear memory may grow to; `None` leaves wasmtime's 4 GiB. Default `None`
+    /// (the shim passes the per-instance memory cap, itself bounded by the container's limit).
+    pub max_memory: Option<u64>,
+}
+
+impl Default for ServePool {
+    fn default() -> Self {
+        ServePool {
+            instances: 64,
+            max_memory: None,
+        }
+    }
+}
+
+impl ServePool {
+    /// Core instances, memories and tables one component may hold: a Rust or C component is
+    /// its module plus a few adapter and shim modules, with one memory and a table or two;
+    /// this leaves room for larger compositions. A component past it fails to instantiate with
+    /// wasmtime's message, answered 500.
+    pub const PER_COMPONENT: u32 = 16;
+}
+
 /// [`engine_config`] for serving `wasi:http/proxy` components: epoch interruption (the
 /// server advances the epoch every [`crate::EPOCH_TICK`], so a busy handler yields and its
-/// deadline can stop it) and the pooling allocator (instances come from pre-reserved slots,
-/// and a module's initial heap is mapped copy-on-write, so a fresh instance per request costs
-/// microseconds). Slots are reserved address space, not memory: only touched pages are
-/// resident.
-pub fn serve_config() -> Config {
+/// deadline can stop it) and the pooling allocator sized by `pool` (instances come from
+/// pre-reserved slots, and a module's initial heap is mapped copy-on-write, so a fresh instance
+/// per request costs microseconds). Slots are reserved address space, not memory: only touched
+/// pages are resident, and a slot's first [`KEEP_RESIDENT`] bytes stay mapped between requests
+/// (cleared, not unmapped), so the next instance in that slot does not fault them in again.
+pub fn serve_config(pool: ServePool) -> Config {
     let mut config = engine_config();
+    let instances = pool.instances.max(1);
+    let core = instances.saturating_mul(ServePool::PER_COMPONENT);
     let mut pooling = wasmtime::PoolingAllocationConfig::default();
     pooling
-        .total_component_instances(1000)
-        .total_core_instances(1000)
-        .total_memories(1000)
-        .total_tables(1000)
-        .total_stacks(1000);
+        .total_component_instances(instances)
+        .total_core_instances(core)
+        .total_memories(core)
+        .total_tables(core)
+        .total_stacks(instances)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT);
+    if let Some(max) = pool.max_memory {
+        pooling.max_memory_size(usize::try_from(max).unwrap_or(usize::MAX));
+    }
     config
         .epoch_interruption(true)
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
     config
 }
+
+/// Bytes at the start of each pooled memory and table kept resident between instances.
+pub const KEEP_RESIDENT: usize = 64 << 10;
 
 /// Hex sha256 over the cache format, the wasmtime version and
 /// [`Engine::precompile_compatibility_hash`] (target, Cranelift and ISA flags, tunables, wasm
@@ -124,6 +164,19 @@ mod tests {
         assert_eq!(
             fingerprint(&Engine::new(&engine_config())?),
             fingerprint(&Engine::new(&parallel)?)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn servers_sized_differently_share_compiled_code() -> wasmtime::Result<()> {
+        let small = ServePool {
+            instances: 2,
+            max_memory: Some(16 << 20),
+        };
+        assert_eq!(
+            fingerprint(&Engine::new(&serve_config(ServePool::default()))?),
+            fingerprint(&Engine::new(&serve_config(small))?)
         );
         Ok(())
     }

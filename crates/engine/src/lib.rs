@@ -11,6 +11,7 @@
 //! a [`RunSpec`] and exit statuses onto process exits.
 
 mod cache;
+pub mod client;
 pub mod config;
 mod error;
 pub mod host;
@@ -46,6 +47,9 @@ pub struct EngineOptions {
     /// interruption, the pooling allocator). Its code differs, so it has its own fingerprint
     /// and cache directory. Default `false`: the command configuration.
     pub serve_http: bool,
+    /// What the serving configuration's pooling allocator reserves (used only with
+    /// `serve_http`). Default [`config::ServePool::default`].
+    pub serve_pool: config::ServePool,
 }
 
 /// A compiled program, ready to run.
@@ -130,7 +134,7 @@ impl WasmEngine {
     /// cache directory `<cache_dir>/<fingerprint>`.
     pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
         let mut config = if options.serve_http {
-            config::serve_config()
+            config::serve_config(options.serve_pool)
         } else {
             config::engine_config()
         };

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::client::OutboundClient;
+
 /// One allowed destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Allowed {
@@ -30,11 +32,13 @@ enum HostPattern {
     Under(String),
 }
 
-/// The allow-list and the record of destinations already reported.
+/// The allow-list, the record of destinations already reported, and the pooled client that
+/// allowed requests go through.
 #[derive(Debug, Clone, Default)]
 pub struct OutboundPolicy {
     allowed: Arc<Vec<Allowed>>,
     reported: Arc<Mutex<HashSet<String>>>,
+    client: OutboundClient,
 }
 
 /// A pattern that is not `*` or `SCHEME://HOST[:PORT]`.
@@ -104,6 +108,7 @@ impl OutboundPolicy {
         OutboundPolicy {
             allowed: Arc::new(patterns.iter().filter_map(|p| parse(p).ok()).collect()),
             reported: Arc::default(),
+            client: OutboundClient::default(),
         }
     }
 
@@ -170,12 +175,14 @@ impl WasiHttpHooks for OutboundPolicy {
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         let _ = fut;
+        let client = self.client.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let response = client.send(request, options).await?;
+            // The connection is driven by a task of its own (it outlives this request in the
+            // pool), so there is no per-request I/O future to hand back.
             Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), Error>> + Send>,
+                response,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = Result<(), Error>> + Send>,
             ))
         })
     }

@@ -609,7 +609,8 @@ mod tests {
 
     #[test]
     fn the_proxy_world_is_what_its_linker_defines() -> Result<(), String> {
-        let engine = Engine::new(&crate::config::serve_config()).map_err(|e| e.to_string())?;
+        let engine = Engine::new(&crate::config::serve_config(Default::default()))
+            .map_err(|e| e.to_string())?;
         let http = [
             ("wasi:http/outgoing-handler", "handle"),
             ("wasi:http/types", "http-error-code"),

@@ -192,7 +192,7 @@ struct Server {
     pre: ProxyPre<RequestState>,
     spec: ServeSpec,
     outbound: OutboundPolicy,
-    slots: tokio::sync::Semaphore,
+    slots: Arc<tokio::sync::Semaphore>,
     waiting: AtomicUsize,
     answered: AtomicUsize,
     instantiate: Arc<InstantiateTimes>,
@@ -223,7 +223,9 @@ pub(crate) async fn serve(
     let server = Arc::new(Server {
         pre,
         outbound: OutboundPolicy::new(&spec.allow_outbound),
-        slots: tokio::sync::Semaphore::new(spec.limits.max_concurrent.max(1)),
+        slots: Arc::new(tokio::sync::Semaphore::new(
+            spec.limits.max_concurrent.max(1),
+        )),
         waiting: AtomicUsize::new(0),
         answered: AtomicUsize::new(0),
         instantiate: Arc::new(InstantiateTimes::new()),
@@ -316,7 +318,7 @@ impl Server {
                 ),
             );
         }
-        let permit = match self.slots.try_acquire() {
+        let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.spec.limits.max_queued {
@@ -326,7 +328,7 @@ impl Server {
                         "wasmcell: too many requests in flight\n",
                     );
                 }
-                let permit = self.slots.acquire().await;
+                let permit = self.slots.clone().acquire_owned().await;
                 self.waiting.fetch_sub(1, Ordering::AcqRel);
                 match permit {
                     Ok(permit) => permit,
@@ -334,13 +336,17 @@ impl Server {
                 }
             }
         };
-        let response = self.clone().run(request).await;
-        drop(permit);
-        response
+        self.clone().run(request, permit).await
     }
 
-    /// One fresh instance for one request.
-    async fn run(self: Arc<Self>, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+    /// One fresh instance for one request. The instance holds `permit` until it is dropped
+    /// (a handler may go on writing the body after it set the response), so live instances
+    /// never outnumber the slots the pooling allocator was sized for.
+    async fn run(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Response<HyperOutgoingBody> {
         let limits = self.spec.limits.clone();
         let cap = limits.max_request_body;
         let request = request.map(|body| {
@@ -387,6 +393,7 @@ impl Server {
         let times = self.instantiate.clone();
         let deadline = Instant::now() + limits.request_timeout;
         let task = tokio::spawn(tokio::time::timeout_at(deadline.into(), async move {
+            let _permit = permit;
             let started = Instant::now();
             let proxy = pre.instantiate_async(&mut store).await?;
             times.record(started.elapsed());

@@ -83,6 +83,7 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
                 cache_dir: Some(cache_dir.into()),
                 compile_in_parallel: true,
                 serve_http,
+                ..Default::default()
             })
             .map_err(|e| e.to_string())?;
             engine.compile_to_cache(&wasm).map_err(|e| e.to_string())

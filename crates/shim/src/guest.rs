@@ -244,11 +244,22 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
     let name = plan.args.first().map_or("", |a| a);
     let serve_http = crate::http::world_of(&bytes).map_err(|e| format!("program {name:?}: {e}"))?
         == HostWorld::Proxy;
+    // A server's limits size its engine's instance pool, so they are read first.
+    let serve_setup = if serve_http {
+        Some(crate::http::prepare(plan).map_err(|e| format!("program {name:?}: {e}"))?)
+    } else {
+        None
+    };
+    let serve_pool = serve_setup
+        .as_ref()
+        .map(crate::http::pool_for)
+        .unwrap_or_default();
     // A compile cache that cannot be opened (unwritable, not ours) costs speed, not the
     // container: run uncached and say so once.
     let engine = match WasmEngine::new(EngineOptions {
         cache_dir: plan.cache_dir.clone(),
         serve_http,
+        serve_pool,
         ..Default::default()
     }) {
         Ok(engine) => engine,
@@ -258,6 +269,7 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
             ));
             WasmEngine::new(EngineOptions {
                 serve_http,
+                serve_pool,
                 ..Default::default()
             })
             .map_err(|e| e.to_string())?
@@ -289,8 +301,7 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
     engine
         .check_imports(&program, &policy)
         .map_err(|e| format!("program {name:?}: {e}"))?;
-    if serve_http {
-        let setup = crate::http::prepare(plan).map_err(|e| format!("program {name:?}: {e}"))?;
+    if let Some(setup) = serve_setup {
         return Ok((
             engine,
             (program, Work::Serve(setup)),

@@ -15,10 +15,15 @@
 //! | `WASMCELL_HTTP_TIMEOUT_MS` | 30000 | per request; past it, 504 |
 //! | `WASMCELL_HTTP_MAX_BODY` | 16777216 | request body bytes; past it, 413 |
 //! | `WASMCELL_HTTP_DRAIN_MS` | 25000 | how long SIGTERM waits for in-flight requests |
+//! | `WASMCELL_HTTP_MAX_INSTANCE_MEMORY` | the container's memory limit (none: 4 GiB) | bytes one instance's linear memory may grow to |
+//!
+//! The engine's instance pool is sized from these: a slot per concurrent request, each memory
+//! slot capped at the per-instance limit.
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use wasmcell_engine::config::ServePool;
 use wasmcell_engine::{HostWorld, Program, ServeLimits, ServeSpec, WasmEngine};
 
 use crate::plan::GuestPlan;
@@ -92,7 +97,10 @@ pub fn prepare(plan: &GuestPlan) -> Result<ServeSetup, String> {
             defaults.request_timeout.as_millis() as u64,
         )?),
         max_request_body: number(plan, "WASMCELL_HTTP_MAX_BODY", defaults.max_request_body)?,
-        max_instance_memory: plan.memory_limit_bytes,
+        max_instance_memory: instance_memory_cap(
+            env(plan, "WASMCELL_HTTP_MAX_INSTANCE_MEMORY"),
+            plan.memory_limit_bytes,
+        )?,
         drain_timeout: Duration::from_millis(number(
             plan,
             "WASMCELL_HTTP_DRAIN_MS",
@@ -113,6 +121,35 @@ pub fn prepare(plan: &GuestPlan) -> Result<ServeSetup, String> {
             allow_outbound: plan.allow_outbound.clone(),
         },
     })
+}
+
+/// How far one instance's memory may grow: `WASMCELL_HTTP_MAX_INSTANCE_MEMORY` when set, which
+/// can lower the container's limit but not raise it (the cgroup would stop the instance there
+/// anyway, and the whole server with it); else the container's limit.
+fn instance_memory_cap(knob: Option<&str>, container: Option<u64>) -> Result<Option<u64>, String> {
+    const NAME: &str = "WASMCELL_HTTP_MAX_INSTANCE_MEMORY";
+    let Some(text) = knob else {
+        return Ok(container);
+    };
+    let bytes: u64 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{NAME}={text:?} is not a valid number: {e}"))?;
+    if bytes < 65536 {
+        return Err(format!(
+            "{NAME}={bytes} is below one wasm page (65536 bytes)"
+        ));
+    }
+    Ok(Some(container.map_or(bytes, |limit| bytes.min(limit))))
+}
+
+/// The instance pool a server with `setup`'s limits needs.
+pub fn pool_for(setup: &ServeSetup) -> ServePool {
+    let limits = &setup.spec.limits;
+    ServePool {
+        instances: u32::try_from(limits.max_concurrent).unwrap_or(u32::MAX),
+        max_memory: limits.max_instance_memory,
+    }
 }
 
 /// Serves until SIGTERM or SIGINT, then drains; returns the guest's exit code (0 after a
@@ -177,6 +214,45 @@ pub fn serve(engine: &WasmEngine, program: &Program, setup: ServeSetup) -> i32 {
         Err(e) => {
             eprintln!("wasmcell: serving {address} failed: {e}");
             crate::guest::EXIT_SETUP
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_instance_memory_knob_lowers_the_container_limit_only() {
+        assert_eq!(instance_memory_cap(None, None), Ok(None));
+        assert_eq!(
+            instance_memory_cap(None, Some(64 << 20)),
+            Ok(Some(64 << 20))
+        );
+        assert_eq!(
+            instance_memory_cap(Some("16777216"), Some(64 << 20)),
+            Ok(Some(16 << 20))
+        );
+        assert_eq!(
+            instance_memory_cap(Some("1073741824"), Some(64 << 20)),
+            Ok(Some(64 << 20)),
+            "not above the container's limit"
+        );
+        assert_eq!(
+            instance_memory_cap(Some(" 131072 "), None),
+            Ok(Some(128 << 10))
+        );
+        for (bad, reason) in [
+            ("lots", "not a valid number"),
+            ("4096", "below one wasm page"),
+        ] {
+            let err = instance_memory_cap(Some(bad), None).err();
+            assert!(
+                err.as_deref().is_some_and(|e| {
+                    e.contains("WASMCELL_HTTP_MAX_INSTANCE_MEMORY") && e.contains(reason)
+                }),
+                "{bad}: {err:?}"
+            );
         }
     }
 }
