@@ -14,6 +14,7 @@ mod cache;
 pub mod client;
 pub mod config;
 mod error;
+mod handler_output;
 pub mod host;
 pub mod outbound;
 mod run;

@@ -12,6 +12,9 @@
 //!   and the guest's read fails when it is not;
 //! - after the shutdown future resolves: no new connections, in-flight requests finish (up
 //!   to [`ServeLimits::drain_timeout`]), idle keep-alive connections are closed.
+//!
+//! Handlers' stdout and stderr are gathered and written to the process's own every 10 ms
+//! (`handler_output.rs`), not once per write.
 
 use std::future::Future;
 use std::net::TcpListener as StdTcpListener;
@@ -34,6 +37,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::EngineError;
+use crate::handler_output::HandlerOutput;
 use crate::outbound::OutboundPolicy;
 
 /// How often the engine's epoch advances: the granularity of the request deadline and how
@@ -196,6 +200,7 @@ struct Server {
     waiting: AtomicUsize,
     answered: AtomicUsize,
     instantiate: Arc<InstantiateTimes>,
+    output: HandlerOutput,
 }
 
 /// Serves `component` on `listener` until `shutdown` resolves, then drains. Must run inside a
@@ -229,6 +234,7 @@ pub(crate) async fn serve(
         waiting: AtomicUsize::new(0),
         answered: AtomicUsize::new(0),
         instantiate: Arc::new(InstantiateTimes::new()),
+        output: HandlerOutput::start(),
         spec,
     });
     let ticker = {
@@ -282,6 +288,8 @@ pub(crate) async fn serve(
     drop(listener);
     let drained = tokio::time::timeout(server.spec.limits.drain_timeout, graceful.shutdown()).await;
     ticker.abort();
+    let _ = server.output.stdout.flush();
+    let _ = server.output.stderr.flush();
     Ok(ServeSummary {
         requests: server.answered.load(Ordering::Relaxed) as u64,
         abandoned: if drained.is_ok() {
@@ -359,7 +367,9 @@ impl Server {
             )
         });
         let mut wasi = WasiCtxBuilder::new();
-        wasi.envs(&self.spec.env).inherit_stdout().inherit_stderr();
+        wasi.envs(&self.spec.env)
+            .stdout(self.output.stream(false))
+            .stderr(self.output.stream(true));
         let mut store_limits = StoreLimitsBuilder::new().trap_on_grow_failure(false);
         if let Some(max) = limits.max_instance_memory {
             store_limits = store_limits.memory_size(usize::try_from(max).unwrap_or(usize::MAX));

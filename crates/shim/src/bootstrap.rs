@@ -175,6 +175,7 @@ async fn serve(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
         .await
         .context("starting the guest spawner thread")?;
     tokio::spawn(reap_children());
+    tokio::spawn(crate::footprint::settle_when_idle());
 
     let task: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> = Arc::new(service);
     let mut services = create_task(task.clone());

@@ -91,6 +91,7 @@ pub fn main(plan_path: &Path) -> i32 {
         return 0; // deleted before it was started
     }
     drop(control);
+    crate::footprint::settle_later();
     #[cfg(debug_assertions)]
     if let Some(drill) = crate::drill::requested(&_plan.env) {
         return crate::drill::run(&drill);
@@ -189,6 +190,9 @@ fn hold_sandbox(mut control: File, mut status: File) -> i32 {
         return 0;
     }
     drop(control);
+    // Nothing runs here any more: let go of what starting touched, now.
+    crate::footprint::release_code_pages();
+    crate::footprint::release_free_heap();
     loop {
         nix::unistd::pause();
     }

@@ -14,6 +14,7 @@ mod container;
 mod content;
 #[cfg(debug_assertions)]
 mod drill;
+mod footprint;
 mod guest;
 mod http;
 mod plan;
