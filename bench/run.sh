@@ -348,14 +348,16 @@ stop_task() {
 # native static server in runc, one after the other, nothing else running. wasmcell serves
 # the 1-connection and the 50-connection runs from two containers, so the instantiation times
 # each reports (in its log, when SIGTERM stops it) are those of one load; a third runs
-# without the handler's log line. The idle PSS is the first container's before any load.
+# without the handler's log line. The idle PSS is the first container's before any load, 5 s
+# after its readiness check: once the guest and the shim have let go of what starting touched
+# (crates/shim/src/footprint.rs), as a container that serves nothing for a while is.
 http_bench() {
   mkdir -p "$RAW/http"
   local port
   ctr_ image import --all-platforms "$DEMO_HTTP_TAR" >/dev/null
   log "containerd $ver: HTTP, demo-http served by wasmcell"
   port=$(start_demo_http http-c1)
-  sleep 1
+  sleep 5
   python3 "$ROOT/bench/pss.py" "$ADDR" >"$RAW/http/pss-idle.json"
   http_load wasmcell "$port" 1
   stop_task http-c1 SIGTERM

@@ -148,6 +148,19 @@ fn every_route_answers_and_a_trap_costs_one_request(version: Version) {
         (200, body)
     );
     assert_eq!(get(port, "/status/418").0, 418);
+    // Handlers' output is gathered and written every 10 ms: the line shows up while the
+    // server runs, not only when it stops.
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("GET /status/418 418")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the handler's log line is not in the log 5 s later"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(get(port, "/sleep/50"), (200, "slept 50 ms\n".to_owned()));
     assert_eq!(get(port, "/env/GREETING"), (200, "hi there\n".to_owned()));
     assert_eq!(get(port, "/env/NO_SUCH_VARIABLE").0, 404);
