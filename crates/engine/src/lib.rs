@@ -397,9 +397,9 @@ impl WasmEngine {
         }
     }
 
-    /// Serves a `wasi:http/proxy` component on `listener` (see [`ServeSpec`]) on a tokio
-    /// runtime of `workers` threads, until the future `shutdown` makes (inside that runtime)
-    /// resolves; then drains and returns. The engine must have been created with
+    /// Serves a `wasi:http/proxy` component on `listener` (see [`ServeSpec`]) with `workers`
+    /// threads, each its own single-threaded tokio runtime, until the future `shutdown` makes
+    /// (on the calling thread, itself one of the workers) resolves; then drains and returns. The engine must have been created with
     /// [`EngineOptions::serve_http`].
     pub fn serve<F>(
         &self,
@@ -418,17 +418,7 @@ impl WasmEngine {
                 message: "only components can serve wasi:http".to_owned(),
             });
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers.max(1))
-            .thread_name("wasmcell-http")
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|source| EngineError::Runtime { source })?;
-        runtime.block_on(async {
-            let shutdown = shutdown();
-            serve::serve(&self.engine, component, listener, spec, shutdown).await
-        })
+        serve::serve(&self.engine, component, listener, spec, workers, shutdown)
     }
 
     /// Hex sha256 identifying the engine configuration and wasmtime version; the name of this

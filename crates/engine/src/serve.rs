@@ -203,15 +203,27 @@ struct Server {
     output: HandlerOutput,
 }
 
-/// Serves `component` on `listener` until `shutdown` resolves, then drains. Must run inside a
-/// multi-threaded tokio runtime with I/O and time enabled.
-pub(crate) async fn serve(
+/// Serves `component` on `listener` with `workers` threads until `shutdown` resolves, then
+/// drains.
+///
+/// Each worker is a single-threaded tokio runtime that accepts from its own handle on the one
+/// listening socket and runs its connections' requests to the end: a request never crosses a
+/// thread, so serving one costs no cross-thread wake-up (with a shared work-stealing runtime,
+/// those wake-ups and their context switches were most of the kernel's time per request).
+/// The idle worker is the one that takes a new connection first, which balances them. A
+/// handler that computes without waiting yields every [`EPOCH_TICK`], so the connections that
+/// share its worker wait at most that long for a turn.
+pub(crate) fn serve<F>(
     engine: &Engine,
     component: &Component,
     listener: StdTcpListener,
     spec: ServeSpec,
-    shutdown: impl Future<Output = ()>,
-) -> Result<ServeSummary, EngineError> {
+    workers: usize,
+    shutdown: impl FnOnce() -> F,
+) -> Result<ServeSummary, EngineError>
+where
+    F: Future<Output = ()>,
+{
     let linker = proxy_linker::<RequestState>(engine)?;
     let pre = linker
         .instantiate_pre(component)
@@ -222,8 +234,6 @@ pub(crate) async fn serve(
         })?;
     listener
         .set_nonblocking(true)
-        .map_err(|source| EngineError::Listen { source })?;
-    let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|source| EngineError::Listen { source })?;
     let server = Arc::new(Server {
         pre,
@@ -237,71 +247,138 @@ pub(crate) async fn serve(
         output: HandlerOutput::start(),
         spec,
     });
-    let ticker = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(EPOCH_TICK);
-            loop {
-                interval.tick().await;
-                engine.increment_epoch();
-            }
-        })
+    // Every fallible step happens here, before any thread starts: a worker that could not
+    // start would leave the others serving without it.
+    let worker = || -> Result<_, EngineError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|source| EngineError::Runtime { source })?;
+        let own = listener
+            .try_clone()
+            .map_err(|source| EngineError::Listen { source })?;
+        let own = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(own)
+                .map_err(|source| EngineError::Listen { source })?
+        };
+        Ok((runtime, own))
     };
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let connections = Arc::new(AtomicUsize::new(0));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(accepted) => accepted,
-                    // Out of fds or a connection reset before accept: keep serving.
-                    Err(e) => {
-                        log::warn!("accepting a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let server = server.clone();
-                let service = hyper::service::service_fn(move |request| {
-                    let server = server.clone();
-                    async move { Ok::<_, std::convert::Infallible>(server.answer(request).await) }
-                });
-                let connection = http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                let open = connections.clone();
-                open.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        log::debug!("connection: {e}");
-                    }
-                    open.fetch_sub(1, Ordering::Relaxed);
-                });
+    let (first, first_listener) = worker()?;
+    let others = (1..workers.max(1))
+        .map(|_| worker())
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(listener);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::new();
+    for (index, (runtime, own)) in others.into_iter().enumerate() {
+        let server = server.clone();
+        let stopped = stopped.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("wasmcell-http-{}", index + 1))
+            .spawn(move || runtime.block_on(server.accept_until(own, stopped)));
+        match thread {
+            Ok(thread) => threads.push(thread),
+            Err(source) => {
+                let _ = stop.send(true);
+                for thread in threads {
+                    let _ = thread.join();
+                }
+                return Err(EngineError::Runtime { source });
             }
         }
     }
-    // Stop accepting: the listening socket closes here, so new connections are refused.
-    drop(listener);
-    let drained = tokio::time::timeout(server.spec.limits.drain_timeout, graceful.shutdown()).await;
-    ticker.abort();
+    let mut abandoned = first.block_on(async {
+        let ticker = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(EPOCH_TICK);
+                loop {
+                    interval.tick().await;
+                    engine.increment_epoch();
+                }
+            })
+        };
+        let shutdown = shutdown();
+        let (abandoned, ()) = tokio::join!(
+            server.clone().accept_until(first_listener, stopped),
+            async {
+                shutdown.await;
+                let _ = stop.send(true);
+            }
+        );
+        ticker.abort();
+        abandoned
+    });
+    for thread in threads {
+        // A worker that panicked has lost its connections; count them as one abandoned.
+        abandoned += thread.join().unwrap_or(1);
+    }
     let _ = server.output.stdout.flush();
     let _ = server.output.stderr.flush();
     Ok(ServeSummary {
         requests: server.answered.load(Ordering::Relaxed) as u64,
-        abandoned: if drained.is_ok() {
-            0
-        } else {
-            connections.load(Ordering::Relaxed)
-        },
+        abandoned,
         instantiate_us: server.instantiate.percentiles(),
     })
 }
 
 impl Server {
+    /// One worker: accepts on `listener` until `stop` turns true, then closes its handle on the
+    /// socket (new connections are refused once every worker's is closed) and drains its
+    /// connections. Returns how many were still open at the drain deadline.
+    async fn accept_until(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> usize {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let connections = Arc::new(AtomicUsize::new(0));
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => break,
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(accepted) => accepted,
+                        // Out of fds or a connection reset before accept: keep serving.
+                        Err(e) => {
+                            log::warn!("accepting a connection: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let server = self.clone();
+                    let service = hyper::service::service_fn(move |request| {
+                        let server = server.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(server.answer(request).await)
+                        }
+                    });
+                    let connection = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service);
+                    let connection = graceful.watch(connection);
+                    let open = connections.clone();
+                    open.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            log::debug!("connection: {e}");
+                        }
+                        open.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+            }
+        }
+        drop(listener);
+        let drain = self.spec.limits.drain_timeout;
+        match tokio::time::timeout(drain, graceful.shutdown()).await {
+            Ok(()) => 0,
+            Err(_) => connections.load(Ordering::Relaxed),
+        }
+    }
+
     async fn answer(self: Arc<Self>, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
         let response = self.clone().admit(request).await;
         self.answered.fetch_add(1, Ordering::Relaxed);
@@ -374,7 +451,7 @@ impl Server {
         if let Some(max) = limits.max_instance_memory {
             store_limits = store_limits.memory_size(usize::try_from(max).unwrap_or(usize::MAX));
         }
-        let mut store = Store::new(
+        let mut store = request_store(
             self.pre.engine(),
             RequestState {
                 wasi: wasi.build(),
@@ -385,7 +462,6 @@ impl Server {
             },
         );
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_async_yield_and_update(1);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = store
             .data_mut()
@@ -404,6 +480,7 @@ impl Server {
         let deadline = Instant::now() + limits.request_timeout;
         let task = tokio::spawn(tokio::time::timeout_at(deadline.into(), async move {
             let _permit = permit;
+            start_running(&mut store);
             let started = Instant::now();
             let proxy = pre.instantiate_async(&mut store).await?;
             times.record(started.elapsed());
@@ -446,6 +523,25 @@ impl Server {
     }
 }
 
+/// A store for one request whose guest yields to the runtime at every epoch tick once it has
+/// run for at least one full tick (see [`start_running`]).
+fn request_store<T>(engine: &Engine, state: T) -> Store<T> {
+    let mut store = Store::new(engine, state);
+    store.epoch_deadline_async_yield_and_update(1);
+    start_running(&mut store);
+    store
+}
+
+/// Sets the first deadline of a request's guest, right before it runs: a store starts with a
+/// deadline of zero, already passed, so without this every instance would yield at its first
+/// epoch check, during instantiation, and wait behind every ready request a second time.
+/// Two ticks rather than one: a request that waited for its turn across a tick, or that
+/// starts just before one, is not sent to the back of the queue a moment after it began; it
+/// runs for at least one tick before it first yields.
+fn start_running<T>(store: &mut Store<T>) {
+    store.set_epoch_deadline(2);
+}
+
 fn timed_out(limits: &ServeLimits) -> Response<HyperOutgoingBody> {
     plain(
         StatusCode::GATEWAY_TIMEOUT,
@@ -473,6 +569,37 @@ fn plain(status: StatusCode, text: &str) -> Response<HyperOutgoingBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instantiation_runs_without_yielding_before_the_next_tick() -> wasmtime::Result<()> {
+        let engine = Engine::new(&crate::config::serve_config(crate::config::ServePool {
+            instances: 2,
+            max_memory: None,
+        }))?;
+        // A start function: wasm code runs, with its epoch check, while instantiating.
+        let wasm = wat::parse_str(
+            r#"(component
+                (core module $m (func $start) (start $start))
+                (core instance (instantiate $m)))"#,
+        )?;
+        let component = Component::new(&engine, wasm)?;
+        for _ in 0..3 {
+            engine.increment_epoch();
+        }
+        let linker = Linker::<()>::new(&engine);
+        let mut store = request_store(&engine, ());
+        // A tick while the request waited for its turn.
+        engine.increment_epoch();
+        start_running(&mut store);
+        let mut instantiate = std::pin::pin!(linker.instantiate_async(&mut store, &component));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match instantiate.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(result) => result.map(drop),
+            std::task::Poll::Pending => Err(wasmtime::format_err!(
+                "instantiation yielded before its first deadline"
+            )),
+        }
+    }
 
     #[test]
     fn instantiation_percentiles_come_from_the_buckets() {
