@@ -9,9 +9,11 @@
 //!
 //! What a reader of the log sees: each stream keeps the order its bytes were written in, and
 //! one guest write is never split or interleaved with another; a line shows up within
-//! [`FLUSH_INTERVAL`] (and at the latest when the server stops, which flushes). A stream's
-//! buffer holds at most [`MAX_BUFFERED`] bytes: a write that would pass it writes the buffer
-//! out first, on the handler's own thread, so a reader that does not keep up slows the
+//! [`FLUSH_INTERVAL`] (and at the latest when the server stops, which flushes). The buffer is
+//! taken out from under its lock before it is written, so a write to the log that stalls (page
+//! cache writeback, a slow reader) never holds up a handler's append: handlers wait only once
+//! a stream holds [`MAX_BUFFERED`] bytes, and then the write that would pass it writes the
+//! buffer out on the handler's own thread, so a reader that does not keep up slows the
 //! handlers that write (as a full pipe would) instead of growing memory. A process killed with
 //! SIGKILL loses what was not yet written: at most one interval's worth.
 
@@ -29,16 +31,24 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 /// How often buffered output is written out.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Bytes a stream buffers before a write waits for them to be written out.
-pub const MAX_BUFFERED: usize = 256 << 10;
+/// Bytes a stream buffers before a write waits for them to be written out: at a line per
+/// request and tens of thousands of requests a second, about half a second of log, which
+/// rides out a stalled write to the log.
+pub const MAX_BUFFERED: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Target {
     Stdout,
     Stderr,
     /// Tests: written out to nowhere.
     #[cfg(test)]
     Discard,
+    /// Tests: a write that says it started, then waits until it is let go.
+    #[cfg(test)]
+    Stalled {
+        started: std::sync::mpsc::SyncSender<()>,
+        release: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+    },
 }
 
 /// One of the process's two output streams, buffered. Clones share the buffer.
@@ -46,6 +56,9 @@ enum Target {
 pub(crate) struct BufferedOutput {
     target: Target,
     buffer: Arc<Mutex<Vec<u8>>>,
+    /// Held while bytes are written out, so what was taken from the buffer reaches the stream
+    /// in the order it was taken; never held by an append that fits.
+    writing: Arc<Mutex<()>>,
 }
 
 impl BufferedOutput {
@@ -53,40 +66,51 @@ impl BufferedOutput {
         BufferedOutput {
             target,
             buffer: Arc::default(),
+            writing: Arc::default(),
         }
     }
 
-    /// Appends `bytes`, first writing the buffer out if it would pass [`MAX_BUFFERED`].
+    /// Appends `bytes`; if they would take the buffer past [`MAX_BUFFERED`], writes the buffer
+    /// out first (and `bytes` too when they alone pass it).
     fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
-        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        if buffer.len() + bytes.len() > MAX_BUFFERED {
-            self.write_out(&mut buffer)?;
-            if bytes.len() > MAX_BUFFERED {
-                return self.write_all(bytes);
+        {
+            let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            if buffer.len() + bytes.len() <= MAX_BUFFERED {
+                buffer.extend_from_slice(bytes);
+                return Ok(());
             }
         }
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_out_taken()?;
+        if bytes.len() > MAX_BUFFERED {
+            return self.write_all(bytes);
+        }
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
         buffer.extend_from_slice(bytes);
         Ok(())
     }
 
     /// Writes what is buffered out now.
     pub(crate) fn flush(&self) -> std::io::Result<()> {
-        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        self.write_out(&mut buffer)
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_out_taken()
     }
 
-    /// Writes `buffer` out while its lock is held, so a stream's bytes keep their order.
-    fn write_out(&self, buffer: &mut Vec<u8>) -> std::io::Result<()> {
-        if buffer.is_empty() {
+    /// Takes the buffer's bytes (a moment under its lock) and writes them out; the caller
+    /// holds `writing`.
+    fn write_out_taken(&self) -> std::io::Result<()> {
+        let taken = {
+            let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *buffer)
+        };
+        if taken.is_empty() {
             return Ok(());
         }
-        let written = self.write_all(buffer);
-        buffer.clear();
-        written
+        self.write_all(&taken)
     }
 
     fn write_all(&self, bytes: &[u8]) -> std::io::Result<()> {
-        match self.target {
+        match &self.target {
             Target::Stdout => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(bytes).and_then(|()| out.flush())
@@ -94,6 +118,12 @@ impl BufferedOutput {
             Target::Stderr => std::io::stderr().lock().write_all(bytes),
             #[cfg(test)]
             Target::Discard => Ok(()),
+            #[cfg(test)]
+            Target::Stalled { started, release } => {
+                let _ = started.send(());
+                let release = release.lock().unwrap_or_else(|e| e.into_inner());
+                release.recv().map_err(std::io::Error::other)
+            }
         }
     }
 }
@@ -259,6 +289,47 @@ mod tests {
         assert_eq!(buffered, b"one\ntwo\nthree\n");
         output.flush()?;
         assert!(output.buffer.lock().map(|b| b.is_empty()).unwrap_or(false));
+        Ok(())
+    }
+
+    #[test]
+    fn a_stalled_write_out_does_not_hold_up_appends() -> std::io::Result<()> {
+        let (started, write_started) = std::sync::mpsc::sync_channel(1);
+        let (let_go, release) = std::sync::mpsc::channel();
+        let output = BufferedOutput::new(Target::Stalled {
+            started,
+            release: Arc::new(Mutex::new(release)),
+        });
+        output.append(b"first\n")?;
+        let flusher = {
+            let output = output.clone();
+            std::thread::spawn(move || output.flush())
+        };
+        write_started.recv().map_err(std::io::Error::other)?;
+        // The write out is stalled; an append that fits must not wait for it.
+        let (appended, append_done) = std::sync::mpsc::channel();
+        let appender = {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                let result = output.append(b"second\n");
+                let _ = appended.send(());
+                result
+            })
+        };
+        let finished = append_done.recv_timeout(Duration::from_secs(10));
+        let _ = let_go.send(());
+        assert!(finished.is_ok(), "an append waited for a stalled write");
+        appender
+            .join()
+            .map_err(|_| std::io::Error::other("appender panicked"))??;
+        flusher
+            .join()
+            .map_err(|_| std::io::Error::other("flusher panicked"))??;
+        let held = output.buffer.lock().map(|b| b.clone()).unwrap_or_default();
+        assert_eq!(
+            held, b"second\n",
+            "the stalled write took only what came before it"
+        );
         Ok(())
     }
 
