@@ -106,11 +106,30 @@ fn write_layout(path: &Path, index: &[u8], blobs: &[&[u8]]) {
 pub fn write_artifact_tar(path: &Path, name: &str, wasm: &[u8], mut config: serde_json::Value) {
     config["layerDigests"] = serde_json::json!([digest(wasm)]);
     let config = serde_json::to_vec(&config).expect("config");
+    write_found_artifact_tar(
+        path,
+        name,
+        wasm,
+        &config,
+        "application/vnd.wasm.config.v0+json",
+    );
+}
+
+/// Writes an artifact as tools other than wasmcell leave them (OCI layout tar, named `name`):
+/// one `application/wasm` layer, `artifactType` set, and `config` as the config blob of type
+/// `config_media_type` — the OCI 1.1 empty config, a CRD, anything.
+pub fn write_found_artifact_tar(
+    path: &Path,
+    name: &str,
+    wasm: &[u8],
+    config: &[u8],
+    config_media_type: &str,
+) {
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "artifactType": "application/wasm",
-        "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": digest(&config), "size": config.len()},
+        "config": {"mediaType": config_media_type, "digest": digest(config), "size": config.len()},
         "layers": [{"mediaType": "application/wasm", "digest": digest(wasm), "size": wasm.len()}]
     }))
     .expect("manifest");
@@ -123,5 +142,5 @@ pub fn write_artifact_tar(path: &Path, name: &str, wasm: &[u8], mut config: serd
         }]
     }))
     .expect("index");
-    write_layout(path, &index, &[wasm, &config, &manifest]);
+    write_layout(path, &index, &[wasm, config, &manifest]);
 }

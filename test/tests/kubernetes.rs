@@ -186,22 +186,23 @@ impl Node {
         linux: cri::LinuxContainerConfig,
         mounts: Vec<cri::Mount>,
     ) -> Result<String, tonic::Status> {
-        let mut client = self.cri.runtime.clone();
         let config = cri::ContainerConfig {
-            metadata: Some(cri::ContainerMetadata {
-                name: name.to_owned(),
-                attempt: 0,
-            }),
-            image: Some(cri::ImageSpec {
-                image: image.to_owned(),
-                ..Default::default()
-            }),
             command: command.iter().map(|s| s.to_string()).collect(),
-            log_path: format!("{name}.log"),
             linux: Some(linux),
             mounts,
-            ..Default::default()
+            ..container_config(name, image)
         };
+        self.create_from(pod, sandbox, config)
+    }
+
+    /// CreateContainer with a whole `config` (see [`container_config`]).
+    pub(crate) fn create_from(
+        &self,
+        pod: &str,
+        sandbox: &cri::PodSandboxConfig,
+        config: cri::ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        let mut client = self.cri.runtime.clone();
         self.cri
             .block_on(client.create_container(cri::CreateContainerRequest {
                 pod_sandbox_id: pod.to_owned(),
@@ -463,6 +464,20 @@ fn a_one_shot_pod_exits_zero_and_logs_through_cri(version: Version) {
     );
     assert_eq!(code, 0, "{lines:?}");
     assert_eq!(lines, [("stdout".to_owned(), "hello".to_owned())]);
+    // `args:` without `command:` are the program's arguments: the image's entrypoint is the
+    // program, as with any container image.
+    let config = cri::ContainerConfig {
+        args: vec!["echo".to_owned(), "hello from args".to_owned()],
+        ..container_config("args", &node.demo_image)
+    };
+    let id = node
+        .create_from(&pod, &sandbox, config)
+        .unwrap_or_else(|e| panic!("CreateContainer args: {e}\n{}", node.containerd.log()));
+    node.start(&id);
+    let status = node.wait_exited(&id);
+    let lines = cri_log_lines(&node.log_file("oneshot", "args"));
+    assert_eq!(status.exit_code, 0, "{lines:?}");
+    assert_eq!(lines, [("stdout".to_owned(), "hello from args".to_owned())]);
     // Probe in a child so this process keeps its own score.
     let refused = !std::process::Command::new("sh")
         .args(["-c", "echo -998 > /proc/self/oom_score_adj"])
@@ -479,6 +494,23 @@ fn a_one_shot_pod_exits_zero_and_logs_through_cri(version: Version) {
     }
     node.stop_and_remove_pod(&pod);
     drop(node.registry);
+}
+
+/// A container named `name` running `image` as the image says (no command, no args), logging
+/// to `NAME.log`.
+pub(crate) fn container_config(name: &str, image: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.to_owned(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
 }
 
 /// Every trace of `ids` that must be gone once their pod is removed: processes naming them

@@ -14,6 +14,7 @@ on_2_1_and_1_7!(
     guest_behaves_like_a_container,
     signals_and_cleanup,
     artifact_runs_after_wasmcell_import,
+    artifacts_with_foreign_configs_run_with_one_warning,
     preview1_module_runs,
     twenty_containers_at_once,
     bad_input_is_refused_with_a_clear_message,
@@ -804,6 +805,71 @@ fn artifact_runs_after_wasmcell_import(version: Version) {
         b"piped\n",
     );
     assert_eq!(text(&out.stdout), "piped\n", "{}", text(&out.stderr));
+}
+
+/// Artifacts as they are found in registries, with a config that is not a wasm config: an
+/// OCI 1.1 artifact with the empty config and one with a CRD as its config. `wasmcell import`
+/// takes each with a warning, and each runs, validated from the binary alone, with the
+/// warning, naming the config and the fix, in the shim's log.
+fn artifacts_with_foreign_configs_run_with_one_warning(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let archive = wasmcell_oci::read_archive(
+        &demo_tar("demo-app-wasm-layer.tar"),
+        wasmcell_oci::ReadLimits::default(),
+    )
+    .unwrap();
+    let wasm = archive.images[0].wasm_layer().unwrap().bytes.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let crd = b"apiVersion: core.oam.dev/v1beta2\nkind: Component\nmetadata:\n  name: demo\n";
+    for (name, config, media_type) in [
+        (
+            "localhost/found/empty-config:latest",
+            &b"{}"[..],
+            "application/vnd.oci.empty.v1+json",
+        ),
+        (
+            "localhost/found/crd-config:latest",
+            &crd[..],
+            "application/vnd.oam.dev.component.v1+yaml",
+        ),
+    ] {
+        let tar = dir.path().join("found.tar");
+        wasmcell_tests::image::write_found_artifact_tar(&tar, name, &wasm, config, media_type);
+        let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+            .args([
+                "import",
+                "--address",
+                containerd.address().to_str().unwrap(),
+                "--namespace",
+                &containerd.namespace,
+            ])
+            .arg("--ctr")
+            .arg(containerd.ctr_path())
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let warning = format!("its config ({media_type}) is not a wasm config");
+        assert!(
+            text(&out.stderr).contains(&warning),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+        let out = run_demo(&containerd, name, "found", &[], &["echo", "found"], b"");
+        assert_eq!(
+            text(&out.stdout),
+            "found\n",
+            "{name}: {}",
+            text(&out.stderr)
+        );
+        let log = containerd.log();
+        assert!(
+            log.contains(&warning) && log.contains("wasmcell package --format artifact"),
+            "{name}: no warning in the shim's log:\n{log}"
+        );
+    }
 }
 
 /// A WASI preview 1 module (demo-app built for wasm32-wasip1 by this test), packaged as a

@@ -3,7 +3,9 @@
 //! Images go in as they are. A CNCF wasm artifact is first made runnable
 //! ([`wasmcell_oci::runnable_from_artifact`]): `ctr run` refuses its config type on every
 //! containerd version, so the artifact becomes an image whose layers are the artifact's own wasm
-//! blob and original wasm config, byte-identical. The import itself is `ctr image import`, the
+//! blob and original wasm config, byte-identical. An artifact found with a config that is not
+//! a wasm config (an OCI 1.1 empty config, a CRD, ...) goes the same way, with a warning, its
+//! platform taken from the binary. The import itself is `ctr image import`, the
 //! tool that talks to the user's containerd already.
 
 use std::path::PathBuf;
@@ -36,6 +38,9 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
     let to_import = match artifacts.as_slice() {
         [] => args.archive.clone(),
         [artifact] => {
+            if let Some(warning) = artifact.config_warning() {
+                eprintln!("wasmcell: warning: {warning}");
+            }
             let package = runnable_from_artifact(artifact, args.name.as_deref())?;
             let path = match &args.output {
                 Some(path) => path.clone(),

@@ -358,6 +358,11 @@ fn describe(image: &Image) -> Value {
             "exports": cfg.component.as_ref().map(|c| c.exports.clone()),
             "target": cfg.component.as_ref().and_then(|c| c.target.clone()),
         }),
+        Config::Foreign { media_type } => json!({
+            "kind": "foreign",
+            "mediaType": media_type,
+            "warning": image.config_warning(),
+        }),
     };
     let layers: Vec<Value> = image
         .layers
@@ -442,7 +447,9 @@ fn print_image(image: &Value) {
             }
         }
     }
-    if content["kind"] == "wasm" {
+    if content["kind"] == "foreign" {
+        println!("  warning: {}", text(&content["warning"]));
+    } else if content["kind"] == "wasm" {
         println!(
             "  wasm config: architecture {}, os {}, target {}",
             text(&content["architecture"]),
@@ -453,9 +460,10 @@ fn print_image(image: &Value) {
         print_list("exports", &content["exports"]);
     } else {
         println!(
-            "  image config: {}/{}, cmd {}",
+            "  image config: {}/{}, entrypoint {}, cmd {}",
             text(&content["architecture"]),
             text(&content["os"]),
+            text(&content["entrypoint"]),
             text(&content["cmd"])
         );
     }

@@ -23,7 +23,7 @@ pub mod write;
 pub use oci_spec::image::Descriptor;
 pub use read::{
     Archive, ArchiveFormat, Config, Image, Layer, MAX_LAYERS, MAX_MANIFESTS, ReadError, ReadLimits,
-    TooManyLayers, check_layer_count, read_archive,
+    TooManyLayers, check_layer_count, foreign_config_warning, read_archive,
 };
 pub use wasm::{WasmInfo, WasmKind, inspect_wasm};
 pub use wasm_config::WasmConfig;

@@ -43,6 +43,9 @@ pub const ANNOTATION_CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Manifest annotation on an artifact made runnable: the original artifact manifest's digest.
 pub const ANNOTATION_CONVERTED_FROM: &str = "dev.wasmcell.converted-from";
+/// Manifest annotation on an artifact made runnable whose config was not a wasm config: that
+/// config's media type (the shim warns, as `wasmcell import` did).
+pub const ANNOTATION_FOREIGN_CONFIG: &str = "dev.wasmcell.foreign-config";
 /// Standard creation-time annotation.
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 

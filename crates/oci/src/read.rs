@@ -130,6 +130,14 @@ pub enum Config {
     Image(Box<ImageConfiguration>),
     /// A CNCF wasm artifact config.
     Wasm(WasmConfig),
+    /// A config that says nothing about the wasm it goes with, on a manifest whose only layer
+    /// is wasm: an OCI 1.1 artifact's empty config, an image config with no wasm platform, or
+    /// any other blob (registries that take only OCI manifests get CRDs stored as configs).
+    /// Such an image runs, validated from its binary alone, with [`Image::config_warning`].
+    Foreign {
+        /// The config's media type, as the manifest gives it.
+        media_type: String,
+    },
 }
 
 /// A verified layer.
@@ -144,9 +152,24 @@ pub struct Layer {
 }
 
 impl Image {
-    /// Whether this is a CNCF wasm artifact.
+    /// Whether this is a wasm artifact: a CNCF one, or one found with a foreign config
+    /// ([`Config::Foreign`]); either has no image config `ctr run` can use.
     pub fn is_artifact(&self) -> bool {
-        matches!(self.config, Config::Wasm(_))
+        matches!(self.config, Config::Wasm(_) | Config::Foreign { .. })
+    }
+
+    /// The one warning an image with a [`Config::Foreign`] gets: what its config is, and the
+    /// fix.
+    pub fn config_warning(&self) -> Option<String> {
+        let Config::Foreign { media_type } = &self.config else {
+            return None;
+        };
+        let name = self
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.manifest_descriptor.digest().to_string());
+        Some(foreign_config_warning(&name, media_type))
     }
 
     /// The platform recorded on the index entry or in the config.
@@ -649,11 +672,24 @@ impl Reader {
         let config_what = format!("config {} of manifest {digest}", config_desc.digest());
         let config_media_type = config_desc.media_type().to_string();
         let config_bytes = self.blob(config_desc, &config_what)?;
+        let only_wasm = matches!(manifest.layers().as_slice(),
+            [layer] if mt::is_wasm_layer(layer.media_type().as_ref()));
+        let foreign = || Config::Foreign {
+            media_type: config_media_type.clone(),
+        };
         let config = match config_media_type.as_str() {
             mt::OCI_IMAGE_CONFIG | mt::DOCKER_IMAGE_CONFIG => {
-                Config::Image(Box::new(parse_json(&config_bytes, &config_what)?))
+                match parse_json::<ImageConfiguration>(&config_bytes, &config_what) {
+                    Ok(image) if only_wasm && image.architecture().to_string() != "wasm" => {
+                        foreign()
+                    }
+                    Ok(image) => Config::Image(Box::new(image)),
+                    Err(_) if only_wasm => foreign(),
+                    Err(e) => return Err(e),
+                }
             }
             mt::WASM_CONFIG_V0 => Config::Wasm(parse_json(&config_bytes, &config_what)?),
+            _ if only_wasm => foreign(),
             _ => {
                 return Err(ReadError::UnknownConfigMediaType {
                     manifest: digest,
@@ -888,4 +924,14 @@ fn names_of(descriptor: &Descriptor) -> Vec<String> {
         .iter()
         .filter_map(|key| annotations.get(*key).cloned())
         .collect()
+}
+
+/// The warning for an image whose config is not a wasm config (see [`Config::Foreign`]);
+/// the shim logs the same words for such an image stored in containerd.
+pub fn foreign_config_warning(image: &str, media_type: &str) -> String {
+    format!(
+        "image {image}: its config ({media_type}) is not a wasm config; running it validated from \
+         the binary alone (`wasmcell package --format artifact` writes a proper {} config)",
+        mt::WASM_CONFIG_V0
+    )
 }

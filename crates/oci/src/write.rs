@@ -59,7 +59,8 @@ pub struct PackageSpec {
     /// The module or component.
     pub wasm: Vec<u8>,
     /// Absolute path of the `.wasm` inside the image rootfs (for [`PackageFormat::Image`]) and
-    /// the program name in the config's `Cmd` (all formats).
+    /// the program name in the config's `Entrypoint` (all formats), so that a pod's `args:`
+    /// are the program's arguments, as with any container image.
     pub wasm_path: String,
     /// Manifest annotations, sorted for reproducibility.
     pub annotations: BTreeMap<String, String>,
@@ -232,7 +233,7 @@ pub fn build_package(spec: &PackageSpec, wasm_source: &str) -> Result<Package, P
                 .os(Os::Other(info.kind.wasi_os().to_owned()))
                 .config(
                     ConfigBuilder::default()
-                        .cmd(vec![program])
+                        .entrypoint(vec![program])
                         .build()
                         .map_err(|source| PackageError::Spec {
                             what: "image config",
@@ -310,10 +311,9 @@ pub fn build_package(spec: &PackageSpec, wasm_source: &str) -> Result<Package, P
 /// Why an artifact could not be made runnable.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnableError {
-    /// The image is not a CNCF wasm artifact.
+    /// The image is not a wasm artifact: it has an image config, or no wasm layer.
     #[error(
-        "image {name} is not a wasm artifact (its config is not {})",
-        mt::WASM_CONFIG_V0
+        "image {name} is not a wasm artifact (it has an image config, or no wasm layer to run)"
     )]
     NotAnArtifact {
         /// The image.
@@ -338,11 +338,26 @@ pub fn runnable_from_artifact(
     name: Option<&str>,
 ) -> Result<Package, RunnableError> {
     let shown = image.names.first().cloned().unwrap_or_default();
-    let crate::read::Config::Wasm(wasm_config) = &image.config else {
-        return Err(RunnableError::NotAnArtifact { name: shown });
-    };
     let Some(wasm_layer) = image.wasm_layer() else {
         return Err(RunnableError::NotAnArtifact { name: shown });
+    };
+    let Some(info) = wasm_layer.wasm.as_ref() else {
+        return Err(RunnableError::NotAnArtifact { name: shown });
+    };
+    // A foreign config says nothing usable: the platform comes from the binary, and the
+    // manifest records what the config was so the shim can warn as `import` does.
+    let (os, created, foreign) = match &image.config {
+        crate::read::Config::Wasm(wasm_config) => {
+            (wasm_config.os.clone(), wasm_config.created.clone(), None)
+        }
+        crate::read::Config::Foreign { media_type } => (
+            info.kind.wasi_os().to_owned(),
+            None,
+            Some(media_type.clone()),
+        ),
+        crate::read::Config::Image(_) => {
+            return Err(RunnableError::NotAnArtifact { name: shown });
+        }
     };
     let reference_text = name
         .map(str::to_owned)
@@ -363,10 +378,10 @@ pub fn runnable_from_artifact(
     let mut blobs = Blobs::default();
     let mut config = ImageConfigurationBuilder::default()
         .architecture(Arch::Wasm)
-        .os(Os::Other(wasm_config.os.clone()))
+        .os(Os::Other(os.clone()))
         .config(
             ConfigBuilder::default()
-                .cmd(vec![program])
+                .entrypoint(vec![program])
                 .build()
                 .map_err(spec_error("image config"))?,
         )
@@ -377,8 +392,8 @@ pub fn runnable_from_artifact(
                 .build()
                 .map_err(spec_error("rootfs"))?,
         );
-    if let Some(created) = &wasm_config.created {
-        config = config.created(created.clone());
+    if let Some(created) = created {
+        config = config.created(created);
     }
     let config = config.build().map_err(spec_error("image config"))?;
     let config_desc = blobs.add(
@@ -386,10 +401,13 @@ pub fn runnable_from_artifact(
         canonical_json(&config, "image config")?,
     );
     let wasm_desc = blobs.add(MediaType::from(mt::WASM_LAYER), wasm_layer.bytes.clone());
-    let wasm_config_desc = blobs.add(
-        MediaType::from(mt::WASM_CONFIG_V0),
-        image.config_bytes.clone(),
-    );
+    let mut layers = vec![wasm_desc.clone()];
+    if foreign.is_none() {
+        layers.push(blobs.add(
+            MediaType::from(mt::WASM_CONFIG_V0),
+            image.config_bytes.clone(),
+        ));
+    }
     let mut annotations: BTreeMap<String, String> = image
         .manifest
         .annotations()
@@ -401,11 +419,14 @@ pub fn runnable_from_artifact(
         ANNOTATION_CONVERTED_FROM.to_owned(),
         image.manifest_descriptor.digest().to_string(),
     );
+    if let Some(media_type) = foreign {
+        annotations.insert(mt::ANNOTATION_FOREIGN_CONFIG.to_owned(), media_type);
+    }
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(config_desc)
-        .layers(vec![wasm_desc.clone(), wasm_config_desc])
+        .layers(layers)
         .annotations(
             annotations
                 .into_iter()
@@ -413,23 +434,14 @@ pub fn runnable_from_artifact(
         )
         .build()
         .map_err(spec_error("manifest"))?;
-    let (tar, manifest_digest) = finish_layout(
-        blobs,
-        &manifest,
-        platform(&wasm_config.os)?,
-        &reference,
-        None,
-        0,
-    )?;
+    let (tar, manifest_digest) =
+        finish_layout(blobs, &manifest, platform(&os)?, &reference, None, 0)?;
     Ok(Package {
         summary: PackageSummary {
             reference: reference.to_string(),
             manifest_digest,
             layer_digest: wasm_desc.digest().to_string(),
-            wasm: wasm_layer
-                .wasm
-                .clone()
-                .ok_or(RunnableError::NotAnArtifact { name: shown })?,
+            wasm: info.clone(),
             tar_size: tar.len() as u64,
         },
         tar,

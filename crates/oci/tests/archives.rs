@@ -860,3 +860,105 @@ fn an_artifact_made_runnable_keeps_its_blobs_byte_identical() -> TestResult {
     assert!(err.is_some_and(|e| e.contains("is not a wasm artifact")));
     Ok(())
 }
+
+/// Artifacts as they are found in registries: one wasm layer under a config that is not a wasm
+/// config. Each reads, with one warning that names the config and the fix, and is made
+/// runnable with its platform taken from the binary and its config's type recorded.
+#[test]
+fn artifacts_with_foreign_configs_read_warn_and_become_runnable() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let crd =
+        b"apiVersion: core.oam.dev/v1beta2\nkind: ComponentDefinition\nmetadata:\n  name: app\n";
+    let cases: [(&str, &[u8], &str, Option<&str>); 4] = [
+        (
+            "an OCI 1.1 artifact with the empty config",
+            b"{}",
+            "application/vnd.oci.empty.v1+json",
+            Some("application/vnd.example.wasm.v1"),
+        ),
+        (
+            "a CRD stored as the config",
+            crd,
+            "application/vnd.oam.dev.component.v1+yaml",
+            None,
+        ),
+        (
+            "an image config with no wasm platform",
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+            mt::OCI_IMAGE_CONFIG,
+            None,
+        ),
+        (
+            "an image config that is not one",
+            b"{}",
+            mt::OCI_IMAGE_CONFIG,
+            None,
+        ),
+    ];
+    for (what, config, media_type, artifact_type) in cases {
+        let mut files = good(PackageFormat::Artifact, component());
+        put_config(&mut files, config.to_vec(), media_type);
+        if let Some(artifact_type) = artifact_type {
+            let (_, mut manifest) = manifest_of(&files);
+            manifest["artifactType"] = artifact_type.into();
+            put_manifest(&mut files, &manifest);
+        }
+        let path = dir.path().join("found.tar");
+        std::fs::write(&path, tar_of(&files))?;
+        let image = read_archive(&path, ReadLimits::default())
+            .map_err(|e| format!("{what}: {e}"))?
+            .images
+            .remove(0);
+        assert!(
+            matches!(&image.config, Config::Foreign { media_type: m } if m == media_type),
+            "{what}: {:?}",
+            image.config
+        );
+        assert!(image.is_artifact(), "{what}");
+        let warning = image.config_warning().unwrap_or_default();
+        assert!(
+            warning.contains(media_type) && warning.contains("wasmcell package --format artifact"),
+            "{what}: {warning}"
+        );
+        let package = wasmcell_oci::runnable_from_artifact(&image, None)?;
+        let runnable = dir.path().join("runnable.tar");
+        std::fs::write(&runnable, &package.tar)?;
+        let runnable = read_archive(&runnable, ReadLimits::default())?
+            .images
+            .remove(0);
+        let Config::Image(config) = &runnable.config else {
+            panic!("{what}: the runnable form has no image config");
+        };
+        assert_eq!(config.architecture().to_string(), "wasm", "{what}");
+        assert_eq!(config.os().to_string(), "wasip2", "{what}: from the binary");
+        assert_eq!(
+            runnable.layers.len(),
+            1,
+            "{what}: only the wasm layer; a foreign config is no wasm config"
+        );
+        assert_eq!(runnable.layers[0].bytes, image.layers[0].bytes, "{what}");
+        let annotations = runnable.manifest.annotations().clone().unwrap_or_default();
+        assert_eq!(
+            annotations
+                .get(mt::ANNOTATION_FOREIGN_CONFIG)
+                .map(String::as_str),
+            Some(media_type),
+            "{what}"
+        );
+        assert_eq!(
+            runnable.config_warning(),
+            None,
+            "{what}: the runnable form is an image"
+        );
+    }
+    // Without a single wasm layer, an unknown config stays a refusal.
+    let mut files = good(PackageFormat::Image, module());
+    put_config(
+        &mut files,
+        crd.to_vec(),
+        "application/vnd.oam.dev.component.v1+yaml",
+    );
+    let err = read_error(dir.path(), &files);
+    assert!(err.contains("unknown config media type"), "{err}");
+    Ok(())
+}

@@ -275,6 +275,14 @@ pub async fn resolve_wasm_image(
         }
         None => None,
     };
+    if config.is_none()
+        && let Some(media_type) = foreign_config(&manifest)
+    {
+        log::warn!(
+            "{}",
+            wasmcell_oci::foreign_config_warning(&container.image, &media_type)
+        );
+    }
     Ok(WasmImage {
         image: container.image,
         config,
@@ -282,6 +290,23 @@ pub async fn resolve_wasm_image(
         store,
         layer,
     })
+}
+
+/// The media type of a config that is not a wasm config, for an image that runs from its wasm
+/// layer without one: as `wasmcell import` recorded it, or as containerd stored the manifest
+/// (an OCI 1.1 artifact, a CRD as config). `None` for image configs (wasm-layer images) and
+/// for manifests with a wasm config.
+fn foreign_config(manifest: &serde_json::Value) -> Option<String> {
+    if let Some(recorded) = manifest["annotations"][mt::ANNOTATION_FOREIGN_CONFIG].as_str() {
+        return Some(recorded.to_owned());
+    }
+    let media_type = manifest["config"]["mediaType"].as_str()?;
+    let known = [
+        mt::OCI_IMAGE_CONFIG,
+        mt::DOCKER_IMAGE_CONFIG,
+        mt::WASM_CONFIG_V0,
+    ];
+    (!known.contains(&media_type)).then(|| media_type.to_owned())
 }
 
 impl WasmImage {
