@@ -46,6 +46,20 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+/// The demo component's bytes, taken out of the wasm-layer demo image.
+pub fn demo_component() -> Vec<u8> {
+    let archive = wasmcell_oci::read_archive(
+        &demo_tar("demo-app-wasm-layer.tar"),
+        wasmcell_oci::ReadLimits::default(),
+    )
+    .expect("the wasm-layer demo image reads");
+    archive.images[0]
+        .wasm_layer()
+        .expect("the wasm-layer demo image has a wasm layer")
+        .bytes
+        .clone()
+}
+
 /// A demo tar built by `make demo-images`.
 pub fn demo_tar(name: &str) -> PathBuf {
     let path = std::env::var_os("WASMCELL_OCI_OUT")

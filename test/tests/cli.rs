@@ -25,14 +25,8 @@ fn every_command_has_help() {
 
 /// The demo component, taken out of the wasm-layer demo image.
 fn demo_component(dir: &std::path::Path) -> std::path::PathBuf {
-    let archive = wasmcell_oci::read_archive(
-        &demo_tar("demo-app-wasm-layer.tar"),
-        wasmcell_oci::ReadLimits::default(),
-    )
-    .unwrap();
-    let layer = archive.images[0].wasm_layer().unwrap();
     let path = dir.join("app.wasm");
-    std::fs::write(&path, &layer.bytes).unwrap();
+    std::fs::write(&path, wasmcell_tests::demo_component()).unwrap();
     path
 }
 

@@ -130,8 +130,9 @@ pub(crate) fn package_and_import(
     containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
 }
 
-/// `wasmcell import TAR` into `containerd`; panics with its stderr if it fails.
-pub(crate) fn wasmcell_import(containerd: &Containerd, tar: &std::path::Path) {
+/// `wasmcell import TAR` into `containerd`; panics with its stderr if it fails, else returns
+/// it (warnings).
+pub(crate) fn wasmcell_import(containerd: &Containerd, tar: &std::path::Path) -> String {
     let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
         .args([
             "import",
@@ -150,6 +151,7 @@ pub(crate) fn wasmcell_import(containerd: &Containerd, tar: &std::path::Path) {
         "wasmcell import: {}",
         text(&out.stderr)
     );
+    text(&out.stderr)
 }
 
 /// `ctr run -d` arguments for the demo image as container `id` running `args`.
@@ -689,12 +691,7 @@ fn programs_and_links_cannot_escape_the_rootfs(version: Version) {
     let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
-    let archive = wasmcell_oci::read_archive(
-        &demo_tar("demo-app-wasm-layer.tar"),
-        wasmcell_oci::ReadLimits::default(),
-    )
-    .unwrap();
-    let wasm = archive.images[0].wasm_layer().unwrap().bytes.clone();
+    let wasm = wasmcell_tests::demo_component();
     let secret_dir = tempfile::tempdir().unwrap();
     let secret = secret_dir.path().join("secret.txt");
     std::fs::write(&secret, "host secret").unwrap();
@@ -815,12 +812,7 @@ fn artifacts_with_foreign_configs_run_with_one_warning(version: Version) {
     let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
-    let archive = wasmcell_oci::read_archive(
-        &demo_tar("demo-app-wasm-layer.tar"),
-        wasmcell_oci::ReadLimits::default(),
-    )
-    .unwrap();
-    let wasm = archive.images[0].wasm_layer().unwrap().bytes.clone();
+    let wasm = wasmcell_tests::demo_component();
     let dir = tempfile::tempdir().unwrap();
     let crd = b"apiVersion: core.oam.dev/v1beta2\nkind: Component\nmetadata:\n  name: demo\n";
     for (name, config, media_type) in [
@@ -837,26 +829,9 @@ fn artifacts_with_foreign_configs_run_with_one_warning(version: Version) {
     ] {
         let tar = dir.path().join("found.tar");
         wasmcell_tests::image::write_found_artifact_tar(&tar, name, &wasm, config, media_type);
-        let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
-            .args([
-                "import",
-                "--address",
-                containerd.address().to_str().unwrap(),
-                "--namespace",
-                &containerd.namespace,
-            ])
-            .arg("--ctr")
-            .arg(containerd.ctr_path())
-            .arg(&tar)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let imported = wasmcell_import(&containerd, &tar);
         let warning = format!("its config ({media_type}) is not a wasm config");
-        assert!(
-            text(&out.stderr).contains(&warning),
-            "{name}: {}",
-            text(&out.stderr)
-        );
+        assert!(imported.contains(&warning), "{name}: {imported}");
         let out = run_demo(&containerd, name, "found", &[], &["echo", "found"], b"");
         assert_eq!(
             text(&out.stdout),
