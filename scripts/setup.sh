@@ -23,11 +23,12 @@ pkgs_build=(protobuf-compiler gcc libc6-dev make)
 #   curl python3       make demo's HTTP requests and its free-port pick
 pkgs_demo=(curl python3)
 #   skopeo             an independent OCI client (push, inspect) in the tests
-#   docker-registry    a real OCI registry on 127.0.0.1 for CRI pulls
+#   docker-registry    a real OCI registry on 127.0.0.1 for CRI pulls and the registry verbs
+#   apache2-utils      htpasswd, for a registry that asks for credentials
 #   containernetworking-plugins  CNI for the tests' pod networks
 #   iproute2           the tests' bridges and network namespaces
 #   runc               the baseline the confinement tests compare a guest's /proc status with
-pkgs_test=(skopeo docker-registry containernetworking-plugins iproute2 runc)
+pkgs_test=(skopeo docker-registry apache2-utils containernetworking-plugins iproute2 runc)
 #   runc python3 python3-matplotlib  the baseline runtime, the report and its plot
 #   wrk curl           the HTTP load generator and readiness checks
 pkgs_bench=(runc python3 python3-matplotlib wrk curl)

@@ -26,6 +26,12 @@ pub struct Registry {
 impl Registry {
     /// Starts `docker-registry` on a free loopback port and waits until it answers.
     pub fn start() -> Result<Registry, String> {
+        Self::start_with_users(&[])
+    }
+
+    /// A registry that asks for HTTP basic credentials, accepting each `(user, password)`
+    /// (an htpasswd file made with Debian's `htpasswd`, from apache2-utils).
+    pub fn start_with_users(users: &[(&str, &str)]) -> Result<Registry, String> {
         let binary = which("docker-registry")
             .ok_or("docker-registry is not installed (apt-get install docker-registry)")?;
         which("skopeo").ok_or("skopeo is not installed")?;
@@ -39,11 +45,37 @@ impl Registry {
             .port();
         let address = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
+        let mut auth = String::new();
+        if !users.is_empty() {
+            let htpasswd = dir.path().join("htpasswd");
+            let mut lines = String::new();
+            for (user, password) in users {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .map_err(|e| {
+                        format!("running htpasswd (apt-get install apache2-utils): {e}")
+                    })?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "htpasswd: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                lines.push_str(String::from_utf8_lossy(&out.stdout).trim());
+                lines.push('\n');
+            }
+            std::fs::write(&htpasswd, lines).map_err(|e| e.to_string())?;
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: wasmcell-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {address}\n",
+                 {auth}http:\n  addr: {address}\n",
                 dir.path().join("storage").display()
             ),
         )

@@ -12,6 +12,8 @@ fn every_command_has_help() {
         &["--help"][..],
         &["package", "--help"],
         &["inspect", "--help"],
+        &["push", "--help"],
+        &["pull", "--help"],
         &["help"],
     ] {
         let text = run_ok(wasmcell_bin(), args);
@@ -20,6 +22,16 @@ fn every_command_has_help() {
     let text = run_ok(wasmcell_bin(), &["package", "--help"]);
     for flag in ["--format", "--name", "--module", "--annotation", "--output"] {
         assert!(text.contains(flag), "package --help lacks {flag}");
+    }
+    let text = run_ok(wasmcell_bin(), &["pull", "--help"]);
+    for flag in [
+        "--creds",
+        "--authfile",
+        "--plain-http",
+        "--max-blob-size",
+        "--address",
+    ] {
+        assert!(text.contains(flag), "pull --help lacks {flag}");
     }
 }
 

@@ -28,5 +28,6 @@ mod demo_images;
 mod faults;
 mod http;
 mod kubernetes;
+mod registry;
 mod shim;
 mod validation;

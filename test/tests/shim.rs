@@ -91,6 +91,25 @@ pub(crate) fn run_demo(
     args: &[&str],
     stdin: &[u8],
 ) -> Output {
+    let program = if image == IMAGE {
+        "/demo-app.wasm"
+    } else {
+        "demo-app.wasm"
+    };
+    let mut argv = vec![program];
+    argv.extend(args);
+    run_argv(containerd, image, id, extra, &argv, stdin)
+}
+
+/// `ctr run --rm` of `image` as container `id` with the whole `argv` (program first).
+pub(crate) fn run_argv(
+    containerd: &Containerd,
+    image: &str,
+    id: &str,
+    extra: &[&str],
+    argv: &[&str],
+    stdin: &[u8],
+) -> Output {
     let mut full = vec![
         "run",
         "--rm",
@@ -102,12 +121,7 @@ pub(crate) fn run_demo(
     full.extend(extra);
     full.push(image);
     full.push(id);
-    full.push(if image == IMAGE {
-        "/demo-app.wasm"
-    } else {
-        "demo-app.wasm"
-    });
-    full.extend(args);
+    full.extend(argv);
     containerd.ctr_with_stdin(&full, stdin)
 }
 

@@ -8,7 +8,7 @@
 //! platform taken from the binary. The import itself is `ctr image import`, the
 //! tool that talks to the user's containerd already.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::ctr::ContainerdArgs;
 use anyhow::{Context, bail};
@@ -32,18 +32,40 @@ pub struct ImportArgs {
 
 /// Runs `wasmcell import`.
 pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
-    let archive = read_archive(&args.archive, ReadLimits::default())?;
+    import_archive(
+        &args.archive,
+        args.name.as_deref(),
+        &args.containerd,
+        args.output.as_deref(),
+    )
+}
+
+/// Imports the archive at `path` into containerd (artifacts made runnable first, stored
+/// under `name` or the archive's own), or with `output`, writes what would be imported there.
+pub fn import_archive(
+    path: &Path,
+    name: Option<&str>,
+    containerd: &ContainerdArgs,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let archive = read_archive(path, ReadLimits::default())?;
     let artifacts: Vec<_> = archive.images.iter().filter(|i| i.is_artifact()).collect();
     let temp;
     let to_import = match artifacts.as_slice() {
-        [] => args.archive.clone(),
+        [] => {
+            if let Some(output) = output {
+                std::fs::copy(path, output)
+                    .with_context(|| format!("writing {}", output.display()))?;
+            }
+            path.to_owned()
+        }
         [artifact] => {
             if let Some(warning) = artifact.config_warning() {
                 eprintln!("wasmcell: warning: {warning}");
             }
-            let package = runnable_from_artifact(artifact, args.name.as_deref())?;
-            let path = match &args.output {
-                Some(path) => path.clone(),
+            let package = runnable_from_artifact(artifact, name)?;
+            let path_out = match output {
+                Some(path) => path.to_owned(),
                 None => {
                     temp = tempfile::Builder::new()
                         .prefix("wasmcell-import-")
@@ -53,28 +75,27 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
                     temp.path().to_owned()
                 }
             };
-            wasmcell_oci::write::write_atomically(&path, &package.tar)
-                .with_context(|| format!("writing {}", path.display()))?;
+            wasmcell_oci::write::write_atomically(&path_out, &package.tar)
+                .with_context(|| format!("writing {}", path_out.display()))?;
             println!(
                 "{}: artifact made runnable as {} (manifest {})",
-                args.archive.display(),
+                path.display(),
                 package.summary.reference,
                 package.summary.manifest_digest
             );
-            path
+            path_out
         }
         _ => bail!(
             "{} holds {} artifacts; import them one archive at a time",
-            args.archive.display(),
+            path.display(),
             artifacts.len()
         ),
     };
-    if args.output.is_some() {
+    if output.is_some() {
         return Ok(());
     }
-    let ctr = &args.containerd.ctr;
-    let status = args
-        .containerd
+    let ctr = &containerd.ctr;
+    let status = containerd
         .command()
         .args(["image", "import", "--all-platforms"])
         .arg(&to_import)

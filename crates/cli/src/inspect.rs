@@ -19,18 +19,22 @@ use wasmcell_oci::{
 };
 
 use crate::ctr::ContainerdArgs;
+use crate::registry::{RegistryArgs, Repository};
 
 /// Arguments of `wasmcell inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// An OCI image-layout tar or directory, or a `docker save` tar; with `--containerd`, an
-    /// image reference in containerd.
+    /// image reference in containerd; a REGISTRY/PATH[:TAG] that is no file here is read from
+    /// that registry (with the manifests that refer to it: signatures, SBOMs, attestations).
     archive: String,
     /// Read ARCHIVE as an image reference in containerd (exported with `ctr image export`).
     #[arg(long)]
     containerd: bool,
     #[command(flatten)]
     client: ContainerdArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Judge with this policy file (`deny = [...]`, as the shim reads it).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -82,9 +86,23 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<Outcome> {
         None => Policy::default(),
     };
     let exported;
+    let pulled;
+    let mut repository = None;
     let path = if args.containerd {
         exported = export_from_containerd(&args.client, &args.archive)?;
         exported.path().to_owned()
+    } else if is_registry_reference(&args.archive) {
+        let from = Repository::open(&args.archive, &args.registry)?;
+        let (_, tar) = crate::pull::fetch_layout(&from)?;
+        pulled = tempfile::Builder::new()
+            .prefix("wasmcell-inspect-")
+            .suffix(".tar")
+            .tempfile()
+            .context("creating a temporary file")?;
+        std::fs::write(pulled.path(), tar)
+            .with_context(|| format!("writing {}", pulled.path().display()))?;
+        repository = Some(from);
+        pulled.path().to_owned()
     } else {
         PathBuf::from(&args.archive)
     };
@@ -103,6 +121,22 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<Outcome> {
             described
         })
         .collect();
+    let mut images = images;
+    if let Some(repository) = &repository {
+        for (described, image) in images.iter_mut().zip(&archive.images) {
+            let digest = image.manifest_descriptor.digest().to_string();
+            let referrers = repository.referrers(&digest)?;
+            described["referrers"] = referrers
+                .iter()
+                .map(|r| {
+                    json!({
+                        "digest": r.digest, "artifactType": r.artifact_type, "size": r.size,
+                        "subjectChecked": r.subject_checked,
+                    })
+                })
+                .collect();
+        }
+    }
     let outcome = if images.iter().all(|image| image["verdict"]["runs"] == true) {
         Outcome::Runs
     } else {
@@ -118,6 +152,8 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<Outcome> {
     }
     let origin = if args.containerd {
         "exported from containerd"
+    } else if repository.is_some() {
+        "from its registry"
     } else {
         format
     };
@@ -127,6 +163,21 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<Outcome> {
         print_verdict(&image["verdict"], &policy);
     }
     Ok(outcome)
+}
+
+/// Whether `input` is meant as a registry reference: no file or directory by that name, and a
+/// first path element that names a host (a dot, a port or `localhost`), as in
+/// `registry.example/app:1`.
+fn is_registry_reference(input: &str) -> bool {
+    if Path::new(input).exists() || input.starts_with(['.', '/']) || input.ends_with(".tar") {
+        return false;
+    }
+    match input.split_once('/') {
+        Some((host, rest)) => {
+            !rest.is_empty() && (host.contains('.') || host.contains(':') || host == "localhost")
+        }
+        None => false,
+    }
 }
 
 /// Exports `reference` (all platforms) from containerd into a temporary archive.
@@ -431,6 +482,24 @@ fn print_image(image: &Value) {
         }
     );
     print_descriptor("manifest", &image["manifest"]);
+    if let Some(referrers) = image["referrers"].as_array() {
+        if referrers.is_empty() {
+            println!("  referrers none");
+        }
+        for referrer in referrers {
+            let checked = if referrer["subjectChecked"] == true {
+                ""
+            } else {
+                "  (its subject does not name this manifest)"
+            };
+            println!(
+                "  referrer  {}  {}  {} bytes{checked}",
+                text(&referrer["artifactType"]),
+                text(&referrer["digest"]),
+                text(&referrer["size"])
+            );
+        }
+    }
     println!("  platform  {}", text(&image["platform"]));
     print_descriptor("config", &image["config"]["descriptor"]);
     let content = &image["config"]["content"];

@@ -9,6 +9,9 @@ mod ctr;
 mod import;
 mod inspect;
 mod package;
+mod pull;
+mod push;
+mod registry;
 mod worlds;
 
 use std::process::ExitCode;
@@ -35,6 +38,11 @@ enum Command {
     /// Import an archive into containerd so `ctr run` can run it; CNCF wasm artifacts are made
     /// runnable on the way, keeping their wasm and wasm config blobs byte-identical.
     Import(import::ImportArgs),
+    /// Push an archive's image or artifact to a registry, its manifest byte for byte.
+    Push(push::PushArgs),
+    /// Pull an image or artifact from a registry into containerd, as `import` stores an
+    /// archive, every blob verified.
+    Pull(pull::PullArgs),
     /// List the worlds and interfaces this host provides to guests.
     Worlds(worlds::WorldsArgs),
     /// Print, or patch into containerd's config, the runtime entry Kubernetes needs for the
@@ -56,6 +64,8 @@ fn main() -> ExitCode {
             };
         }
         Command::Import(args) => import::run(&args),
+        Command::Push(args) => push::run(&args),
+        Command::Pull(args) => pull::run(&args),
         Command::Worlds(args) => worlds::run(&args),
         Command::ContainerdConfig(args) => containerd_config::run(&args),
     };

@@ -28,6 +28,6 @@ pub use read::{
 pub use wasm::{WasmInfo, WasmKind, inspect_wasm};
 pub use wasm_config::WasmConfig;
 pub use write::{
-    PackageFormat, PackageSpec, PackageSummary, build_package, runnable_from_artifact,
-    write_package,
+    PackageFormat, PackageSpec, PackageSummary, build_package, layout_of_pulled,
+    runnable_from_artifact, write_package,
 };

@@ -115,6 +115,9 @@ pub struct Image {
     pub manifest_descriptor: Descriptor,
     /// The manifest.
     pub manifest: ImageManifest,
+    /// The manifest as stored (its digest is the manifest descriptor's), for pushing it
+    /// unchanged.
+    pub manifest_bytes: Vec<u8>,
     /// The config, by kind.
     pub config: Config,
     /// The config blob as stored (verified against its descriptor).
@@ -666,7 +669,8 @@ impl Reader {
     fn read_image(&self, descriptor: &Descriptor) -> Result<Image, ReadError> {
         let digest = descriptor.digest().to_string();
         let what = format!("manifest {digest}");
-        let manifest: ImageManifest = parse_json(&self.blob(descriptor, &what)?, &what)?;
+        let manifest_bytes = self.blob(descriptor, &what)?;
+        let manifest: ImageManifest = parse_json(&manifest_bytes, &what)?;
         self.check_layer_count(manifest.layers().len(), &what)?;
         let config_desc = manifest.config();
         let config_what = format!("config {} of manifest {digest}", config_desc.digest());
@@ -756,6 +760,7 @@ impl Reader {
             names: names_of(descriptor),
             manifest_descriptor: descriptor.clone(),
             manifest,
+            manifest_bytes,
             config,
             config_bytes,
             layers,
@@ -858,6 +863,7 @@ impl Reader {
                 names: entry.repo_tags.unwrap_or_default(),
                 manifest_descriptor: descriptor_for(mt::DOCKER_MANIFEST, &manifest_bytes),
                 manifest,
+                manifest_bytes,
                 config: Config::Image(Box::new(config)),
                 config_bytes,
                 layers,

@@ -526,33 +526,8 @@ fn finish_layout(
         canonical_json(manifest, "manifest")?,
     );
     manifest_desc.set_platform(Some(platform));
-    manifest_desc.set_annotations(Some(
-        [
-            (
-                ANNOTATION_CONTAINERD_IMAGE_NAME.to_owned(),
-                reference.to_string(),
-            ),
-            (ANNOTATION_REF_NAME.to_owned(), reference.tag.clone()),
-        ]
-        .into_iter()
-        .collect(),
-    ));
     let manifest_digest = manifest_desc.digest().to_string();
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(vec![manifest_desc])
-        .build()
-        .map_err(|source| PackageError::Spec {
-            what: "index",
-            source,
-        })?;
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    files.insert(
-        "oci-layout".to_owned(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-    );
-    files.insert("index.json".to_owned(), canonical_json(&index, "index")?);
+    let mut files = layout_index(manifest_desc, reference)?;
     if let Some(docker) = docker {
         files.insert(
             "manifest.json".to_owned(),
@@ -563,6 +538,66 @@ fn finish_layout(
         files.insert(blob_path(&digest), bytes);
     }
     Ok((layout_tar(&files, mtime)?, manifest_digest))
+}
+
+/// An OCI layout tar holding one image as a registry served it: `manifest` byte-identical (of
+/// `media_type`, with `platform` when an index gave one), named `reference` in the index, and
+/// `blobs` (its config and layers). Reading the tar back verifies every blob against the
+/// manifest, as for any archive.
+pub fn layout_of_pulled(
+    reference: &Reference,
+    manifest: &[u8],
+    media_type: &str,
+    platform: Option<Platform>,
+    blobs: Vec<Vec<u8>>,
+) -> Result<Vec<u8>, PackageError> {
+    let mut stored = Blobs::default();
+    let mut descriptor = stored.add(MediaType::from(media_type), manifest.to_vec());
+    descriptor.set_platform(platform);
+    for blob in blobs {
+        // Media types live in the manifest; a layout stores blobs by digest alone.
+        stored.add(MediaType::Other(String::new()), blob);
+    }
+    let mut files = layout_index(descriptor, reference)?;
+    for (digest, bytes) in stored.0 {
+        files.insert(blob_path(&digest), bytes);
+    }
+    layout_tar(&files, 0)
+}
+
+/// The `oci-layout` marker and an `index.json` listing `manifest`, named `reference` the
+/// way containerd's import and the OCI layout spec read names.
+fn layout_index(
+    mut manifest: Descriptor,
+    reference: &Reference,
+) -> Result<BTreeMap<String, Vec<u8>>, PackageError> {
+    manifest.set_annotations(Some(
+        [
+            (
+                ANNOTATION_CONTAINERD_IMAGE_NAME.to_owned(),
+                reference.to_string(),
+            ),
+            (ANNOTATION_REF_NAME.to_owned(), reference.tag.clone()),
+        ]
+        .into_iter()
+        .collect(),
+    ));
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest])
+        .build()
+        .map_err(|source| PackageError::Spec {
+            what: "index",
+            source,
+        })?;
+    let mut files = BTreeMap::new();
+    files.insert(
+        "oci-layout".to_owned(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    );
+    files.insert("index.json".to_owned(), canonical_json(&index, "index")?);
+    Ok(files)
 }
 
 fn platform(os: &str) -> Result<Platform, PackageError> {
