@@ -9,6 +9,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod image;
+pub mod lying_registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -10,13 +10,24 @@ use wasmcell_tests::{demo_tar, wasmcell_bin};
 
 use crate::shim::{run_argv, text};
 
-on_2_1_and_1_7!(pushed_demo_forms_pull_into_containerd_and_run);
+on_2_1_and_1_7!(
+    pushed_demo_forms_pull_into_containerd_and_run,
+    a_lying_registry_is_refused_in_bounded_time_and_nothing_is_stored,
+);
 
 /// A private containerd and registry, or a loud skip (a failure under CI).
 fn containerd_and_registry(version: Version) -> Option<(Containerd, Registry)> {
-    let started = Containerd::start(version).and_then(|c| Ok((c, Registry::start()?)));
+    or_skip(Containerd::start(version).and_then(|c| Ok((c, Registry::start()?))))
+}
+
+/// A private containerd, or a loud skip (a failure under CI).
+fn containerd_or_skip(version: Version) -> Option<Containerd> {
+    or_skip(Containerd::start(version))
+}
+
+fn or_skip<T>(started: Result<T, String>) -> Option<T> {
     match started {
-        Ok(both) => Some(both),
+        Ok(started) => Some(started),
         Err(reason) if wasmcell_tests::in_ci() => {
             panic!("CI=true and a prerequisite is missing: {reason}")
         }
@@ -116,15 +127,8 @@ fn pushed_demo_forms_pull_into_containerd_and_run(version: Version) {
 /// message that says how to give them.
 #[test]
 fn credentials_come_from_creds_or_an_auth_file() {
-    let registry = match Registry::start_with_users(&[("alice", "s3cret")]) {
-        Ok(registry) => registry,
-        Err(reason) if wasmcell_tests::in_ci() => {
-            panic!("CI=true and a prerequisite is missing: {reason}")
-        }
-        Err(reason) => {
-            eprintln!("\n*** SKIPPED (not CI): {reason} ***\n");
-            return;
-        }
+    let Some(registry) = or_skip(Registry::start_with_users(&[("alice", "s3cret")])) else {
+        return;
     };
     let tar = demo_tar("demo-app-artifact.tar");
     let tar = tar.to_str().unwrap();
@@ -171,4 +175,49 @@ fn credentials_come_from_creds_or_an_auth_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains(how), "{}", text(&out.stderr));
+}
+
+/// A registry that lies gets a clear error from `pull` within a bounded time, and nothing is
+/// stored in containerd: other bytes than the digest says, fewer bytes than the descriptor, a
+/// 10 GiB `Content-Length`, a 10 GiB descriptor, a redirect loop, and a response that stalls.
+fn a_lying_registry_is_refused_in_bounded_time_and_nothing_is_stored(version: Version) {
+    use wasmcell_tests::lying_registry::{Lie, LyingRegistry};
+    let Some(containerd) = containerd_or_skip(version) else {
+        return;
+    };
+    for (lie, reason) in [
+        (Lie::WrongDigest, "sha256"),
+        (Lie::ShortBody, "announced"),
+        (Lie::HugeContentLength, "announced 10737418240 bytes"),
+        (Lie::HugeDescriptor, "over the 1073741824 byte limit"),
+        (Lie::RedirectLoop, "too many redirects"),
+        (Lie::Stall, "the registry stopped sending"),
+    ] {
+        let registry = LyingRegistry::start(lie).unwrap();
+        let reference = format!("{}/lie/app:v1", registry.address);
+        let started = std::time::Instant::now();
+        let out = wasmcell(&[
+            "pull",
+            "--read-timeout",
+            "2",
+            "--address",
+            containerd.address().to_str().unwrap(),
+            "--namespace",
+            &containerd.namespace,
+            "--ctr",
+            containerd.ctr_path().to_str().unwrap(),
+            &reference,
+        ]);
+        let took = started.elapsed();
+        let error = text(&out.stderr);
+        eprintln!("{lie:?} ({took:?}): {}", error.trim());
+        assert!(!out.status.success(), "{lie:?}: pulled");
+        assert!(error.contains(reason), "{lie:?}: {error}");
+        assert!(
+            took < std::time::Duration::from_secs(30),
+            "{lie:?}: took {took:?}: {error}"
+        );
+        let images = containerd.ctr_ok(&["image", "ls", "-q"]);
+        assert!(!images.contains("lie/app"), "{lie:?}: stored: {images}");
+    }
 }

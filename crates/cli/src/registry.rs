@@ -10,8 +10,10 @@
 //!   `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` (Podman) and
 //!   `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` (Docker); else anonymous;
 //! - a connection must open within [`CONNECT_TIMEOUT`], and a response that sends nothing for
-//!   [`READ_TIMEOUT`] fails; a manifest is at most [`MAX_MANIFEST`] bytes and a blob at most
-//!   `--max-blob-size` (default [`DEFAULT_MAX_BLOB`]).
+//!   `--read-timeout` (default [`READ_TIMEOUT`]) fails; a manifest is at most [`MAX_MANIFEST`]
+//!   bytes and a blob at most `--max-blob-size` (default [`DEFAULT_MAX_BLOB`]);
+//! - a blob of at least [`PROGRESS_FROM`] bytes shows its progress on stderr when that is a
+//!   terminal.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +37,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_MANIFEST: usize = 4 << 20;
 /// The largest blob read unless `--max-blob-size` says otherwise.
 pub const DEFAULT_MAX_BLOB: u64 = 1 << 30;
+/// Blobs at least this large show their progress on a terminal.
+pub const PROGRESS_FROM: u64 = 8 << 20;
 
 /// Options every registry verb takes.
 #[derive(Debug, Clone, Args)]
@@ -53,6 +57,9 @@ pub struct RegistryArgs {
     /// The largest blob to transfer, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BLOB)]
     pub max_blob_size: u64,
+    /// Seconds a response may send nothing before the transfer fails.
+    #[arg(long, value_name = "SECONDS", default_value_t = READ_TIMEOUT.as_secs())]
+    pub read_timeout: u64,
 }
 
 /// One registry repository, reached with the credentials and protocol the arguments say.
@@ -100,7 +107,7 @@ impl Repository {
         let client = Client::new(ClientConfig {
             protocol,
             connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
+            read_timeout: Some(Duration::from_secs(args.read_timeout.max(1))),
             ..ClientConfig::default()
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -210,6 +217,7 @@ impl Repository {
                 );
             }
             let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(64 << 20));
+            let mut progress = Progress::new(what, size);
             while let Some(chunk) = stream.next().await {
                 let chunk =
                     chunk.map_err(|e| registry_error(e, &format!("fetching {what} ({digest})")))?;
@@ -217,7 +225,9 @@ impl Repository {
                     bail!("the registry sent more than the {size} bytes of {what} ({digest})");
                 }
                 bytes.extend_from_slice(&chunk);
+                progress.show(bytes.len() as u64);
             }
+            progress.finish();
             Ok(bytes)
         };
         let bytes = self.runtime.block_on(fetch)?;
@@ -292,6 +302,50 @@ impl Repository {
     }
 }
 
+/// A one-line progress display for a large blob, on stderr when it is a terminal.
+struct Progress {
+    label: Option<String>,
+    total: u64,
+    shown: u64,
+}
+
+impl Progress {
+    fn new(what: &str, total: u64) -> Self {
+        use std::io::IsTerminal;
+        let shown = total >= PROGRESS_FROM && std::io::stderr().is_terminal();
+        Progress {
+            label: shown.then(|| what.to_owned()),
+            total,
+            shown: 0,
+        }
+    }
+
+    /// Redraws at each further 1% (or MiB, whichever is more).
+    fn show(&mut self, done: u64) {
+        let Some(label) = &self.label else {
+            return;
+        };
+        let step = (self.total / 100).max(1 << 20);
+        if done < self.shown + step && done < self.total {
+            return;
+        }
+        self.shown = done;
+        let mib = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
+        eprint!(
+            "\r{label}: {:.1} / {:.1} MiB ({}%)",
+            mib(done),
+            mib(self.total),
+            done * 100 / self.total.max(1)
+        );
+    }
+
+    fn finish(&self) {
+        if self.label.is_some() {
+            eprintln!();
+        }
+    }
+}
+
 /// One manifest that refers to another.
 #[derive(Debug, Clone)]
 pub struct Referrer {
@@ -320,10 +374,25 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// An oci-client error with what was being done, and the registry's own words.
-fn registry_error(error: impl std::fmt::Display, doing: &str) -> anyhow::Error {
-    let text = error.to_string();
+/// An oci-client error with what was being done, and the registry's own words (the whole
+/// chain of causes: "error decoding response body" alone says little).
+fn registry_error(error: impl std::error::Error, doing: &str) -> anyhow::Error {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
     let lower = text.to_ascii_lowercase();
+    if lower.contains("timed out") || lower.contains("timeout") {
+        return anyhow::anyhow!(
+            "{doing}: the registry stopped sending (nothing within --read-timeout): {}",
+            text.trim()
+        );
+    }
     if ["401", "403", "unauthorized", "not authorized", "denied"]
         .iter()
         .any(|word| lower.contains(word))
