@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Every cargo invocation sees the same value, so demo-app's build script never reruns just
 # because one target set it and another did not.
 export WASMCELL_OCI_OUT := $(CURDIR)/target/oci
-# containerd release lines the integration tests run against (see test/fetch-containerd.sh).
+# containerd release lines the integration tests run against (see test/fetch-debian.sh).
 CONTAINERD_VERSIONS ?= 2.1 1.7 1.6
 # containerd release line(s) make bench runs under (1.6 matches DESIGN.md's baselines).
 BENCH_CONTAINERD ?= 2.1 1.6

@@ -24,7 +24,7 @@
 #      compile time = cold - warm. BENCH_REJECT_RUNS runs each.
 #
 # Knobs (environment): BENCH_CONTAINERD="2.1 1.6" (space-separated list of release lines for
-# test/fetch-containerd.sh; the first one fills report.json's top-level figures),
+# test/fetch-debian.sh; the first one fills report.json's top-level figures),
 # BENCH_ITERATIONS=20, BENCH_WARMUP=3, BENCH_COUNTS="1 10 50 200", BENCH_BIG_MIB=10,
 # BENCH_REJECT_RUNS=3, BENCH_SIGNAL_RUNS=10, BENCH_THROUGHPUT_TASKS=100,
 # BENCH_PARALLEL="2 10", BENCH_POD_CONTAINERS=10 (0: no pod figure), BENCH_HTTP_SECONDS=10 (0: no
@@ -466,8 +466,8 @@ EOF
 
 bench_one() {
   local ver=$1 dir started=$SECONDS
-  dir=$("$ROOT/test/fetch-containerd.sh" "$ver" | sed -n "s/^$ver=//p")
-  [ -n "$dir" ] || die "test/fetch-containerd.sh $ver printed no directory"
+  dir=$("$ROOT/test/fetch-debian.sh" "$ver" | sed -n "s/^$ver=//p")
+  [ -n "$dir" ] || die "test/fetch-debian.sh $ver printed no directory"
   BIN=$dir/usr/bin
   [ -x "$BIN/containerd-shim-runc-v2" ] || die "containerd $ver package has no containerd-shim-runc-v2"
   RAW=$OUT/raw/$ver

@@ -13,7 +13,7 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 
 say "installing what is missing"
 scripts/setup.sh demo
-CONTAINERD_DIR=$(test/fetch-containerd.sh "${DEMO_CONTAINERD:-2.1}" | cut -d= -f2)
+CONTAINERD_DIR=$(test/fetch-debian.sh "${DEMO_CONTAINERD:-2.1}" | cut -d= -f2)
 BIN="$CONTAINERD_DIR/usr/bin"
 
 say "building wasmcell and the demo images"

@@ -8,7 +8,7 @@
 # second), apt-get only for what is absent. Prints one line per thing it installed, and
 # nothing else unless it has work to do. Debian packages go to the system (apt-get, root
 # needed only when something is missing); rustup targets to the active toolchain; containerd
-# release lines are unpacked from Debian packages into ~/.cache/wasmcell (test/fetch-containerd.sh),
+# release lines are unpacked from Debian packages into ~/.cache/wasmcell (test/fetch-debian.sh),
 # never installed or started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +36,7 @@ pkgs_bench=(runc python3 python3-matplotlib wrk curl)
 # Rustup targets: demo-app's guest (wasip2), the preview 1 fixtures in the tests (wasip1).
 targets_build=(wasm32-wasip1 wasm32-wasip2)
 
-# containerd release lines each purpose runs against (test/fetch-containerd.sh's names).
+# containerd release lines each purpose runs against (test/fetch-debian.sh's names).
 containerd_demo=("${DEMO_CONTAINERD:-2.1}")
 containerd_test=(${CONTAINERD_VERSIONS:-2.1 1.7 1.6})
 containerd_bench=(${BENCH_CONTAINERD:-2.1 1.6})
@@ -94,5 +94,5 @@ done
 
 # Private containerd binaries (cached; a finished version is skipped).
 if [ ${#want_containerd[@]} -gt 0 ]; then
-  test/fetch-containerd.sh "${want_containerd[@]}" 2> >(grep -v ': cached' >&2) >/dev/null
+  test/fetch-debian.sh "${want_containerd[@]}" 2> >(grep -v ': cached' >&2) >/dev/null
 fi

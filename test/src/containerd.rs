@@ -22,7 +22,7 @@ pub enum Version {
 }
 
 impl Version {
-    /// The argument `test/fetch-containerd.sh` takes.
+    /// The argument `test/fetch-debian.sh` takes.
     pub fn as_str(self) -> &'static str {
         match self {
             Version::V2_1 => "2.1",
@@ -33,9 +33,9 @@ impl Version {
 }
 
 /// Directory holding `usr/bin/containerd` and `usr/bin/ctr` for `version`, fetching it (into
-/// the user cache, via `test/fetch-containerd.sh`) when needed. `Err` explains why not.
+/// the user cache, via `test/fetch-debian.sh`) when needed. `Err` explains why not.
 pub fn binaries(version: Version) -> Result<PathBuf, String> {
-    let script = workspace_root().join("test/fetch-containerd.sh");
+    let script = workspace_root().join("test/fetch-debian.sh");
     let out = Command::new(&script)
         .arg(version.as_str())
         .output()
