@@ -44,16 +44,25 @@ fn wasmcell(args: &[&str]) -> Output {
 
 /// `wasmcell pull REFERENCE` into `containerd`.
 fn pull(containerd: &Containerd, reference: &str) -> Output {
-    wasmcell(&[
-        "pull",
+    pull_with(containerd, &[], reference)
+}
+
+/// `wasmcell pull OPTIONS… REFERENCE` into `containerd`.
+fn pull_with(containerd: &Containerd, options: &[&str], reference: &str) -> Output {
+    let address = containerd.address();
+    let ctr = containerd.ctr_path();
+    let mut args = vec!["pull"];
+    args.extend(options);
+    args.extend([
         "--address",
-        containerd.address().to_str().unwrap(),
+        address.to_str().unwrap(),
         "--namespace",
         &containerd.namespace,
         "--ctr",
-        containerd.ctr_path().to_str().unwrap(),
+        ctr.to_str().unwrap(),
         reference,
-    ])
+    ]);
+    wasmcell(&args)
 }
 
 fn pushed_demo_forms_pull_into_containerd_and_run(version: Version) {
@@ -196,18 +205,7 @@ fn a_lying_registry_is_refused_in_bounded_time_and_nothing_is_stored(version: Ve
         let registry = LyingRegistry::start(lie).unwrap();
         let reference = format!("{}/lie/app:v1", registry.address);
         let started = std::time::Instant::now();
-        let out = wasmcell(&[
-            "pull",
-            "--read-timeout",
-            "2",
-            "--address",
-            containerd.address().to_str().unwrap(),
-            "--namespace",
-            &containerd.namespace,
-            "--ctr",
-            containerd.ctr_path().to_str().unwrap(),
-            &reference,
-        ]);
+        let out = pull_with(&containerd, &["--read-timeout", "2"], &reference);
         let took = started.elapsed();
         let error = text(&out.stderr);
         eprintln!("{lie:?} ({took:?}): {}", error.trim());
