@@ -40,6 +40,9 @@ targets_build=(wasm32-wasip1 wasm32-wasip2)
 containerd_demo=("${DEMO_CONTAINERD:-2.1}")
 containerd_test=(${CONTAINERD_VERSIONS:-2.1 1.7 1.6})
 containerd_bench=(${BENCH_CONTAINERD:-2.1 1.6})
+# Tools newer than Debian 12 has, unpacked the same way (signature and artifact tests):
+# trixie's cosign 2 (legacy signatures), sid's cosign 3 (Sigstore bundles), sid's oras.
+newer_tools_test=(cosign-2 cosign-3 oras)
 
 [ $# -ge 1 ] || die "usage: $0 PURPOSE... (build demo test bench all)"
 purposes=()
@@ -58,6 +61,9 @@ for p in "${purposes[@]}"; do
   if [ "$p" != build ]; then
     declare -n cv="containerd_$p"
     want_containerd+=("${cv[@]}")
+  fi
+  if [ "$p" = test ]; then
+    want_containerd+=("${newer_tools_test[@]}")
   fi
 done
 mapfile -t want_pkgs < <(printf '%s\n' "${want_pkgs[@]}" | sort -u)
@@ -92,7 +98,7 @@ for t in "${targets_build[@]}"; do
   fi
 done
 
-# Private containerd binaries (cached; a finished version is skipped).
+# Private containerd binaries and newer tools (cached; a finished one is skipped).
 if [ ${#want_containerd[@]} -gt 0 ]; then
   test/fetch-debian.sh "${want_containerd[@]}" 2> >(grep -v ': cached' >&2) >/dev/null
 fi

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{in_ci, workspace_root};
+use crate::in_ci;
 
 /// A containerd release line the tests run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,25 +35,7 @@ impl Version {
 /// Directory holding `usr/bin/containerd` and `usr/bin/ctr` for `version`, fetching it (into
 /// the user cache, via `test/fetch-debian.sh`) when needed. `Err` explains why not.
 pub fn binaries(version: Version) -> Result<PathBuf, String> {
-    let script = workspace_root().join("test/fetch-debian.sh");
-    let out = Command::new(&script)
-        .arg(version.as_str())
-        .output()
-        .map_err(|e| format!("running {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} {} failed: {}",
-            script.display(),
-            version.as_str(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{}=", version.as_str())))
-        .ok_or_else(|| format!("fetch script printed no directory: {stdout}"))?;
-    Ok(PathBuf::from(dir.trim()))
+    crate::fetch_debian(version.as_str())
 }
 
 /// A running private containerd.

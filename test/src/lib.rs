@@ -135,3 +135,31 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(tool))
         .find(|p| p.is_file())
 }
+
+/// The directory `test/fetch-debian.sh NAME` unpacked (a containerd line or a newer tool),
+/// fetching it into the user cache when needed. `Err` explains why not.
+pub fn fetch_debian(name: &str) -> Result<PathBuf, String> {
+    let script = workspace_root().join("test/fetch-debian.sh");
+    let out = Command::new(&script)
+        .arg(name)
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {name} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .ok_or_else(|| format!("fetch script printed no directory: {stdout}"))?;
+    Ok(PathBuf::from(dir.trim()))
+}
+
+/// The executable `binary` of newer tool `name` (`cosign-2`, `cosign-3`, `oras`).
+pub fn newer_tool(name: &str, binary: &str) -> Result<PathBuf, String> {
+    Ok(fetch_debian(name)?.join("usr/bin").join(binary))
+}

@@ -30,4 +30,5 @@ mod http;
 mod kubernetes;
 mod registry;
 mod shim;
+mod signatures;
 mod validation;

@@ -46,7 +46,7 @@ pub(crate) fn node(version: Version) -> Option<Node> {
     node_with(version, true, None)
 }
 
-fn node_with(
+pub(crate) fn node_with(
     version: Version,
     restrict_oom_score_adj: bool,
     runtime_options: Option<&str>,

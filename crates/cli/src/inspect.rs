@@ -19,7 +19,7 @@ use wasmcell_oci::{
 };
 
 use crate::ctr::ContainerdArgs;
-use crate::registry::{RegistryArgs, Repository};
+use crate::registry::{self, RegistryArgs};
 
 /// Arguments of `wasmcell inspect`.
 #[derive(Debug, Args)]
@@ -92,7 +92,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<Outcome> {
         exported = export_from_containerd(&args.client, &args.archive)?;
         exported.path().to_owned()
     } else if is_registry_reference(&args.archive) {
-        let from = Repository::open(&args.archive, &args.registry)?;
+        let from = registry::open(&args.archive, &args.registry)?;
         let (_, tar) = crate::pull::fetch_layout(&from)?;
         pulled = tempfile::Builder::new()
             .prefix("wasmcell-inspect-")

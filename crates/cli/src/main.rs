@@ -1,6 +1,7 @@
 //! `wasmcell`: the command-line tool. Packages wasm programs as OCI images and artifacts,
 //! inspects archives or containerd images (with the verdict for this host), imports them into
-//! containerd, lists the worlds this host provides, and sets up a node's containerd config.
+//! containerd, moves them to and from registries and checks their signatures, lists the worlds
+//! this host provides, and sets up a node's containerd config.
 //!
 //! Errors go to stderr with exit status 1; usage errors exit 2 (clap's convention).
 
@@ -12,6 +13,7 @@ mod package;
 mod pull;
 mod push;
 mod registry;
+mod verify;
 mod worlds;
 
 use std::process::ExitCode;
@@ -43,6 +45,9 @@ enum Command {
     /// Pull an image or artifact from a registry into containerd, as `import` stores an
     /// archive, every blob verified.
     Pull(pull::PullArgs),
+    /// Check that an image in a registry is signed (cosign, key-based) by one of the given
+    /// keys, as the shim's `require_signature` policy does at create. Exits 1 when it is not.
+    Verify(verify::VerifyArgs),
     /// List the worlds and interfaces this host provides to guests.
     Worlds(worlds::WorldsArgs),
     /// Print, or patch into containerd's config, the runtime entry Kubernetes needs for the
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import::run(&args),
         Command::Push(args) => push::run(&args),
         Command::Pull(args) => pull::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Worlds(args) => worlds::run(&args),
         Command::ContainerdConfig(args) => containerd_config::run(&args),
     };

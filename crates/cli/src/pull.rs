@@ -10,7 +10,7 @@ use clap::Args;
 use wasmcell_oci::media_types as mt;
 
 use crate::ctr::ContainerdArgs;
-use crate::registry::{RegistryArgs, Repository};
+use crate::registry::{self, RegistryArgs, Repository};
 
 /// Arguments of `wasmcell pull`.
 #[derive(Debug, Args)]
@@ -28,7 +28,7 @@ pub struct PullArgs {
 
 /// Runs `wasmcell pull`.
 pub fn run(args: &PullArgs) -> anyhow::Result<()> {
-    let repository = Repository::open(&args.reference, &args.registry)?;
+    let repository = registry::open(&args.reference, &args.registry)?;
     let (name, tar) = fetch_layout(&repository)?;
     let temp = tempfile::Builder::new()
         .prefix("wasmcell-pull-")

@@ -8,7 +8,7 @@ use anyhow::bail;
 use clap::Args;
 use wasmcell_oci::{ReadLimits, read_archive};
 
-use crate::registry::{RegistryArgs, Repository};
+use crate::registry::{self, RegistryArgs};
 
 /// Arguments of `wasmcell push`.
 #[derive(Debug, Args)]
@@ -33,7 +33,7 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
             many.len()
         ),
     };
-    let repository = Repository::open(&args.reference, &args.registry)?;
+    let repository = registry::open(&args.reference, &args.registry)?;
     if repository.reference().digest().is_some() {
         bail!("{}: push to a tag, not a digest", args.reference);
     }

@@ -266,6 +266,27 @@ pub struct Policy {
     /// Destinations HTTP components may send requests to ([`crate::outbound`]); empty (the
     /// default): none.
     pub allow_outbound: Vec<String>,
+    /// Signatures every image must carry before its container is created; `None` (the
+    /// default): none are checked and nothing is fetched.
+    pub require_signature: Option<SignaturePolicy>,
+}
+
+/// `require_signature = { keys = [...] }`: the cosign public keys one of which must have signed
+/// the exact manifest digest of an image, and where to find its registry and credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturePolicy {
+    /// PEM public key files (`cosign.pub`); any one suffices. At least one.
+    pub keys: Vec<std::path::PathBuf>,
+    /// containerd's registry host directories (its `config_path`), whose `hosts.toml` mirrors
+    /// are where signatures are fetched from; default `/etc/containerd/certs.d` then
+    /// `/etc/docker/certs.d`.
+    #[serde(default)]
+    pub hosts_dirs: Vec<std::path::PathBuf>,
+    /// The registry credentials file (Docker `config.json` format); default: the kubelet's
+    /// `/var/lib/kubelet/config.json`, then root's Docker and Podman auth files.
+    #[serde(default)]
+    pub auth_file: Option<std::path::PathBuf>,
 }
 
 /// Why policy TOML was refused.
@@ -306,6 +327,8 @@ struct PolicyToml {
     deny: Vec<String>,
     #[serde(default)]
     allow_outbound: Vec<String>,
+    #[serde(default)]
+    require_signature: Option<SignaturePolicy>,
     // containerd's CRI copies a runtime's whole `options` table to the shim; these two keys
     // belong to containerd, not to the policy.
     #[serde(default, rename = "TypeUrl")]
@@ -315,8 +338,8 @@ struct PolicyToml {
 }
 
 impl Policy {
-    /// Parses policy TOML: `deny = ["pattern", ...]` and `allow_outbound = ["destination",
-    /// ...]`, both optional; unknown keys are errors, so a misspelt key cannot silently allow
+    /// Parses policy TOML: `deny = ["pattern", ...]`, `allow_outbound = ["destination",
+    /// ...]` and `require_signature = { keys = [...] }`, all optional; unknown keys are errors, so a misspelt key cannot silently allow
     /// everything. `source_name` says where it came from.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
         let parsed: PolicyToml = toml::from_str(text).map_err(|e| PolicyError::Parse {
@@ -339,10 +362,21 @@ impl Policy {
                 error,
             }
         })?;
+        if parsed
+            .require_signature
+            .as_ref()
+            .is_some_and(|r| r.keys.is_empty())
+        {
+            return Err(PolicyError::Parse {
+                source_name: source_name.to_owned(),
+                message: "require_signature lists no keys".to_owned(),
+            });
+        }
         Ok(Policy {
             deny: parsed.deny,
             source: source_name.to_owned(),
             allow_outbound: parsed.allow_outbound,
+            require_signature: parsed.require_signature,
         })
     }
 }

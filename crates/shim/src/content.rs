@@ -2,7 +2,9 @@
 //! imported artifacts), over containerd's gRPC API. Every blob is checked against its
 //! descriptor's size and sha256 before it is parsed or handed to the engine.
 
-use containerd_client::services::v1::{GetContainerRequest, GetImageRequest, ReadContentRequest};
+use containerd_client::services::v1::{
+    GetContainerRequest, GetImageRequest, ListImagesRequest, ReadContentRequest,
+};
 use containerd_client::{Client, with_namespace};
 use tonic::Request;
 use wasmcell_oci::digest::verify_blob;
@@ -169,6 +171,116 @@ pub struct DeclaredConfig {
     pub config: WasmConfig,
 }
 
+/// The image a container was created from, as containerd resolved it.
+#[derive(Debug, Clone)]
+pub struct ImageTarget {
+    /// The image name (`registry/repository:tag`).
+    pub name: String,
+    /// The media type of what the name points at (a manifest or an index).
+    pub media_type: String,
+    /// Its digest: what was pulled, and what a signature must name.
+    pub digest: String,
+    /// Its size.
+    pub size: u64,
+}
+
+async fn connect(address: &str, namespace: &str) -> Result<Store, ContentError> {
+    let client = Client::from_path(address)
+        .await
+        .map_err(|e| ContentError::Connect {
+            address: address.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok(Store {
+        client,
+        namespace: namespace.to_owned(),
+    })
+}
+
+fn failed_call(call: &str) -> impl Fn(tonic::Status) -> ContentError {
+    let call = call.to_owned();
+    move |s: tonic::Status| ContentError::Call {
+        call: call.clone(),
+        message: s.message().to_owned(),
+    }
+}
+
+impl Store {
+    /// The image container `id` was created from.
+    async fn container_image(&self, id: &str) -> Result<ImageTarget, ContentError> {
+        let namespace = self.namespace.as_str();
+        let container = self
+            .client
+            .containers()
+            .get(with_namespace!(
+                GetContainerRequest { id: id.to_owned() },
+                namespace
+            ))
+            .await
+            .map_err(failed_call("containers get"))?
+            .into_inner()
+            .container
+            .ok_or_else(|| ContentError::NoImage { id: id.to_owned() })?;
+        if container.image.is_empty() {
+            return Err(ContentError::NoImage { id: id.to_owned() });
+        }
+        let target = self
+            .client
+            .images()
+            .get(with_namespace!(
+                GetImageRequest {
+                    name: container.image.clone()
+                },
+                namespace
+            ))
+            .await
+            .map_err(failed_call("images get"))?
+            .into_inner()
+            .image
+            .and_then(|i| i.target)
+            .ok_or_else(|| ContentError::NoImage { id: id.to_owned() })?;
+        // CRI may record an image by its ID (`sha256:…`); the name it was pulled by is another
+        // image record with the same target.
+        let name = if container.image.starts_with("sha256:") {
+            self.client
+                .images()
+                .list(with_namespace!(
+                    ListImagesRequest {
+                        filters: vec![format!("target.digest=={}", target.digest)],
+                    },
+                    namespace
+                ))
+                .await
+                .map_err(failed_call("images list"))?
+                .into_inner()
+                .images
+                .into_iter()
+                .map(|i| i.name)
+                .filter(|n| !n.starts_with("sha256:"))
+                // A tagged name reads better in messages than a digest one.
+                .min_by_key(|n| n.contains('@'))
+                .unwrap_or(container.image)
+        } else {
+            container.image
+        };
+        Ok(ImageTarget {
+            name,
+            media_type: target.media_type,
+            digest: target.digest,
+            size: u64::try_from(target.size).unwrap_or(0),
+        })
+    }
+}
+
+/// The image container `id` was created from, as containerd resolved it.
+pub async fn image_of_container(
+    address: &str,
+    namespace: &str,
+    id: &str,
+) -> Result<ImageTarget, ContentError> {
+    connect(address, namespace).await?.container_image(id).await
+}
+
 /// Resolves the image container `id` was created from down to its first wasm layer, reading
 /// the index, manifest and wasm config (each verified) but not the layer itself.
 pub async fn resolve_wasm_image(
@@ -176,62 +288,16 @@ pub async fn resolve_wasm_image(
     namespace: &str,
     id: &str,
 ) -> Result<WasmImage, ContentError> {
-    let client = Client::from_path(address)
-        .await
-        .map_err(|e| ContentError::Connect {
-            address: address.to_owned(),
-            message: e.to_string(),
-        })?;
-    let store = Store {
-        client,
-        namespace: namespace.to_owned(),
-    };
-    let call = |call: &str| {
-        let call = call.to_owned();
-        move |s: tonic::Status| ContentError::Call {
-            call,
-            message: s.message().to_owned(),
-        }
-    };
-    let container = store
-        .client
-        .containers()
-        .get(with_namespace!(
-            GetContainerRequest { id: id.to_owned() },
-            namespace
-        ))
-        .await
-        .map_err(call("containers get"))?
-        .into_inner()
-        .container
-        .ok_or_else(|| ContentError::NoImage { id: id.to_owned() })?;
-    if container.image.is_empty() {
-        return Err(ContentError::NoImage { id: id.to_owned() });
-    }
-    let image = store
-        .client
-        .images()
-        .get(with_namespace!(
-            GetImageRequest {
-                name: container.image.clone()
-            },
-            namespace
-        ))
-        .await
-        .map_err(call("images get"))?
-        .into_inner()
-        .image
-        .and_then(|i| i.target)
-        .ok_or_else(|| ContentError::NoImage { id: id.to_owned() })?;
-
-    let (mut media_type, mut digest, mut size) =
-        (image.media_type, image.digest, image.size as u64);
+    let store = connect(address, namespace).await?;
+    let image = store.container_image(id).await?;
+    let container_image = image.name.clone();
+    let (mut media_type, mut digest, mut size) = (image.media_type, image.digest, image.size);
     // Follow indexes to the wasm platform's manifest (or the only one).
     for _ in 0..4 {
         if !mt::is_index(&media_type) {
             break;
         }
-        let what = format!("index {digest} of image {}", container.image);
+        let what = format!("index {digest} of image {}", container_image);
         let index = parse(&store.read_blob(&digest, size, &what).await?, &what)?;
         let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
         let chosen = manifests
@@ -239,11 +305,11 @@ pub async fn resolve_wasm_image(
             .find(|m| m["platform"]["architecture"] == "wasm")
             .or_else(|| manifests.first())
             .ok_or_else(|| ContentError::NoWasmLayer {
-                image: container.image.clone(),
+                image: container_image.clone(),
             })?;
         (media_type, digest, size) = descriptor(chosen);
     }
-    let what = format!("manifest {digest} of image {}", container.image);
+    let what = format!("manifest {digest} of image {}", container_image);
     let manifest = parse(&store.read_blob(&digest, size, &what).await?, &what)?;
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
     wasmcell_oci::check_layer_count(layers.len(), wasmcell_oci::MAX_LAYERS, &what)?;
@@ -256,7 +322,7 @@ pub async fn resolve_wasm_image(
             .first()
             .map(|l| descriptor(l))
             .ok_or_else(|| ContentError::NoWasmLayer {
-                image: container.image.clone(),
+                image: container_image.clone(),
             })?;
     let config_descriptor = std::iter::once(&manifest["config"])
         .chain(layers.iter())
@@ -264,7 +330,7 @@ pub async fn resolve_wasm_image(
         .map(descriptor);
     let config = match config_descriptor {
         Some((_, digest, size)) => {
-            let what = format!("wasm config {digest} of image {}", container.image);
+            let what = format!("wasm config {digest} of image {}", container_image);
             let bytes = store.read_blob(&digest, size, &what).await?;
             let config: WasmConfig =
                 serde_json::from_slice(&bytes).map_err(|e| ContentError::Json {
@@ -280,11 +346,11 @@ pub async fn resolve_wasm_image(
     {
         log::warn!(
             "{}",
-            wasmcell_oci::foreign_config_warning(&container.image, &media_type)
+            wasmcell_oci::foreign_config_warning(&container_image, &media_type)
         );
     }
     Ok(WasmImage {
-        image: container.image,
+        image: container_image,
         config,
         wasm_layers: wasm_layers.iter().map(|l| descriptor(l).1).collect(),
         store,

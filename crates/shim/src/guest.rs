@@ -301,6 +301,7 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         deny: plan.deny.clone(),
         source: plan.policy_source.clone(),
         allow_outbound: plan.allow_outbound.clone(),
+        require_signature: None,
     };
     engine
         .check_imports(&program, &policy)

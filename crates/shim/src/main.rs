@@ -23,6 +23,7 @@ mod process;
 mod rootfs;
 mod service;
 mod shim;
+mod signatures;
 mod stdio;
 
 use std::path::Path;

@@ -30,13 +30,15 @@ use tokio::sync::{Mutex, watch};
 
 use crate::cgroup::ContainerCgroup;
 use crate::container::{Container, Exit, Status};
-use crate::content::{ContentError, DeclaredConfig, resolve_wasm_image};
+use crate::content::{ContentError, DeclaredConfig, image_of_container, resolve_wasm_image};
+use wasmcell_engine::host::SignaturePolicy;
 use wasmcell_engine::{Policy, host};
 
 use crate::plan::{GuestPlan, PLAN_FILE, PROGRAM_FILE, PlanError, ProgramSource};
 use crate::policy;
 use crate::process::{Spawner, fork_guest};
 use crate::shim;
+use crate::signatures;
 use crate::stdio::{OutputDrain, StdinRelay, open_stdio};
 
 /// What `create` produced before the container is recorded.
@@ -276,6 +278,12 @@ impl Service {
         spec: &Spec,
     ) -> Result<PreparedContainer, String> {
         let policy = policy::resolve(req.options.as_ref()).map_err(|e| e.to_string())?;
+        if let Some(required) = &policy.require_signature
+            && !shim::is_sandbox(spec)
+        {
+            self.check_signature(&req.id, required, &policy.source)
+                .await?;
+        }
         let plan = self.plan(req, bundle, rootfs, spec, &policy).await?;
         let plan_path = bundle.join(PLAN_FILE);
         let plan_json = serde_json::to_vec(&plan).map_err(|e| e.to_string())?;
@@ -337,6 +345,31 @@ impl Service {
                 Err(e.to_string())
             }
         }
+    }
+
+    /// Refuses container `id` unless its image carries a signature `required` asks for.
+    async fn check_signature(
+        &self,
+        id: &str,
+        required: &SignaturePolicy,
+        policy_source: &str,
+    ) -> Result<(), String> {
+        let image = image_of_container(&self.config.address, &self.config.namespace, id)
+            .await
+            .map_err(|e| format!("require_signature ({policy_source}): {e}"))?;
+        let (required, source, cache) = (
+            required.clone(),
+            policy_source.to_owned(),
+            self.config.cache_dir.clone(),
+        );
+        let verdict = tokio::task::spawn_blocking(move || {
+            signatures::check(&required, &source, &image, cache.as_deref())
+        })
+        .await
+        .map_err(|e| format!("signature check task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+        info!("container {id}: {verdict}");
+        Ok(())
     }
 
     /// The plan, with the program from the rootfs (`args[0]` is a path) or, when the rootfs

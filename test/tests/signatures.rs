@@ -1,0 +1,399 @@
+//! `require_signature` at create, with real signatures: Debian's cosign 2 (legacy
+//! `sha256-<hex>.sig` tags) and cosign 3 (Sigstore bundles as referrers) sign images in
+//! Debian's docker-registry on loopback; oras moves and edits signatures to make the bad cases.
+//! Signed images run; unsigned, another key's, another digest's and tampered signatures are
+//! refused at create with the reason, through `ctr run` and through CRI; without the policy
+//! nothing changes, and a verified digest is remembered.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use wasmcell_tests::containerd::{Containerd, Version};
+use wasmcell_tests::cri::Registry;
+use wasmcell_tests::image::{Entry, write_image_tar};
+use wasmcell_tests::{demo_component, newer_tool, wasmcell_bin};
+
+use crate::shim::{run_argv, text};
+
+on_2_1_and_1_7!(
+    signed_images_run_and_the_rest_are_refused_through_ctr,
+    signed_images_run_and_the_rest_are_refused_through_cri,
+);
+
+/// The newer tools, or a loud skip (a failure under CI).
+struct Tools {
+    cosign2: PathBuf,
+    cosign3: PathBuf,
+    oras: PathBuf,
+}
+
+fn tools() -> Option<Tools> {
+    let found = newer_tool("cosign-2", "cosign").and_then(|cosign2| {
+        Ok(Tools {
+            cosign2,
+            cosign3: newer_tool("cosign-3", "cosign")?,
+            oras: newer_tool("oras", "oras")?,
+        })
+    });
+    match found {
+        Ok(tools) => Some(tools),
+        Err(reason) if wasmcell_tests::in_ci() => {
+            panic!("CI=true and a prerequisite is missing: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("\n*** SKIPPED (not CI): {reason} ***\n");
+            None
+        }
+    }
+}
+
+/// Two cosign key pairs (`release` trusted, `other` not) in `dir`, without passwords.
+fn key_pairs(tools: &Tools, dir: &Path) -> PathBuf {
+    for name in ["release", "other"] {
+        run_tool(
+            &tools.cosign2,
+            dir,
+            &["generate-key-pair", "--output-key-prefix", name],
+        );
+    }
+    dir.join("release.pub")
+}
+
+fn run_tool(tool: &Path, dir: &Path, args: &[&str]) -> String {
+    let out: Output = Command::new(tool)
+        .args(args)
+        .current_dir(dir)
+        .env("COSIGN_PASSWORD", "")
+        .env("HOME", dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}{}",
+        tool.display(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The images of each case, pushed to `registry` and signed (or mis-signed) as named.
+struct Cases {
+    legacy: String,
+    bundle: String,
+    unsigned: String,
+    other_key: String,
+    other_digest: String,
+    tampered: String,
+}
+
+impl Cases {
+    /// Each refused case with what the refusal must say.
+    fn refused(&self) -> [(&str, &str); 4] {
+        [
+            (&self.unsigned, "found: nothing (no tag sha256-"),
+            (&self.other_key, "signed by none of the trusted keys"),
+            (&self.other_digest, "not this digest"),
+            (
+                &self.tampered,
+                "signed by none of the trusted keys (or tampered with)",
+            ),
+        ]
+    }
+}
+
+fn sign_cases(tools: &Tools, dir: &Path, registry: &Registry) -> Cases {
+    // Each case its own digest (a file naming it next to the program): a verdict is about a
+    // digest, wherever it is stored, so cases must not share one.
+    let program = demo_component();
+    let push = |repository: &str| {
+        let tar = dir.join(format!("{repository}.tar"));
+        write_image_tar(
+            &tar,
+            &format!("localhost/wasmcell/{repository}:v1"),
+            &[
+                ("demo-app.wasm", Entry::File(program.clone(), 0o755)),
+                ("case", Entry::File(repository.as_bytes().to_vec(), 0o644)),
+            ],
+        );
+        registry
+            .push(&tar, &format!("wasmcell/{repository}:v1"))
+            .unwrap()
+    };
+    let digest_of = |reference: &str| {
+        run_tool(&tools.oras, dir, &["resolve", "--plain-http", reference])
+            .trim()
+            .to_owned()
+    };
+    let cosign_sign = |cosign: &Path, key: &str, reference: &str, extra: &[&str]| {
+        let pinned = format!(
+            "{}@{}",
+            reference.rsplit_once(':').unwrap().0,
+            digest_of(reference)
+        );
+        let mut args = vec![
+            "sign",
+            "--key",
+            key,
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            "--allow-insecure-registry",
+            "--yes",
+        ];
+        args.extend(extra);
+        args.push(&pinned);
+        run_tool(cosign, dir, &args);
+    };
+    let legacy = push("signed-legacy");
+    cosign_sign(&tools.cosign2, "release.key", &legacy, &[]);
+    let bundle = push("signed-bundle");
+    cosign_sign(
+        &tools.cosign3,
+        "release.key",
+        &bundle,
+        &["--use-signing-config=false"],
+    );
+    let unsigned = push("unsigned");
+    let other_key = push("other-key");
+    cosign_sign(&tools.cosign2, "other.key", &other_key, &[]);
+
+    // A valid signature of the legacy image, copied next to an image with another digest.
+    let other_digest = push("other-digest");
+    let signature_tag = |reference: &str| {
+        format!(
+            "{}:{}.sig",
+            reference.rsplit_once(':').unwrap().0,
+            digest_of(reference).replace(':', "-")
+        )
+    };
+    run_tool(
+        &tools.oras,
+        dir,
+        &[
+            "cp",
+            "--from-plain-http",
+            "--to-plain-http",
+            &signature_tag(&legacy),
+            &signature_tag(&other_digest),
+        ],
+    );
+
+    // A good signature whose bytes were changed afterwards.
+    let tampered = push("tampered");
+    cosign_sign(&tools.cosign2, "release.key", &tampered, &[]);
+    let tag = signature_tag(&tampered);
+    let manifest = run_tool(
+        &tools.oras,
+        dir,
+        &["manifest", "fetch", "--plain-http", &tag],
+    );
+    let mut manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let annotation =
+        &mut manifest["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut signature = b64.decode(annotation.as_str().unwrap()).unwrap();
+    let middle = signature.len() / 2;
+    signature[middle] ^= 0x01;
+    *annotation = serde_json::Value::String(b64.encode(signature));
+    let edited = dir.join("tampered.json");
+    std::fs::write(&edited, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    run_tool(
+        &tools.oras,
+        dir,
+        &[
+            "manifest",
+            "push",
+            "--plain-http",
+            "--media-type",
+            "application/vnd.oci.image.manifest.v1+json",
+            &tag,
+            edited.to_str().unwrap(),
+        ],
+    );
+    Cases {
+        legacy,
+        bundle,
+        unsigned,
+        other_key,
+        other_digest,
+        tampered,
+    }
+}
+
+fn policy_toml(key: &Path) -> String {
+    format!("require_signature = {{ keys = [\"{}\"] }}\n", key.display())
+}
+
+fn signed_images_run_and_the_rest_are_refused_through_ctr(version: Version) {
+    let Some(tools) = tools() else {
+        return;
+    };
+    let started = Containerd::start(version).and_then(|c| Ok((c, Registry::start()?)));
+    let (containerd, registry) = match started {
+        Ok(started) => started,
+        Err(reason) if wasmcell_tests::in_ci() => panic!("CI=true: {reason}"),
+        Err(reason) => return eprintln!("\n*** SKIPPED (not CI): {reason} ***\n"),
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let key = key_pairs(&tools, dir);
+    let cases = sign_cases(&tools, dir, &registry);
+    let policy = dir.join("signed-only.toml");
+    std::fs::write(&policy, policy_toml(&key)).unwrap();
+    let with_policy = ["--runtime-config-path", policy.to_str().unwrap()];
+    let pull = |reference: &str| {
+        containerd.ctr_ok(&["image", "pull", "--plain-http", reference]);
+    };
+
+    for (n, signed) in [&cases.legacy, &cases.bundle].into_iter().enumerate() {
+        pull(signed);
+        let out = run_argv(
+            &containerd,
+            signed,
+            &format!("signed-{n}"),
+            &with_policy,
+            &["/demo-app.wasm", "echo", "signed"],
+            b"",
+        );
+        assert_eq!(
+            text(&out.stdout),
+            "signed\n",
+            "{signed}: {}\n{}",
+            text(&out.stderr),
+            containerd.log()
+        );
+    }
+    for (n, (image, reason)) in cases.refused().into_iter().enumerate() {
+        pull(image);
+        let out = run_argv(
+            &containerd,
+            image,
+            &format!("refused-{n}"),
+            &with_policy,
+            &["/demo-app.wasm", "echo", "refused"],
+            b"",
+        );
+        let err = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{image} ran: {err}");
+        for part in [
+            "require_signature",
+            image,
+            &format!("key {}", key.display()),
+            reason,
+        ] {
+            assert!(err.contains(part), "{image}: missing {part:?} in: {err}");
+        }
+        assert!(text(&out.stdout).is_empty(), "{image}: the guest ran");
+    }
+
+    // `wasmcell verify` gives the same verdicts.
+    let verify = |reference: &str| {
+        Command::new(wasmcell_bin())
+            .args(["verify", "--key", key.to_str().unwrap(), reference])
+            .output()
+            .unwrap()
+    };
+    for signed in [&cases.legacy, &cases.bundle] {
+        let out = verify(signed);
+        assert!(
+            out.status.success(),
+            "verify {signed}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains("signed by"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    for (image, reason) in cases.refused() {
+        let out = verify(image);
+        assert_eq!(out.status.code(), Some(1), "verify {image}");
+        assert!(
+            text(&out.stderr).contains(reason),
+            "verify {image}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    // A verified digest is remembered: with the registry gone, the signed image still runs
+    // under the policy, while an unverified one is refused; without the policy, the unsigned
+    // image runs and nothing is asked of the (stopped) registry.
+    drop(registry);
+    let out = run_argv(
+        &containerd,
+        &cases.legacy,
+        "remembered",
+        &with_policy,
+        &["/demo-app.wasm", "echo", "remembered"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "remembered\n", "{}", text(&out.stderr));
+    let out = run_argv(
+        &containerd,
+        &cases.unsigned,
+        "unreachable",
+        &with_policy,
+        &["/demo-app.wasm", "echo", "x"],
+        b"",
+    );
+    assert!(
+        text(&out.stderr).contains("require_signature"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_argv(
+        &containerd,
+        &cases.unsigned,
+        "no-policy",
+        &[],
+        &["/demo-app.wasm", "echo", "unchecked"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "unchecked\n", "{}", text(&out.stderr));
+}
+
+fn signed_images_run_and_the_rest_are_refused_through_cri(version: Version) {
+    let Some(tools) = tools() else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let key = key_pairs(&tools, keys.path());
+    let options = format!("      {}", policy_toml(&key));
+    let Some(node) = crate::kubernetes::node_with(version, true, Some(options.trim_end())) else {
+        return;
+    };
+    let cases = sign_cases(&tools, keys.path(), &node.registry);
+    let sandbox = node.sandbox_config("signed", false);
+    let pod = node.run_pod(&sandbox);
+    for (n, signed) in [&cases.legacy, &cases.bundle].into_iter().enumerate() {
+        node.pull(signed, &sandbox);
+        let (code, lines) = node.run_to_exit(
+            &pod,
+            &sandbox,
+            &format!("signed-{n}"),
+            signed,
+            &["/demo-app.wasm", "echo", "signed"],
+        );
+        assert_eq!(code, 0, "{signed}: {lines:?}\n{}", node.containerd.log());
+        assert!(lines.iter().any(|(_, l)| l == "signed"), "{lines:?}");
+    }
+    for (n, (image, reason)) in cases.refused().into_iter().enumerate() {
+        node.pull(image, &sandbox);
+        let id = node
+            .create(
+                &pod,
+                &sandbox,
+                &format!("refused-{n}"),
+                image,
+                &["/demo-app.wasm", "echo", "refused"],
+            )
+            .unwrap_or_else(|e| panic!("CreateContainer {image}: {e}"));
+        let err = node.try_start(&id).err().unwrap_or_default();
+        for part in ["require_signature", image, reason] {
+            assert!(err.contains(part), "{image}: missing {part:?} in: {err}");
+        }
+    }
+    node.stop_and_remove_pod(&pod);
+}
