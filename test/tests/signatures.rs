@@ -246,6 +246,49 @@ fn signed_images_run_and_the_rest_are_refused_through_ctr(version: Version) {
         containerd.ctr_ok(&["image", "pull", "--plain-http", reference]);
     };
 
+    // Through a mirror, as containerd's hosts.toml says: pulled by a name that resolves only
+    // through the hosts directory, and checked through the same one (with both keys, so the
+    // verdict is not one remembered from the runs below).
+    let hosts_dir = dir.join("certs.d");
+    let mirrored_host = "registry.wasmcell.test";
+    std::fs::create_dir_all(hosts_dir.join(mirrored_host)).unwrap();
+    std::fs::write(
+        hosts_dir.join(mirrored_host).join("hosts.toml"),
+        format!(
+            "server = \"https://{mirrored_host}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            registry.address
+        ),
+    )
+    .unwrap();
+    let mirrored_policy = dir.join("mirrored.toml");
+    std::fs::write(
+        &mirrored_policy,
+        format!(
+            "[require_signature]\nkeys = [\"{}\", \"{}\"]\nhosts_dirs = [\"{}\"]\n",
+            dir.join("other.pub").display(),
+            key.display(),
+            hosts_dir.display()
+        ),
+    )
+    .unwrap();
+    let mirrored = cases.bundle.replace(&registry.address, mirrored_host);
+    containerd.ctr_ok(&[
+        "image",
+        "pull",
+        "--hosts-dir",
+        hosts_dir.to_str().unwrap(),
+        &mirrored,
+    ]);
+    let out = run_argv(
+        &containerd,
+        &mirrored,
+        "mirrored",
+        &["--runtime-config-path", mirrored_policy.to_str().unwrap()],
+        &["/demo-app.wasm", "echo", "mirrored"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "mirrored\n", "{}", text(&out.stderr));
+
     for (n, signed) in [&cases.legacy, &cases.bundle].into_iter().enumerate() {
         pull(signed);
         let out = run_argv(
