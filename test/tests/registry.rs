@@ -12,6 +12,7 @@ use crate::shim::{run_argv, text};
 
 on_2_1_and_1_7!(
     pushed_demo_forms_pull_into_containerd_and_run,
+    artifacts_pushed_with_oras_run_with_a_warning_and_show_their_referrers,
     a_lying_registry_is_refused_in_bounded_time_and_nothing_is_stored,
 );
 
@@ -217,5 +218,121 @@ fn a_lying_registry_is_refused_in_bounded_time_and_nothing_is_stored(version: Ve
         );
         let images = containerd.ctr_ok(&["image", "ls", "-q"]);
         assert!(!images.contains("lie/app"), "{lie:?}: stored: {images}");
+    }
+}
+
+/// Artifacts as other tools push them: `oras push` with a Kubernetes CRD (an OAM Component) as
+/// the config, and as an OCI 1.1 artifact with the empty config. Both pull and run, with the
+/// warning naming the fix in `pull`'s output and in the shim's log; SBOMs `oras attach`ed to
+/// one show among its referrers in `inspect REF`, their subject checked.
+fn artifacts_pushed_with_oras_run_with_a_warning_and_show_their_referrers(version: Version) {
+    let oras = match wasmcell_tests::newer_tool("oras", "oras") {
+        Ok(oras) => oras,
+        Err(reason) => return or_skip::<()>(Err(reason)).unwrap_or_default(),
+    };
+    let Some((containerd, registry)) = containerd_and_registry(version) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("demo-app.wasm"),
+        wasmcell_tests::demo_component(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("component.yaml"),
+        "apiVersion: core.oam.dev/v1beta2\nkind: Component\nmetadata:\n  name: demo\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sbom.spdx.json"),
+        r#"{"spdxVersion": "SPDX-2.3", "name": "demo-app"}"#,
+    )
+    .unwrap();
+    let oras_ok = |args: &[&str]| {
+        let out = Command::new(&oras)
+            .args(args)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "oras {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    };
+    let crd = format!("{}/wasmcell/oam-component:v1", registry.address);
+    oras_ok(&[
+        "push",
+        "--plain-http",
+        "--config",
+        "component.yaml:application/vnd.oam.dev.component.v1+yaml",
+        &crd,
+        "demo-app.wasm:application/wasm",
+    ]);
+    let empty = format!("{}/wasmcell/oci-artifact:v1", registry.address);
+    oras_ok(&[
+        "push",
+        "--plain-http",
+        "--artifact-type",
+        "application/vnd.example.wasm.module",
+        &empty,
+        "demo-app.wasm:application/wasm",
+    ]);
+    for (reference, config_type) in [
+        (&crd, "application/vnd.oam.dev.component.v1+yaml"),
+        (&empty, "application/vnd.oci.empty.v1+json"),
+    ] {
+        let warning = format!("its config ({config_type}) is not a wasm config");
+        let out = pull(&containerd, reference);
+        assert!(out.status.success(), "pull {reference}: {}", text(&out.stderr));
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(said.contains(&warning), "pull {reference}: {said}");
+        let ran = run_argv(
+            &containerd,
+            reference,
+            "oras-pushed",
+            &[],
+            &["demo-app.wasm", "echo", "found"],
+            b"",
+        );
+        assert_eq!(
+            text(&ran.stdout),
+            "found\n",
+            "{reference}: {}",
+            text(&ran.stderr)
+        );
+        let log = containerd.log();
+        assert!(
+            log.contains(&warning) && log.contains("wasmcell package --format artifact"),
+            "{reference}: no warning in the shim's log:\n{log}"
+        );
+    }
+
+    for artifact_type in ["application/spdx+json", "application/vnd.cyclonedx+json"] {
+        oras_ok(&[
+            "attach",
+            "--plain-http",
+            "--artifact-type",
+            artifact_type,
+            &crd,
+            "sbom.spdx.json:application/json",
+        ]);
+    }
+    let out = wasmcell(&["inspect", &crd]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("is not a wasm config"),
+        "{shown}{}",
+        text(&out.stderr)
+    );
+    for artifact_type in ["application/spdx+json", "application/vnd.cyclonedx+json"] {
+        let line = shown
+            .lines()
+            .find(|l| l.contains("referrer") && l.contains(artifact_type))
+            .unwrap_or_else(|| panic!("no {artifact_type} referrer in: {shown}"));
+        assert!(!line.contains("does not name"), "{line}");
     }
 }
