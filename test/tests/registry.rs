@@ -287,7 +287,11 @@ fn artifacts_pushed_with_oras_run_with_a_warning_and_show_their_referrers(versio
     ] {
         let warning = format!("its config ({config_type}) is not a wasm config");
         let out = pull(&containerd, reference);
-        assert!(out.status.success(), "pull {reference}: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pull {reference}: {}",
+            text(&out.stderr)
+        );
         let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
         assert!(said.contains(&warning), "pull {reference}: {said}");
         let ran = run_argv(

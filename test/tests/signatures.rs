@@ -12,12 +12,13 @@ use base64::Engine as _;
 use wasmcell_tests::containerd::{Containerd, Version};
 use wasmcell_tests::cri::Registry;
 use wasmcell_tests::image::{Entry, write_image_tar};
-use wasmcell_tests::{demo_component, newer_tool, wasmcell_bin};
+use wasmcell_tests::{demo_component, demo_tar, newer_tool, wasmcell_bin};
 
 use crate::shim::{run_argv, text};
 
 on_2_1_and_1_7!(
     signed_images_run_and_the_rest_are_refused_through_ctr,
+    images_wasmcell_pull_stored_are_checked_against_what_the_registry_served,
     signed_images_run_and_the_rest_are_refused_through_cri,
 );
 
@@ -439,4 +440,175 @@ fn signed_images_run_and_the_rest_are_refused_through_cri(version: Version) {
         }
     }
     node.stop_and_remove_pod(&pod);
+}
+
+/// `wasmcell pull` stores an artifact made runnable (a manifest of its own) and, from an index,
+/// the one manifest it chose: the signature is looked for on what the registry served, and
+/// what runs must be what that lists. A label pointing at another signed manifest is refused.
+fn images_wasmcell_pull_stored_are_checked_against_what_the_registry_served(version: Version) {
+    let Some(tools) = tools() else {
+        return;
+    };
+    let started = Containerd::start(version).and_then(|c| Ok((c, Registry::start()?)));
+    let (containerd, registry) = match started {
+        Ok(started) => started,
+        Err(reason) if wasmcell_tests::in_ci() => panic!("CI=true: {reason}"),
+        Err(reason) => return eprintln!("\n*** SKIPPED (not CI): {reason} ***\n"),
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let key = key_pairs(&tools, dir);
+    let policy = dir.join("signed-only.toml");
+    std::fs::write(&policy, policy_toml(&key)).unwrap();
+    let with_policy = ["--runtime-config-path", policy.to_str().unwrap()];
+    let wasmcell_ok = |args: &[&str]| {
+        let out = Command::new(wasmcell_bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "wasmcell {args:?}: {}",
+            text(&out.stderr)
+        );
+    };
+    let pull = |reference: &str| {
+        wasmcell_ok(&[
+            "pull",
+            "--address",
+            containerd.address().to_str().unwrap(),
+            "--namespace",
+            &containerd.namespace,
+            "--ctr",
+            containerd.ctr_path().to_str().unwrap(),
+            reference,
+        ])
+    };
+    let sign = |reference: &str| {
+        let digest = run_tool(&tools.oras, dir, &["resolve", "--plain-http", reference]);
+        let pinned = format!(
+            "{}@{}",
+            reference.rsplit_once(':').unwrap().0,
+            digest.trim()
+        );
+        run_tool(
+            &tools.cosign2,
+            dir,
+            &[
+                "sign",
+                "--key",
+                "release.key",
+                "--tlog-upload=false",
+                "--allow-http-registry",
+                "--allow-insecure-registry",
+                "--yes",
+                &pinned,
+            ],
+        );
+        digest.trim().to_owned()
+    };
+    let artifact = demo_tar("demo-app-artifact.tar");
+
+    // A signed artifact, made runnable by `wasmcell pull`.
+    let signed = format!("{}/wasmcell/signed-artifact:v1", registry.address);
+    wasmcell_ok(&["push", artifact.to_str().unwrap(), &signed]);
+    let signed_digest = sign(&signed);
+    pull(&signed);
+    let out = run_argv(
+        &containerd,
+        &signed,
+        "pulled-artifact",
+        &with_policy,
+        &["demo-app.wasm", "echo", "converted"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "converted\n", "{}", text(&out.stderr));
+    assert!(
+        containerd
+            .log()
+            .contains(&format!("made from the signed {signed_digest}")),
+        "{}",
+        containerd.log()
+    );
+
+    // The same artifact behind a signed index: the index is what the tag names.
+    let indexed = format!("{}/wasmcell/signed-artifact:indexed", registry.address);
+    run_tool(
+        &tools.oras,
+        dir,
+        &[
+            "manifest",
+            "index",
+            "create",
+            "--plain-http",
+            &indexed,
+            &signed_digest,
+        ],
+    );
+    let index_digest = sign(&indexed);
+    pull(&indexed);
+    let out = run_argv(
+        &containerd,
+        &indexed,
+        "pulled-index",
+        &with_policy,
+        &["demo-app.wasm", "echo", "indexed"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "indexed\n", "{}", text(&out.stderr));
+    assert!(
+        containerd
+            .log()
+            .contains(&format!("made from the signed {index_digest}")),
+        "{}",
+        containerd.log()
+    );
+
+    // Unsigned: refused, naming the manifest the registry served.
+    let unsigned = format!("{}/wasmcell/unsigned-artifact:v1", registry.address);
+    let other = dir.join("other.tar");
+    write_image_tar(
+        &other,
+        "localhost/wasmcell/other:v1",
+        &[("case", Entry::File(b"other".to_vec(), 0o644))],
+    );
+    wasmcell_ok(&["push", artifact.to_str().unwrap(), &unsigned]);
+    pull(&unsigned);
+    let out = run_argv(
+        &containerd,
+        &unsigned,
+        "unsigned-artifact",
+        &with_policy,
+        &["demo-app.wasm", "echo", "x"],
+        b"",
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("require_signature") && err.contains("found: nothing"),
+        "{err}"
+    );
+
+    // A label that points at some other signed manifest does not lend its signature.
+    let stranger = registry
+        .push(&other, "wasmcell/unsigned-artifact:stranger")
+        .unwrap();
+    let stranger_digest = sign(&stranger);
+    containerd.ctr_ok(&[
+        "image",
+        "label",
+        &unsigned,
+        &format!("dev.wasmcell.pulled-from={stranger_digest}"),
+    ]);
+    let out = run_argv(
+        &containerd,
+        &unsigned,
+        "relabelled",
+        &with_policy,
+        &["demo-app.wasm", "echo", "x"],
+        b"",
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the signed {stranger_digest} does not list what runs"
+        )),
+        "{err}"
+    );
 }

@@ -93,7 +93,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<Outcome> {
         exported.path().to_owned()
     } else if is_registry_reference(&args.archive) {
         let from = registry::open(&args.archive, &args.registry)?;
-        let (_, tar) = crate::pull::fetch_layout(&from)?;
+        let tar = crate::pull::fetch_layout(&from)?.tar;
         pulled = tempfile::Builder::new()
             .prefix("wasmcell-inspect-")
             .suffix(".tar")

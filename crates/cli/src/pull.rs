@@ -29,7 +29,11 @@ pub struct PullArgs {
 /// Runs `wasmcell pull`.
 pub fn run(args: &PullArgs) -> anyhow::Result<()> {
     let repository = registry::open(&args.reference, &args.registry)?;
-    let (name, tar) = fetch_layout(&repository)?;
+    let Fetched {
+        name,
+        tar,
+        pulled_from,
+    } = fetch_layout(&repository)?;
     let temp = tempfile::Builder::new()
         .prefix("wasmcell-pull-")
         .suffix(".tar")
@@ -44,14 +48,39 @@ pub fn run(args: &PullArgs) -> anyhow::Result<()> {
         args.output.as_deref(),
     )?;
     if args.output.is_none() {
+        if let Some(index) = &pulled_from {
+            // What the registry served is the index; a signature check must know to ask for it.
+            let label = format!("{}={index}", mt::LABEL_PULLED_FROM);
+            let status = args
+                .containerd
+                .command()
+                .args(["image", "label", &name, &label])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .with_context(|| format!("running {}", args.containerd.ctr.display()))?;
+            if !status.success() {
+                bail!("labelling {name} with {label} failed ({status})");
+            }
+        }
         println!("{}: pulled as {name}", args.reference);
     }
     Ok(())
 }
 
+/// An image fetched from a registry, as an archive.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The name to store it under.
+    pub name: String,
+    /// A one-image OCI layout tar.
+    pub tar: Vec<u8>,
+    /// The index the reference named, when the image is one of its manifests.
+    pub pulled_from: Option<String>,
+}
+
 /// The image the repository's reference names, as a one-image OCI layout tar named
 /// `REGISTRY/PATH:TAG`: an index is followed to its wasm entry (else its first).
-pub fn fetch_layout(repository: &Repository) -> anyhow::Result<(String, Vec<u8>)> {
+pub fn fetch_layout(repository: &Repository) -> anyhow::Result<Fetched> {
     let reference = repository.reference();
     if reference.digest().is_some() && reference.tag().is_none() {
         bail!(
@@ -68,7 +97,9 @@ pub fn fetch_layout(repository: &Repository) -> anyhow::Result<(String, Vec<u8>)
     let name_parsed = wasmcell_oci::reference::Reference::parse(&name)?;
     let mut manifest = repository.manifest(None)?;
     let mut platform = None;
+    let mut pulled_from = None;
     if mt::is_index(&manifest.media_type) {
+        pulled_from = Some(manifest.digest.clone());
         let index: serde_json::Value = serde_json::from_slice(&manifest.bytes)
             .with_context(|| format!("the index of {}", reference.whole()))?;
         let entries = index["manifests"].as_array().cloned().unwrap_or_default();
@@ -120,5 +151,9 @@ pub fn fetch_layout(repository: &Repository) -> anyhow::Result<(String, Vec<u8>)
         platform,
         blobs,
     )?;
-    Ok((name, tar))
+    Ok(Fetched {
+        name,
+        tar,
+        pulled_from,
+    })
 }

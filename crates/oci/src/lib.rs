@@ -19,6 +19,9 @@ pub mod wasm;
 pub mod wasm_config;
 pub mod write;
 
+/// The largest manifest or index any part of wasmcell reads (from a registry or containerd).
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
 /// Descriptors appear in this crate's public types; re-exported so users need no oci-spec.
 pub use oci_spec::image::Descriptor;
 pub use read::{

@@ -46,6 +46,10 @@ pub const ANNOTATION_CONVERTED_FROM: &str = "dev.wasmcell.converted-from";
 /// Manifest annotation on an artifact made runnable whose config was not a wasm config: that
 /// config's media type (the shim warns, as `wasmcell import` did).
 pub const ANNOTATION_FOREIGN_CONFIG: &str = "dev.wasmcell.foreign-config";
+/// containerd image label set by `wasmcell pull` when it stored one manifest of a registry
+/// index: the index's digest (what the registry served for the reference, and what a signature
+/// names).
+pub const LABEL_PULLED_FROM: &str = "dev.wasmcell.pulled-from";
 /// Standard creation-time annotation.
 pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 

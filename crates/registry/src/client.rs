@@ -33,7 +33,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a response may send nothing before the transfer fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest manifest or index read.
-pub const MAX_MANIFEST: usize = 4 << 20;
+pub const MAX_MANIFEST: usize = wasmcell_oci::MAX_MANIFEST_BYTES as usize;
 /// The largest blob read unless `--max-blob-size` says otherwise.
 pub const DEFAULT_MAX_BLOB: u64 = 1 << 30;
 /// Blobs at least this large show their progress on a terminal.

@@ -182,6 +182,13 @@ pub struct ImageTarget {
     pub digest: String,
     /// Its size.
     pub size: u64,
+    /// The registry manifest it was made from, when it is not that manifest itself: an
+    /// artifact made runnable by `wasmcell import`/`pull` (its `dev.wasmcell.converted-from`
+    /// annotation), or a manifest `wasmcell pull` chose from an index (the image's
+    /// `dev.wasmcell.pulled-from` label). A signature must name this one.
+    pub source: Option<String>,
+    /// The digests of its wasm layers (when it is a manifest), to tie it to `source`.
+    pub wasm_layers: Vec<String>,
 }
 
 async fn connect(address: &str, namespace: &str) -> Result<Store, ContentError> {
@@ -224,7 +231,7 @@ impl Store {
         if container.image.is_empty() {
             return Err(ContentError::NoImage { id: id.to_owned() });
         }
-        let target = self
+        let record = self
             .client
             .images()
             .get(with_namespace!(
@@ -237,7 +244,10 @@ impl Store {
             .map_err(failed_call("images get"))?
             .into_inner()
             .image
-            .and_then(|i| i.target)
+            .ok_or_else(|| ContentError::NoImage { id: id.to_owned() })?;
+        let pulled_from = record.labels.get(mt::LABEL_PULLED_FROM).cloned();
+        let target = record
+            .target
             .ok_or_else(|| ContentError::NoImage { id: id.to_owned() })?;
         // CRI may record an image by its ID (`sha256:…`); the name it was pulled by is another
         // image record with the same target.
@@ -263,12 +273,45 @@ impl Store {
         } else {
             container.image
         };
-        Ok(ImageTarget {
+        let mut image = ImageTarget {
             name,
             media_type: target.media_type,
             digest: target.digest,
             size: u64::try_from(target.size).unwrap_or(0),
-        })
+            source: pulled_from,
+            wasm_layers: Vec::new(),
+        };
+        if !mt::is_index(&image.media_type) {
+            let what = format!("manifest {} of image {}", image.digest, image.name);
+            if image.size > wasmcell_oci::MAX_MANIFEST_BYTES {
+                return Err(ContentError::Json {
+                    what,
+                    message: format!("over {} bytes", wasmcell_oci::MAX_MANIFEST_BYTES),
+                });
+            }
+            let manifest = parse(
+                &self.read_blob(&image.digest, image.size, &what).await?,
+                &what,
+            )?;
+            // A pulled-from index names what the registry served; the conversion's own record
+            // then names one of its entries.
+            if image.source.is_none() {
+                image.source = manifest["annotations"][mt::ANNOTATION_CONVERTED_FROM]
+                    .as_str()
+                    .map(str::to_owned);
+            }
+            image.wasm_layers = manifest["layers"]
+                .as_array()
+                .map(|layers| {
+                    layers
+                        .iter()
+                        .filter(|l| l["mediaType"].as_str().is_some_and(mt::is_wasm_layer))
+                        .map(|l| descriptor(l).1)
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        Ok(image)
     }
 }
 

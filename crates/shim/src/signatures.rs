@@ -21,6 +21,8 @@ use crate::content::ImageTarget;
 pub const KUBELET_AUTH_FILE: &str = "/var/lib/kubelet/config.json";
 /// How long a registry may send nothing during the check.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most entries of a signed index looked at.
+const MAX_INDEX_ENTRIES: usize = 16;
 /// Where verified digests are remembered, under the shim's cache directory.
 const VERIFIED_DIR: &str = "verified-signatures";
 
@@ -58,7 +60,9 @@ pub fn check(
         .map(|path| TrustedKey::load(path))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| setup(e.to_string()))?;
-    let marker = cache_dir.map(|dir| verified_marker(dir, &image.digest, &keys));
+    // What a signature must name: the registry's manifest, when what runs was made from it.
+    let signed = image.source.as_deref().unwrap_or(&image.digest);
+    let marker = cache_dir.map(|dir| verified_marker(dir, &image.digest, signed, &keys));
     if let Some(verdict) = marker
         .as_ref()
         .and_then(|m| std::fs::read_to_string(m).ok())
@@ -101,15 +105,25 @@ pub fn check(
         let outcome = Repository::open(&at, &options)
             .map_err(|e| e.to_string())
             .and_then(|repository| {
-                verify_image(&repository, &image.name, &image.digest, &keys).map_err(|e| match e {
-                    SignatureError::NotVerified { found, .. } => found.join("; "),
-                    other => other.to_string(),
-                })
+                let verified =
+                    verify_image(&repository, &image.name, signed, &keys).map_err(|e| match e {
+                        SignatureError::NotVerified { found, .. } => found.join("; "),
+                        other => other.to_string(),
+                    })?;
+                if signed != image.digest {
+                    covers(&repository, signed, image)?;
+                }
+                Ok(verified)
             });
         match outcome {
             Ok(verified) => {
+                let via = if signed == image.digest {
+                    String::new()
+                } else {
+                    format!(", made from the signed {signed}")
+                };
                 let verdict = format!(
-                    "image {} ({}) signed by {} ({} at {})",
+                    "image {} ({}{via}) signed by {} ({} at {})",
                     image.name, image.digest, verified.key, verified.signature, endpoint.host
                 );
                 if let Some(marker) = &marker {
@@ -128,18 +142,73 @@ pub fn check(
         policy: policy_source.to_owned(),
         source: SignatureError::NotVerified {
             image: image.name.clone(),
-            digest: image.digest.clone(),
+            digest: signed.to_owned(),
             keys: describe_keys(&keys),
             found: refusals,
         },
     })
 }
 
-/// The marker file for `digest` verified by one of `keys` (the key set is part of the name,
-/// so a policy with other keys checks again).
-fn verified_marker(cache_dir: &Path, digest: &str, keys: &[TrustedKey]) -> PathBuf {
+/// Checks that the signed registry manifest `source` is what `image` was made from: an index
+/// listing it, or a manifest (or an index entry) with the same wasm layers.
+fn covers(repository: &Repository, source: &str, image: &ImageTarget) -> Result<(), String> {
+    let unrelated = || {
+        format!(
+            "the signed {source} does not list what runs ({}, wasm layers {})",
+            image.digest,
+            image.wasm_layers.join(", ")
+        )
+    };
+    let document = |digest: &str| -> Result<serde_json::Value, String> {
+        let manifest = repository
+            .manifest(Some(digest))
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&manifest.bytes).map_err(|e| format!("{digest}: {e}"))
+    };
+    let signed = document(source)?;
+    let mut manifests = Vec::new();
+    match signed["manifests"].as_array() {
+        Some(entries) => {
+            for entry in entries.iter().take(MAX_INDEX_ENTRIES) {
+                let digest = entry["digest"].as_str().unwrap_or_default();
+                if digest == image.digest {
+                    return Ok(());
+                }
+                manifests.push(document(digest)?);
+            }
+        }
+        None => manifests.push(signed),
+    }
+    let same_wasm = |manifest: &serde_json::Value| {
+        let layers: Vec<&str> = manifest["layers"]
+            .as_array()
+            .map(|layers| {
+                layers
+                    .iter()
+                    .filter(|l| {
+                        l["mediaType"]
+                            .as_str()
+                            .is_some_and(wasmcell_oci::media_types::is_wasm_layer)
+                    })
+                    .filter_map(|l| l["digest"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        !layers.is_empty() && layers == image.wasm_layers
+    };
+    if manifests.iter().any(same_wasm) {
+        Ok(())
+    } else {
+        Err(unrelated())
+    }
+}
+
+/// The marker file for `digest` (made from `signed`) verified by one of `keys` (the key set is
+/// part of the name, so a policy with other keys checks again).
+fn verified_marker(cache_dir: &Path, digest: &str, signed: &str, keys: &[TrustedKey]) -> PathBuf {
     let mut hash = Sha256::new();
     hash.update(digest.as_bytes());
+    hash.update(signed.as_bytes());
     for key in keys {
         hash.update(key.fingerprint);
     }
