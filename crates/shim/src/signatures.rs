@@ -1,9 +1,12 @@
 //! The `require_signature` policy at create: before a container of an image is prepared, a
 //! cosign signature by one of the operator's keys over the exact manifest digest containerd
 //! resolved must be found in the image's registry (through the mirrors containerd's
-//! `hosts.toml` name, with the node's registry credentials). Verified digests are remembered
-//! on disk, per digest and key set, so later containers of the image fetch nothing. Anything
-//! short of a verified signature (no image, no registry, no signature, a bad one) refuses the
+//! `hosts.toml` name, with the node's registry credentials). When what containerd holds was
+//! made from a registry manifest (an artifact made runnable, a manifest `wasmcell pull` chose
+//! from an index), that manifest is the one that must be signed, and it must list what runs
+//! (the manifest itself, or the same wasm layers). Verified digests are remembered on disk,
+//! per digest and key set, so later containers of the image fetch nothing. Anything short of
+//! a verified signature (no image, no registry, no signature, a bad one) refuses the
 //! container, naming the image, the keys and what was found.
 
 use std::path::{Path, PathBuf};
