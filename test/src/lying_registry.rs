@@ -1,6 +1,6 @@
 //! A registry that lies, for the tests of what a client must refuse: it serves one manifest
 //! (`lie/app:v1`, a config and a layer), then answers the config's blob with the chosen
-//! [`Lie`]. Plain HTTP/1.1 on loopback, one thread per connection, each closed after one
+//! [`Lie`] (or tells it about the manifest itself). Plain HTTP/1.1 on loopback, one thread per connection, each closed after one
 //! answer.
 
 use std::io::{BufRead, BufReader, Write};
@@ -24,6 +24,10 @@ pub enum Lie {
     RedirectLoop,
     /// Headers, then nothing, for a minute.
     Stall,
+    /// The manifest's own `Content-Length` says 10 GiB.
+    HugeManifestLength,
+    /// A manifest without a length that never ends (until 1 GiB has been sent).
+    EndlessManifest,
 }
 
 /// The running registry; it stops with the process (its thread never joins).
@@ -101,6 +105,26 @@ fn answer(stream: TcpStream, lie: Lie) -> std::io::Result<()> {
         return send(&mut out, "200 OK", "", b"{}");
     }
     if path.starts_with("/v2/lie/app/manifests/") {
+        let media_type = "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+        if lie == Lie::HugeManifestLength {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nConnection: close\r\n{media_type}Content-Length: {}\r\n\r\n{{",
+                10u64 << 30
+            )?;
+            return out.flush();
+        }
+        if lie == Lie::EndlessManifest {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nConnection: close\r\n{media_type}\r\n{{"
+            )?;
+            let spaces = vec![b' '; 64 << 10];
+            for _ in 0..(1 << 30) / spaces.len() {
+                out.write_all(&spaces)?;
+            }
+            return Ok(());
+        }
         let body = manifest(lie);
         let headers = format!(
             "Content-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: {}\r\n",
@@ -134,6 +158,7 @@ fn answer(stream: TcpStream, lie: Lie) -> std::io::Result<()> {
             &format!("Location: {path}\r\n"),
             b"",
         ),
+        Lie::HugeManifestLength | Lie::EndlessManifest => send(&mut out, "200 OK", "", CONFIG),
         Lie::Stall => {
             write!(
                 out,

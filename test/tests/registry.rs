@@ -202,6 +202,11 @@ fn a_lying_registry_is_refused_in_bounded_time_and_nothing_is_stored(version: Ve
         (Lie::HugeDescriptor, "over the 1073741824 byte limit"),
         (Lie::RedirectLoop, "too many redirects"),
         (Lie::Stall, "the registry stopped sending"),
+        (
+            Lie::HugeManifestLength,
+            "is 10737418240 bytes, over the 4194304 byte limit",
+        ),
+        (Lie::EndlessManifest, "over the 4194304 byte limit"),
     ] {
         let registry = LyingRegistry::start(lie).unwrap();
         let reference = format!("{}/lie/app:v1", registry.address);

@@ -34,6 +34,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest manifest or index read.
 pub const MAX_MANIFEST: usize = wasmcell_oci::MAX_MANIFEST_BYTES as usize;
+/// The most referrers of one manifest looked at.
+pub const MAX_REFERRERS: usize = 256;
+/// The most redirects followed for one request.
+pub const MAX_REDIRECTS: usize = 5;
 /// The largest blob read unless `--max-blob-size` says otherwise.
 pub const DEFAULT_MAX_BLOB: u64 = 1 << 30;
 /// Blobs at least this large show their progress on a terminal.
@@ -108,6 +112,11 @@ pub struct Repository {
     max_blob: u64,
     progress: bool,
     runtime: tokio::runtime::Runtime,
+    /// Manifests and indexes are fetched with this client, read in bounded chunks: oci-client
+    /// reads a whole response body before its caller can check the size.
+    documents: reqwest::Client,
+    scheme: &'static str,
+    pull_token: std::sync::Mutex<Option<Option<String>>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -140,7 +149,8 @@ impl Repository {
                     message: e.to_string(),
                 })?;
         let host = reference.resolve_registry().to_owned();
-        let protocol = if options.plain_http || is_loopback(&host) {
+        let plain = options.plain_http || is_loopback(&host);
+        let protocol = if plain {
             ClientProtocol::HttpsExcept(vec![host.clone()])
         } else {
             ClientProtocol::Https
@@ -153,6 +163,15 @@ impl Repository {
             read_timeout: Some(options.read_timeout.max(Duration::from_millis(100))),
             ..ClientConfig::default()
         });
+        let documents = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(options.read_timeout.max(Duration::from_millis(100)))
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .build()
+            .map_err(|e| RegistryError::Transfer {
+                doing: "setting up the HTTP client".to_owned(),
+                message: e.to_string(),
+            })?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -168,6 +187,9 @@ impl Repository {
             max_blob: options.max_blob_size,
             progress: options.progress,
             runtime,
+            documents,
+            scheme: if plain { "http" } else { "https" },
+            pull_token: std::sync::Mutex::new(None),
         })
     }
 
@@ -206,20 +228,14 @@ impl Repository {
             mt::DOCKER_MANIFEST,
             mt::DOCKER_MANIFEST_LIST,
         ];
-        let (bytes, served_digest) = self
-            .runtime
-            .block_on(
-                self.client
-                    .pull_manifest_raw(reference, &self.auth, &accepted),
-            )
-            .map_err(|e| {
-                let doing = format!("fetching the manifest of {}", reference.whole());
-                if is_not_found(&e) {
-                    RegistryError::NotFound { what: doing }
-                } else {
-                    registry_error(e, &doing)
-                }
-            })?;
+        let target = reference
+            .digest()
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_owned();
+        let doing = format!("fetching the manifest of {}", reference.whole());
+        let (bytes, served_digest) =
+            self.document(&format!("manifests/{target}"), &accepted.join(", "), &doing)?;
         let digest_of_bytes = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if bytes.len() > MAX_MANIFEST {
             return Err(RegistryError::TooLarge {
@@ -313,6 +329,126 @@ impl Repository {
         Ok(bytes)
     }
 
+    /// GETs `/v2/<repository>/<path>` as a document (a manifest, an index): refused past
+    /// [`MAX_MANIFEST`] by its `Content-Length` before the body is read, else cut off there.
+    /// Returns the bytes and the digest the registry says they have (empty when it says none).
+    fn document(
+        &self,
+        path: &str,
+        accept: &str,
+        doing: &str,
+    ) -> Result<(Vec<u8>, String), RegistryError> {
+        let transfer = |message: String| RegistryError::Transfer {
+            doing: doing.to_owned(),
+            message,
+        };
+        let token = self.pull_token()?;
+        let url = format!(
+            "{}://{}/v2/{}/{path}",
+            self.scheme,
+            self.reference.resolve_registry(),
+            self.reference.repository()
+        );
+        let fetch = async {
+            let mut request = self
+                .documents
+                .get(&url)
+                .header(http::header::ACCEPT, accept);
+            request = match (&token, &self.auth) {
+                (Some(token), _) => request.bearer_auth(token),
+                (None, RegistryAuth::Basic(user, password)) => {
+                    request.basic_auth(user, Some(password))
+                }
+                _ => request,
+            };
+            let mut response = request.send().await.map_err(|e| registry_error(e, doing))?;
+            let status = response.status();
+            if status == http::StatusCode::NOT_FOUND {
+                return Err(RegistryError::NotFound {
+                    what: doing.to_owned(),
+                });
+            }
+            if !status.is_success() {
+                let mut said = Vec::new();
+                while let Ok(Some(chunk)) = response.chunk().await {
+                    said.extend_from_slice(&chunk);
+                    if said.len() > 512 {
+                        break;
+                    }
+                }
+                let said = String::from_utf8_lossy(&said[..said.len().min(512)]).into_owned();
+                return Err(registry_error(
+                    std::io::Error::other(format!("{status}: {}", said.trim())),
+                    doing,
+                ));
+            }
+            if let Some(length) = response.content_length()
+                && length > MAX_MANIFEST as u64
+            {
+                return Err(RegistryError::TooLarge {
+                    what: doing.to_owned(),
+                    digest: "announced by Content-Length".to_owned(),
+                    size: length,
+                    limit: MAX_MANIFEST as u64,
+                });
+            }
+            let served_digest = response
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| registry_error(e, doing))?
+            {
+                if bytes.len() + chunk.len() > MAX_MANIFEST {
+                    return Err(RegistryError::TooLarge {
+                        what: doing.to_owned(),
+                        digest: "still being sent".to_owned(),
+                        size: (bytes.len() + chunk.len()) as u64,
+                        limit: MAX_MANIFEST as u64,
+                    });
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok((bytes, served_digest))
+        };
+        self.runtime.block_on(fetch).map_err(|e| match e {
+            RegistryError::Transfer { message, .. } => transfer(message),
+            other => other,
+        })
+    }
+
+    /// The bearer token for pulling from this repository (`None`: the registry takes basic
+    /// credentials or none), asked for once.
+    fn pull_token(&self) -> Result<Option<String>, RegistryError> {
+        let mut cached = self
+            .pull_token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(token) = cached.as_ref() {
+            return Ok(token.clone());
+        }
+        let token = self
+            .runtime
+            .block_on(self.client.auth(
+                &self.reference,
+                &self.auth,
+                oci_client::RegistryOperation::Pull,
+            ))
+            .map_err(|e| {
+                registry_error(
+                    e,
+                    &format!("authenticating to {}", self.reference.registry()),
+                )
+            })?;
+        *cached = Some(token.clone());
+        Ok(token)
+    }
+
     /// Uploads `bytes` as blob `digest` unless the registry has it already.
     pub fn push_blob(&self, bytes: &[u8], digest: &str) -> Result<(), RegistryError> {
         let exists = self
@@ -356,49 +492,50 @@ impl Repository {
     /// through the referrers API or its fallback tag; each listed entry is checked to be a
     /// referrer of `digest` by reading its own `subject`.
     pub fn referrers(&self, digest: &str) -> Result<Vec<Referrer>, RegistryError> {
-        let subject = self.reference.clone_with_digest(digest.to_owned());
-        let index = self
-            .runtime
-            .block_on(self.client.pull_referrers(&subject, None))
-            .map_err(|e| registry_error(e, &format!("listing the referrers of {digest}")))?;
+        let doing = format!("listing the referrers of {digest}");
+        // The referrers API, else (a registry without it answers 404, or with an error) the
+        // fallback tag; neither is an error when absent.
+        let listed =
+            match self.document(&format!("referrers/{digest}"), mt::OCI_IMAGE_INDEX, &doing) {
+                Ok((bytes, _)) => Some(bytes),
+                Err(RegistryError::Transfer { .. } | RegistryError::NotFound { .. }) => self
+                    .tagged(&digest.replace(':', "-"))?
+                    .map(|index| index.bytes),
+                Err(e) => return Err(e),
+            };
+        let index: serde_json::Value = match listed {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| RegistryError::Mismatch {
+                what: format!("the referrers index of {digest}"),
+                message: format!("not JSON: {e}"),
+            })?,
+            None => serde_json::Value::Null,
+        };
+        let entries = index["manifests"].as_array().cloned().unwrap_or_default();
         let mut referrers = Vec::new();
-        for entry in index.manifests {
-            let manifest = self.manifest(Some(&entry.digest))?;
+        for entry in entries.iter().take(MAX_REFERRERS) {
+            let Some(entry_digest) = entry["digest"].as_str() else {
+                continue;
+            };
+            let manifest = self.manifest(Some(entry_digest))?;
             let document: serde_json::Value =
                 serde_json::from_slice(&manifest.bytes).map_err(|e| RegistryError::Mismatch {
-                    what: format!("referrer {}", entry.digest),
+                    what: format!("referrer {entry_digest}"),
                     message: format!("not JSON: {e}"),
                 })?;
             let names_subject = document["subject"]["digest"].as_str() == Some(digest);
             referrers.push(Referrer {
-                digest: entry.digest,
-                manifest: manifest.clone(),
+                digest: entry_digest.to_owned(),
                 artifact_type: document["artifactType"]
                     .as_str()
-                    .or(entry.artifact_type.as_deref())
+                    .or(entry["artifactType"].as_str())
                     .unwrap_or_else(|| document["config"]["mediaType"].as_str().unwrap_or("-"))
                     .to_owned(),
-                size: entry.size,
+                size: entry["size"].as_i64().unwrap_or(0),
                 subject_checked: names_subject,
+                manifest,
             });
         }
         Ok(referrers)
-    }
-}
-
-fn is_not_found(error: &oci_client::errors::OciDistributionError) -> bool {
-    use oci_client::errors::OciDistributionError as E;
-    match error {
-        E::ImageManifestNotFoundError(_) | E::ServerError { code: 404, .. } => true,
-        E::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
-            matches!(
-                e.code,
-                oci_client::errors::OciErrorCode::ManifestUnknown
-                    | oci_client::errors::OciErrorCode::NameUnknown
-                    | oci_client::errors::OciErrorCode::NotFound
-            )
-        }),
-        _ => false,
     }
 }
 
