@@ -79,6 +79,40 @@ fn run_tool(tool: &Path, dir: &Path, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// The digest the registry serves for `reference`.
+fn digest_of(tools: &Tools, dir: &Path, reference: &str) -> String {
+    run_tool(&tools.oras, dir, &["resolve", "--plain-http", reference])
+        .trim()
+        .to_owned()
+}
+
+/// Signs what `reference` names, by digest, with `cosign` and the key file `key` in `dir`;
+/// returns the digest.
+fn cosign_sign(
+    tools: &Tools,
+    cosign: &Path,
+    dir: &Path,
+    key: &str,
+    reference: &str,
+    extra: &[&str],
+) -> String {
+    let digest = digest_of(tools, dir, reference);
+    let pinned = format!("{}@{digest}", reference.rsplit_once(':').unwrap().0);
+    let mut args = vec![
+        "sign",
+        "--key",
+        key,
+        "--tlog-upload=false",
+        "--allow-http-registry",
+        "--allow-insecure-registry",
+        "--yes",
+    ];
+    args.extend(extra);
+    args.push(&pinned);
+    run_tool(cosign, dir, &args);
+    digest
+}
+
 /// The images of each case, pushed to `registry` and signed (or mis-signed) as named.
 struct Cases {
     legacy: String,
@@ -122,29 +156,9 @@ fn sign_cases(tools: &Tools, dir: &Path, registry: &Registry) -> Cases {
             .push(&tar, &format!("wasmcell/{repository}:v1"))
             .unwrap()
     };
-    let digest_of = |reference: &str| {
-        run_tool(&tools.oras, dir, &["resolve", "--plain-http", reference])
-            .trim()
-            .to_owned()
-    };
+    let digest_of = |reference: &str| digest_of(tools, dir, reference);
     let cosign_sign = |cosign: &Path, key: &str, reference: &str, extra: &[&str]| {
-        let pinned = format!(
-            "{}@{}",
-            reference.rsplit_once(':').unwrap().0,
-            digest_of(reference)
-        );
-        let mut args = vec![
-            "sign",
-            "--key",
-            key,
-            "--tlog-upload=false",
-            "--allow-http-registry",
-            "--allow-insecure-registry",
-            "--yes",
-        ];
-        args.extend(extra);
-        args.push(&pinned);
-        run_tool(cosign, dir, &args);
+        cosign_sign(tools, cosign, dir, key, reference, extra);
     };
     let legacy = push("signed-legacy");
     cosign_sign(&tools.cosign2, "release.key", &legacy, &[]);
@@ -226,22 +240,56 @@ fn policy_toml(key: &Path) -> String {
     format!("require_signature = {{ keys = [\"{}\"] }}\n", key.display())
 }
 
-fn signed_images_run_and_the_rest_are_refused_through_ctr(version: Version) {
-    let Some(tools) = tools() else {
-        return;
-    };
+/// What the `ctr` scenarios share: a private containerd and registry, two key pairs and a
+/// policy file that trusts `release.pub`.
+struct Scene {
+    tools: Tools,
+    containerd: Containerd,
+    registry: Registry,
+    temp: tempfile::TempDir,
+    key: PathBuf,
+    policy: PathBuf,
+}
+
+fn scene(version: Version) -> Option<Scene> {
+    let tools = tools()?;
     let started = Containerd::start(version).and_then(|c| Ok((c, Registry::start()?)));
     let (containerd, registry) = match started {
         Ok(started) => started,
         Err(reason) if wasmcell_tests::in_ci() => panic!("CI=true: {reason}"),
-        Err(reason) => return eprintln!("\n*** SKIPPED (not CI): {reason} ***\n"),
+        Err(reason) => {
+            eprintln!("\n*** SKIPPED (not CI): {reason} ***\n");
+            return None;
+        }
     };
     let temp = tempfile::tempdir().unwrap();
-    let dir = temp.path();
-    let key = key_pairs(&tools, dir);
-    let cases = sign_cases(&tools, dir, &registry);
-    let policy = dir.join("signed-only.toml");
+    let key = key_pairs(&tools, temp.path());
+    let policy = temp.path().join("signed-only.toml");
     std::fs::write(&policy, policy_toml(&key)).unwrap();
+    Some(Scene {
+        tools,
+        containerd,
+        registry,
+        temp,
+        key,
+        policy,
+    })
+}
+
+fn signed_images_run_and_the_rest_are_refused_through_ctr(version: Version) {
+    let Some(Scene {
+        tools,
+        containerd,
+        registry,
+        temp,
+        key,
+        policy,
+    }) = scene(version)
+    else {
+        return;
+    };
+    let dir = temp.path();
+    let cases = sign_cases(&tools, dir, &registry);
     let with_policy = ["--runtime-config-path", policy.to_str().unwrap()];
     let pull = |reference: &str| {
         containerd.ctr_ok(&["image", "pull", "--plain-http", reference]);
@@ -446,20 +494,18 @@ fn signed_images_run_and_the_rest_are_refused_through_cri(version: Version) {
 /// the one manifest it chose: the signature is looked for on what the registry served, and
 /// what runs must be what that lists. A label pointing at another signed manifest is refused.
 fn images_wasmcell_pull_stored_are_checked_against_what_the_registry_served(version: Version) {
-    let Some(tools) = tools() else {
+    let Some(Scene {
+        tools,
+        containerd,
+        registry,
+        temp,
+        key: _,
+        policy,
+    }) = scene(version)
+    else {
         return;
     };
-    let started = Containerd::start(version).and_then(|c| Ok((c, Registry::start()?)));
-    let (containerd, registry) = match started {
-        Ok(started) => started,
-        Err(reason) if wasmcell_tests::in_ci() => panic!("CI=true: {reason}"),
-        Err(reason) => return eprintln!("\n*** SKIPPED (not CI): {reason} ***\n"),
-    };
-    let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
-    let key = key_pairs(&tools, dir);
-    let policy = dir.join("signed-only.toml");
-    std::fs::write(&policy, policy_toml(&key)).unwrap();
     let with_policy = ["--runtime-config-path", policy.to_str().unwrap()];
     let wasmcell_ok = |args: &[&str]| {
         let out = Command::new(wasmcell_bin()).args(args).output().unwrap();
@@ -481,28 +527,29 @@ fn images_wasmcell_pull_stored_are_checked_against_what_the_registry_served(vers
             reference,
         ])
     };
-    let sign = |reference: &str| {
-        let digest = run_tool(&tools.oras, dir, &["resolve", "--plain-http", reference]);
-        let pinned = format!(
-            "{}@{}",
-            reference.rsplit_once(':').unwrap().0,
-            digest.trim()
+    let sign =
+        |reference: &str| cosign_sign(&tools, &tools.cosign2, dir, "release.key", reference, &[]);
+    // Runs `reference` under the policy and finds the verdict naming `signed` in the log.
+    let runs_made_from = |reference: &str, word: &str, signed: &str| {
+        let out = run_argv(
+            &containerd,
+            reference,
+            word,
+            &with_policy,
+            &["demo-app.wasm", "echo", word],
+            b"",
         );
-        run_tool(
-            &tools.cosign2,
-            dir,
-            &[
-                "sign",
-                "--key",
-                "release.key",
-                "--tlog-upload=false",
-                "--allow-http-registry",
-                "--allow-insecure-registry",
-                "--yes",
-                &pinned,
-            ],
+        assert_eq!(
+            text(&out.stdout),
+            format!("{word}\n"),
+            "{}",
+            text(&out.stderr)
         );
-        digest.trim().to_owned()
+        let log = containerd.log();
+        assert!(
+            log.contains(&format!("made from the signed {signed}")),
+            "{log}"
+        );
     };
     let artifact = demo_tar("demo-app-artifact.tar");
 
@@ -511,22 +558,7 @@ fn images_wasmcell_pull_stored_are_checked_against_what_the_registry_served(vers
     wasmcell_ok(&["push", artifact.to_str().unwrap(), &signed]);
     let signed_digest = sign(&signed);
     pull(&signed);
-    let out = run_argv(
-        &containerd,
-        &signed,
-        "pulled-artifact",
-        &with_policy,
-        &["demo-app.wasm", "echo", "converted"],
-        b"",
-    );
-    assert_eq!(text(&out.stdout), "converted\n", "{}", text(&out.stderr));
-    assert!(
-        containerd
-            .log()
-            .contains(&format!("made from the signed {signed_digest}")),
-        "{}",
-        containerd.log()
-    );
+    runs_made_from(&signed, "converted", &signed_digest);
 
     // The same artifact behind a signed index: the index is what the tag names.
     let indexed = format!("{}/wasmcell/signed-artifact:indexed", registry.address);
@@ -544,22 +576,7 @@ fn images_wasmcell_pull_stored_are_checked_against_what_the_registry_served(vers
     );
     let index_digest = sign(&indexed);
     pull(&indexed);
-    let out = run_argv(
-        &containerd,
-        &indexed,
-        "pulled-index",
-        &with_policy,
-        &["demo-app.wasm", "echo", "indexed"],
-        b"",
-    );
-    assert_eq!(text(&out.stdout), "indexed\n", "{}", text(&out.stderr));
-    assert!(
-        containerd
-            .log()
-            .contains(&format!("made from the signed {index_digest}")),
-        "{}",
-        containerd.log()
-    );
+    runs_made_from(&indexed, "indexed", &index_digest);
 
     // Unsigned: refused, naming the manifest the registry served.
     let unsigned = format!("{}/wasmcell/unsigned-artifact:v1", registry.address);
@@ -571,15 +588,19 @@ fn images_wasmcell_pull_stored_are_checked_against_what_the_registry_served(vers
     );
     wasmcell_ok(&["push", artifact.to_str().unwrap(), &unsigned]);
     pull(&unsigned);
-    let out = run_argv(
-        &containerd,
-        &unsigned,
-        "unsigned-artifact",
-        &with_policy,
-        &["demo-app.wasm", "echo", "x"],
-        b"",
-    );
-    let err = text(&out.stderr);
+    let refusal = |id: &str| {
+        let out = run_argv(
+            &containerd,
+            &unsigned,
+            id,
+            &with_policy,
+            &["demo-app.wasm", "echo", "x"],
+            b"",
+        );
+        assert!(text(&out.stdout).is_empty(), "{id}: the guest ran");
+        text(&out.stderr)
+    };
+    let err = refusal("unsigned-artifact");
     assert!(
         err.contains("require_signature") && err.contains("found: nothing"),
         "{err}"
@@ -596,15 +617,7 @@ fn images_wasmcell_pull_stored_are_checked_against_what_the_registry_served(vers
         &unsigned,
         &format!("dev.wasmcell.pulled-from={stranger_digest}"),
     ]);
-    let out = run_argv(
-        &containerd,
-        &unsigned,
-        "relabelled",
-        &with_policy,
-        &["demo-app.wasm", "echo", "x"],
-        b"",
-    );
-    let err = text(&out.stderr);
+    let err = refusal("relabelled");
     assert!(
         err.contains(&format!(
             "the signed {stranger_digest} does not list what runs"
