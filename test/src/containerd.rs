@@ -276,6 +276,22 @@ impl Containerd {
         self.bin.join("ctr")
     }
 
+    /// The options that point `wasmcell import`/`pull` at this instance: its socket, namespace,
+    /// `ctr`, and the shim's compile cache (never the machine's).
+    pub fn wasmcell_options(&self) -> Vec<String> {
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        vec![
+            "--address".into(),
+            path(self.address()),
+            "--namespace".into(),
+            self.namespace.clone(),
+            "--ctr".into(),
+            path(self.ctr_path()),
+            "--cache-dir".into(),
+            path(self.cache_dir()),
+        ]
+    }
+
     /// Runs `ctr … ARGS` with `stdin` as its standard input.
     pub fn ctr_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
         let mut child = self.ctr_command_piped(args);

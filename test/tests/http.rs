@@ -215,14 +215,25 @@ fn the_artifact_serves_and_a_deny_policy_refuses_at_create(version: Version) {
     assert_eq!(get(port, "/"), (200, "hello from wasmcell\n".to_owned()));
     assert_eq!(get(port, "/status/204").0, 204);
     stop(&containerd, "artifact");
+    // `wasmcell import` compiled it ahead, for serving: the first container compiles nothing.
+    let log = containerd.log();
+    assert!(
+        log.contains("container artifact: program loaded (cache hit;"),
+        "{log}"
+    );
 
     let policy = temp.path().join("no-egress.toml");
     std::fs::write(&policy, "deny = [\"wasi:http/outgoing-handler\"]\n").unwrap();
     let policy = policy.display().to_string();
+    // A port of its own: the guest binds before it loads, and the other containerd version's
+    // run of this test may hold the default port.
+    let address = format!("WASMCELL_HTTP_ADDR=127.0.0.1:{}", free_port());
     let out = containerd.ctr(&[
         "run",
         "--rm",
         "--net-host",
+        "--env",
+        &address,
         "--runtime-config-path",
         &policy,
         "--runtime",

@@ -50,19 +50,11 @@ fn pull(containerd: &Containerd, reference: &str) -> Output {
 
 /// `wasmcell pull OPTIONS… REFERENCE` into `containerd`.
 fn pull_with(containerd: &Containerd, options: &[&str], reference: &str) -> Output {
-    let address = containerd.address();
-    let ctr = containerd.ctr_path();
+    let client = containerd.wasmcell_options();
     let mut args = vec!["pull"];
     args.extend(options);
-    args.extend([
-        "--address",
-        address.to_str().unwrap(),
-        "--namespace",
-        &containerd.namespace,
-        "--ctr",
-        ctr.to_str().unwrap(),
-        reference,
-    ]);
+    args.extend(client.iter().map(String::as_str));
+    args.push(reference);
     wasmcell(&args)
 }
 

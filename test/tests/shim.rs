@@ -14,6 +14,7 @@ on_2_1_and_1_7!(
     guest_behaves_like_a_container,
     signals_and_cleanup,
     artifact_runs_after_wasmcell_import,
+    wasmcell_import_compiles_ahead,
     artifacts_with_foreign_configs_run_with_one_warning,
     preview1_module_runs,
     twenty_containers_at_once,
@@ -148,15 +149,8 @@ pub(crate) fn package_and_import(
 /// it (warnings).
 pub(crate) fn wasmcell_import(containerd: &Containerd, tar: &std::path::Path) -> String {
     let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
-        .args([
-            "import",
-            "--address",
-            containerd.address().to_str().unwrap(),
-            "--namespace",
-            &containerd.namespace,
-        ])
-        .arg("--ctr")
-        .arg(containerd.ctr_path())
+        .arg("import")
+        .args(containerd.wasmcell_options())
         .arg(tar)
         .output()
         .unwrap();
@@ -760,6 +754,55 @@ fn programs_and_links_cannot_escape_the_rootfs(version: Version) {
     assert!(err.contains("\"/script.sh\" is not a wasm binary"), "{err}");
     let out = run("proglink", &["/prog-link"]);
     assert!(text(&out.stderr).contains("does not exist in the container's root filesystem"));
+}
+
+/// `wasmcell import` leaves the program compiled in the shim's cache: found as a layer of an
+/// artifact or as the entrypoint's file in an image's filesystem (the same wasm, so the same
+/// entry), so the first container of either is a cache hit; `--no-compile` stores only.
+fn wasmcell_import_compiles_ahead(version: Version) {
+    let Some(containerd) = containerd_with_demo_images(version, &[], true) else {
+        return;
+    };
+    let import = |tar: &str, extra: &[&str]| {
+        let out = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+            .arg("import")
+            .args(containerd.wasmcell_options())
+            .args(extra)
+            .arg(demo_tar(tar))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let cached = || {
+        walk(&containerd.cache_dir())
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .count()
+    };
+    let out = import("demo-app-wasm-layer.tar", &["--no-compile"]);
+    assert!(!out.contains("compiled"), "{out}");
+    assert_eq!(cached(), 0, "--no-compile compiled");
+    let out = import("demo-app-artifact.tar", &[]);
+    assert!(out.contains("compiled ahead in"), "{out}");
+    assert_eq!(cached(), 1);
+    let out = import("demo-app-image.tar", &[]);
+    assert!(out.contains("already compiled"), "{out}");
+    for (image, id) in [
+        (
+            "localhost/wasmcell/demo-app-artifact:latest",
+            "ahead-artifact",
+        ),
+        (IMAGE, "ahead-image"),
+    ] {
+        let out = run_demo(&containerd, image, id, &[], &["echo", "ahead"], b"");
+        assert_eq!(text(&out.stdout), "ahead\n", "{}", text(&out.stderr));
+        let log = containerd.log();
+        assert!(
+            log.contains(&format!("container {id}: program loaded (cache hit;")),
+            "{id} compiled: {log}"
+        );
+    }
 }
 
 fn artifact_runs_after_wasmcell_import(version: Version) {

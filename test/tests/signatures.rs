@@ -515,17 +515,12 @@ fn images_wasmcell_pull_stored_are_checked_against_what_the_registry_served(vers
             text(&out.stderr)
         );
     };
+    let client = containerd.wasmcell_options();
     let pull = |reference: &str| {
-        wasmcell_ok(&[
-            "pull",
-            "--address",
-            containerd.address().to_str().unwrap(),
-            "--namespace",
-            &containerd.namespace,
-            "--ctr",
-            containerd.ctr_path().to_str().unwrap(),
-            reference,
-        ])
+        let mut args = vec!["pull"];
+        args.extend(client.iter().map(String::as_str));
+        args.push(reference);
+        wasmcell_ok(&args)
     };
     let sign =
         |reference: &str| cosign_sign(&tools, &tools.cosign2, dir, "release.key", reference, &[]);

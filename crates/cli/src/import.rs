@@ -6,10 +6,12 @@
 //! blob and original wasm config, byte-identical. An artifact found with a config that is not
 //! a wasm config (an OCI 1.1 empty config, a CRD, ...) goes the same way, with a warning, its
 //! platform taken from the binary. The import itself is `ctr image import`, the
-//! tool that talks to the user's containerd already.
+//! tool that talks to the user's containerd already. Then each program is compiled ahead into
+//! the node's compile cache (`ahead`).
 
 use std::path::{Path, PathBuf};
 
+use crate::ahead::{CompileArgs, compile_images};
 use crate::ctr::ContainerdArgs;
 use anyhow::{Context, bail};
 use clap::Args;
@@ -25,6 +27,8 @@ pub struct ImportArgs {
     name: Option<String>,
     #[command(flatten)]
     containerd: ContainerdArgs,
+    #[command(flatten)]
+    compile: CompileArgs,
     /// Write the runnable archive here instead of importing it.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -36,16 +40,19 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<()> {
         &args.archive,
         args.name.as_deref(),
         &args.containerd,
+        &args.compile,
         args.output.as_deref(),
     )
 }
 
 /// Imports the archive at `path` into containerd (artifacts made runnable first, stored
-/// under `name` or the archive's own), or with `output`, writes what would be imported there.
+/// under `name` or the archive's own) and compiles its programs ahead, or with `output`, writes
+/// what would be imported there.
 pub fn import_archive(
     path: &Path,
     name: Option<&str>,
     containerd: &ContainerdArgs,
+    compile: &CompileArgs,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
     let archive = read_archive(path, ReadLimits::default())?;
@@ -104,5 +111,6 @@ pub fn import_archive(
     if !status.success() {
         bail!("{} image import failed ({status})", ctr.display());
     }
+    compile_images(&archive.images, compile);
     Ok(())
 }

@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
 use wasmcell_engine::{EngineOptions, Policy, WasmEngine, host};
-use wasmcell_oci::extract::{ExtractLimits, LayerInput, extract_layers};
 use wasmcell_oci::media_types as mt;
 use wasmcell_oci::wasm::{WasmKind, inspect_wasm};
 use wasmcell_oci::{
@@ -19,6 +18,7 @@ use wasmcell_oci::{
 };
 
 use crate::ctr::ContainerdArgs;
+use crate::program::program;
 use crate::registry::{self, RegistryArgs};
 
 /// Arguments of `wasmcell inspect`.
@@ -303,67 +303,6 @@ fn declared_config(image: &Image) -> Result<Option<WasmConfig>, String> {
     serde_json::from_slice(&layer.bytes)
         .map(Some)
         .map_err(|e| format!("wasm config layer {}: {e}", layer.descriptor.digest()))
-}
-
-/// The program's bytes: the first wasm layer, or for images with a filesystem the file their
-/// entrypoint (or first command word) names, read from the safely extracted layers.
-fn program(image: &Image) -> Result<Vec<u8>, String> {
-    if let Some(layer) = image.wasm_layer() {
-        return Ok(layer.bytes.clone());
-    }
-    let Config::Image(config) = &image.config else {
-        return Err("the artifact has no wasm layer".to_owned());
-    };
-    let process = config.config().as_ref();
-    let first = process
-        .and_then(|c| c.entrypoint().as_ref())
-        .and_then(|e| e.first())
-        .or_else(|| {
-            process
-                .and_then(|c| c.cmd().as_ref())
-                .and_then(|c| c.first())
-        })
-        .ok_or("the image names no program (no entrypoint or cmd)")?;
-    let path = first.split_once('#').map_or(first.as_str(), |(p, _)| p);
-    let temp = tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
-    let root = temp.path().join("rootfs");
-    let labels: Vec<(String, String)> = image
-        .layers
-        .iter()
-        .map(|l| {
-            (
-                l.descriptor.digest().to_string(),
-                l.descriptor.media_type().to_string(),
-            )
-        })
-        .collect();
-    let inputs: Vec<LayerInput<'_>> = image
-        .layers
-        .iter()
-        .zip(&labels)
-        .map(|(l, (name, media_type))| LayerInput {
-            name,
-            media_type,
-            bytes: &l.bytes,
-        })
-        .collect();
-    extract_layers(&inputs, &root, ExtractLimits::default()).map_err(|e| e.to_string())?;
-    read_inside(&root, path)
-}
-
-/// Reads `path` from the rootfs at `root`, refusing anything that resolves outside it.
-fn read_inside(root: &Path, path: &str) -> Result<Vec<u8>, String> {
-    let root = root.canonicalize().map_err(|e| e.to_string())?;
-    let resolved = root
-        .join(path.trim_start_matches('/'))
-        .canonicalize()
-        .map_err(|e| format!("program {path:?}: {e}"))?;
-    if !resolved.starts_with(&root) {
-        return Err(format!(
-            "program {path:?} resolves outside the image's filesystem"
-        ));
-    }
-    std::fs::read(&resolved).map_err(|e| format!("program {path:?}: {e}"))
 }
 
 fn print_verdict(verdict: &Value, policy: &Policy) {

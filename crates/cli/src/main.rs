@@ -5,11 +5,13 @@
 //!
 //! Errors go to stderr with exit status 1; usage errors exit 2 (clap's convention).
 
+mod ahead;
 mod containerd_config;
 mod ctr;
 mod import;
 mod inspect;
 mod package;
+mod program;
 mod pull;
 mod push;
 mod registry;

@@ -21,6 +21,8 @@ pub struct PullArgs {
     registry: RegistryArgs,
     #[command(flatten)]
     containerd: ContainerdArgs,
+    #[command(flatten)]
+    compile: crate::ahead::CompileArgs,
     /// Write the archive containerd would get here instead of importing it.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -45,6 +47,7 @@ pub fn run(args: &PullArgs) -> anyhow::Result<()> {
         temp.path(),
         Some(&name),
         &args.containerd,
+        &args.compile,
         args.output.as_deref(),
     )?;
     if args.output.is_none() {

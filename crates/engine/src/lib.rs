@@ -34,6 +34,23 @@ pub use host::{HostWorld, Policy, World};
 pub use run::{ExitStatus, Preopen, RunSpec, Stdio};
 pub use serve::{EPOCH_TICK, ServeLimits, ServeSpec, ServeSummary};
 
+/// Where the node keeps compiled code unless [`CACHE_DIR_ENV`] says otherwise: the shim's
+/// guests read it, and `wasmcell import`/`pull` fill it ahead. Entries are keyed by content and
+/// engine fingerprint and verified before use, so one cache can serve every containerd on the
+/// host.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/wasmcell";
+/// The environment variable that moves the compile cache (empty: no cache).
+pub const CACHE_DIR_ENV: &str = "WASMCELL_CACHE_DIR";
+
+/// The compile cache directory: [`CACHE_DIR_ENV`] (empty disables it) or [`DEFAULT_CACHE_DIR`].
+pub fn cache_dir_from_env() -> Option<PathBuf> {
+    match std::env::var_os(CACHE_DIR_ENV) {
+        Some(dir) if dir.is_empty() => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => Some(PathBuf::from(DEFAULT_CACHE_DIR)),
+    }
+}
+
 /// How to build a [`WasmEngine`]. The default has no disk cache.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineOptions {

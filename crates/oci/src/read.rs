@@ -180,6 +180,19 @@ impl Image {
         self.manifest_descriptor.platform().clone()
     }
 
+    /// Whether the image runs wasm: it has a wasm layer (artifacts, wasm-layer images), or its
+    /// index entry or image config names the `wasm` architecture (images with a filesystem).
+    pub fn runs_wasm(&self) -> bool {
+        let wasm_platform = self
+            .platform()
+            .is_some_and(|p| *p.architecture() == oci_spec::image::Arch::Wasm);
+        let wasm_config = match &self.config {
+            Config::Image(config) => *config.architecture() == oci_spec::image::Arch::Wasm,
+            _ => false,
+        };
+        self.wasm_layer().is_some() || wasm_platform || wasm_config
+    }
+
     /// The first wasm layer, which is the program for wasm-layer images and artifacts.
     pub fn wasm_layer(&self) -> Option<&Layer> {
         self.layers.iter().find(|l| l.wasm.is_some())

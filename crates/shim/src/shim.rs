@@ -20,19 +20,10 @@ pub const RUNTIME_ID: &str = "io.containerd.wasmcell.v1";
 const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// Annotation the CRI plugin uses to mark a pod's sandbox (pause) container.
 const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
-/// Where compiled code is cached unless `WASMCELL_CACHE_DIR` says otherwise. Entries are keyed
-/// by content and engine fingerprint and verified before use, so one cache can serve every
-/// containerd on the host.
-pub const DEFAULT_CACHE_DIR: &str = "/var/cache/wasmcell";
-
 /// The compile cache directory: `WASMCELL_CACHE_DIR` (empty disables it) or
-/// [`DEFAULT_CACHE_DIR`].
+/// [`wasmcell_engine::DEFAULT_CACHE_DIR`].
 pub fn cache_dir() -> Option<PathBuf> {
-    match std::env::var_os("WASMCELL_CACHE_DIR") {
-        Some(dir) if dir.is_empty() => None,
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => Some(PathBuf::from(DEFAULT_CACHE_DIR)),
-    }
+    wasmcell_engine::cache_dir_from_env()
 }
 
 /// The shim group of a container: its pod's sandbox id, or its own id.
