@@ -3,7 +3,7 @@
 
     report.py OUT VERSION...
 
-Reads OUT/raw/VERSION/{meta.json,latency.tsv,pss-RUNTIME-N.json} for each containerd release
+Reads OUT/raw/VERSION/{meta.json,latency.tsv,pss-RUNTIME-N.json,cold.tsv,cpu.tsv,...} for each containerd release
 line, writes OUT/report.json (top-level figures from the first VERSION, every version under
 `by_containerd`) and OUT/report.md (one table per version), and prints the markdown.
 """
@@ -67,7 +67,22 @@ def load_version(out, ver):
                 seconds = int(row["us"]) / 1e6
                 key = (row["runtime"], row.get("client", "ctr"), int(row["parallel"]))
                 throughput[key] = int(row["tasks"]) / seconds
-    return meta, lat, pss, reject, signals, throughput
+    cold = {r: [] for r in RUNTIMES}
+    path = os.path.join(raw, "cold.tsv")
+    if os.path.exists(path):
+        with open(path) as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                cold[row["runtime"]].append(int(row["us"]) / 1000.0)
+    cpu = {}
+    path = os.path.join(raw, "cpu.tsv")
+    if os.path.exists(path):
+        with open(path) as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                tasks = int(row["tasks"])
+                cpu[(row["runtime"], int(row["parallel"]))] = (
+                    int(row["containerd_us"]) / 1000.0 / tasks,
+                    int(row["shim_guest_us"]) / 1000.0 / tasks)
+    return meta, lat, pss, reject, signals, throughput, cold, cpu
 
 
 def ratio(a, b):
@@ -78,7 +93,7 @@ def r2(x):
     return None if x is None else round(x, 2)
 
 
-def figures(meta, lat, pss, reject, signals, throughput):
+def figures(meta, lat, pss, reject, signals, throughput, cold, cpu):
     fig = {
         "containerd_version": meta["containerd"],
         "containerd_line": meta["containerd_line"],
@@ -148,6 +163,25 @@ def figures(meta, lat, pss, reject, signals, throughput):
         fig[f"{name}_exit_statuses_{runtime}"] = sorted({s for _, s in runs})
     fig["sigterm_to_exit_ms"] = fig.get("term_to_exit_ms_wasmcell")
     fig["sigkill_to_exit_ms"] = fig.get("kill_to_exit_ms_wasmcell")
+    for r in RUNTIMES:
+        if cold[r]:
+            fig[f"cold_after_import_latency_ms_median_{r}"] = r2(statistics.median(cold[r]))
+            fig[f"cold_after_import_latency_ms_all_{r}"] = [r2(x) for x in cold[r]]
+    fig["cold_after_import_latency_ratio_vs_runc"] = ratio(
+        fig.get("cold_after_import_latency_ms_median_wasmcell"),
+        fig.get("cold_after_import_latency_ms_median_runc"))
+    for (runtime, par), (ctrd_ms, shim_ms) in sorted(cpu.items()):
+        fig[f"containerd_cpu_ms_per_task_parallel{par}_{runtime}"] = r2(ctrd_ms)
+        fig[f"shim_guest_cpu_ms_per_task_parallel{par}_{runtime}"] = r2(shim_ms)
+    if ("wasmcell", 10) in cpu:
+        ctrd_ms, shim_ms = cpu[("wasmcell", 10)]
+        fig["shim_guest_cpu_ms_per_task"] = r2(shim_ms)
+        # containerd's ceiling: the task rate its own CPU per task allows with every core to
+        # itself (shims, guests and the client free).
+        ceiling = meta["cpus"] * 1000.0 / ctrd_ms if ctrd_ms else None
+        fig["containerd_ceiling_tasks_per_s"] = r2(ceiling)
+        rate = throughput.get(("wasmcell", "api", 10))
+        fig["throughput_fraction_of_containerd_ceiling"] = ratio(rate, ceiling)
     for (runtime, client, par), rate in sorted(throughput.items()):
         suffix = "" if client == "api" else "_ctr_run"
         fig[f"throughput_tasks_per_s_parallel{par}{suffix}_{runtime}"] = r2(rate)
@@ -193,6 +227,10 @@ def table(fig):
         fig["warm_latency_ratio_vs_runc_median_of_pairs"])
     row("`ctr run --rm` echo, first run after import, empty compile cache (ms)",
         fig["first_run_latency_ms_wasmcell"], fig["first_run_latency_ms_runc"])
+    if fig.get("cold_after_import_latency_ms_median_wasmcell") is not None:
+        row("`ctr run --rm` echo, first run after `wasmcell import` (runc: `ctr image import`), median (ms)",
+            fig["cold_after_import_latency_ms_median_wasmcell"],
+            fig["cold_after_import_latency_ms_median_runc"], "ratio ≤ 1.0")
     for n in fig["counts"]:
         row(f"PSS per running container, N={n} (MiB)", fig[f"pss_mib_per_container_n{n}_wasmcell"],
             fig[f"pss_mib_per_container_n{n}_runc"], GOALS["pss_n50"] if n == 50 else "")
@@ -234,6 +272,19 @@ def table(fig):
         row(f"… with one `ctr run --rm` per task, {par} in parallel (tasks/s)",
             fig.get(f"throughput_tasks_per_s_parallel{par}_ctr_run_wasmcell"),
             fig.get(f"throughput_tasks_per_s_parallel{par}_ctr_run_runc"))
+    for par in sorted({int(k.split("parallel")[1].split("_")[0]) for k in fig
+                       if k.startswith("shim_guest_cpu_ms_per_task_parallel")}):
+        row(f"… shim + guest (runc: shim + runc + container) CPU per task, {par} in parallel (ms)",
+            fig.get(f"shim_guest_cpu_ms_per_task_parallel{par}_wasmcell"),
+            fig.get(f"shim_guest_cpu_ms_per_task_parallel{par}_runc"),
+            "≤ 10 ms" if par == 10 else "")
+        row(f"… containerd's own CPU per task, {par} in parallel (ms)",
+            fig.get(f"containerd_cpu_ms_per_task_parallel{par}_wasmcell"),
+            fig.get(f"containerd_cpu_ms_per_task_parallel{par}_runc"))
+    if fig.get("containerd_ceiling_tasks_per_s"):
+        rows.append(f"| containerd's ceiling (CPUs × 1000 / its CPU ms per task) (tasks/s); "
+                    f"throughput as a fraction of it | {fmt(fig['containerd_ceiling_tasks_per_s'])} | — | "
+                    f"{fmt(fig['throughput_fraction_of_containerd_ceiling'])} | ≥ 0.9 |")
     if fig.get("max_concurrent_containers_ok"):
         row("sleeping containers run at once without failure", fig["max_concurrent_containers_ok"],
             max(fig["counts"]) if fig["counts"] else None, GOALS["concurrent"], None)
@@ -435,6 +486,28 @@ def main():
                   f"{fmt(ratio(first.get('pod10_first_start_ms_wasmcell'), first.get('pod10_first_start_ms_runc')))} |")
         md.append(f"| … against one cold `ctr run` of the demo ({fmt(first.get('first_run_latency_ms_wasmcell'))} ms) "
                   f"| {fmt(first['pod10_first_start_ratio_vs_one_cold_start'])} | | |\n")
+    cold = {}
+    for runtime in RUNTIMES:
+        path = os.path.join(out, "raw", "pod", f"cold-{runtime}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                c = json.load(f)
+            cold[runtime] = c["pull_ms"] + c["create_ms"] + c["first_start_ms"]
+            by[versions[0]][f"cold_cri_pull_latency_ms_{runtime}"] = r2(cold[runtime])
+            by[versions[0]][f"cold_cri_pull_ms_{runtime}"] = r2(c["pull_ms"])
+            by[versions[0]][f"cold_cri_create_ms_{runtime}"] = r2(c["create_ms"])
+            by[versions[0]][f"cold_cri_start_ms_{runtime}"] = r2(c["first_start_ms"])
+    if cold:
+        first = by[versions[0]]
+        first["cold_cri_pull_latency_ratio_vs_runc"] = ratio(cold.get("wasmcell"), cold.get("runc"))
+        md.append("### One container through containerd 2.1's CRI, pulled and started cold\n")
+        md.append("| figure | wasmcell | runc | wasmcell/runc |\n|---|---|---|---|")
+        for label, key in (("PullImage (ms)", "cold_cri_pull_ms"), ("CreateContainer (ms)", "cold_cri_create_ms"),
+                           ("StartContainer → running (ms)", "cold_cri_start_ms"),
+                           ("pull → running, empty compile cache (ms); goal ratio ≤ 1.5", "cold_cri_pull_latency_ms")):
+            w, r = first.get(f"{key}_wasmcell"), first.get(f"{key}_runc")
+            md.append(f"| {label} | {fmt(w)} | {fmt(r)} | {fmt(ratio(w, r))} |")
+        md.append("")
     md.extend(http_section(out, versions[0], by[versions[0]]))
     picture = plot(out, by[versions[0]])
     if picture:

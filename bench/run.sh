@@ -18,6 +18,13 @@
 #      wasmcell (`ctr run --net-host`), the same component by `wasmtime serve` of the pinned
 #      wasmtime version (built once from crates.io into ~/.cache/wasmcell), and a static
 #      native server in runc; wasmcell's idle PSS and per-request instantiation times.
+#   8. Cold start after `wasmcell import`: BENCH_COLD_RUNS times, the demo image removed, the
+#      compile cache emptied, `wasmcell import` (which compiles ahead), then one timed `ctr run`;
+#      runc's static hello the same way (image removed, `ctr image import`, one timed run).
+#   9. CPU per task, around the API throughput runs: containerd and everything it starts (shims,
+#      runc) run in a cgroup of their own, containers in the namespace's; shim + guest CPU =
+#      that cgroup's usage - containerd's own (/proc) + the containers'. containerd's own CPU per
+#      task gives the ceiling: the rate containerd could sustain with every core to itself.
 #   3. Import validation: `ctr run --rm` of an artifact with a BENCH_BIG_MIB MiB wasm layer
 #      that imports wasi:keyvalue (refused by the pre-flight from its config) against a first
 #      run, empty compile cache, of its satisfiable twin (same code) and a warm run of it;
@@ -26,7 +33,7 @@
 # Knobs (environment): BENCH_CONTAINERD="2.1 1.6" (space-separated list of release lines for
 # test/fetch-debian.sh; the first one fills report.json's top-level figures),
 # BENCH_ITERATIONS=20, BENCH_WARMUP=3, BENCH_COUNTS="1 10 50 200", BENCH_BIG_MIB=10,
-# BENCH_REJECT_RUNS=3, BENCH_SIGNAL_RUNS=10, BENCH_THROUGHPUT_TASKS=100,
+# BENCH_REJECT_RUNS=3, BENCH_COLD_RUNS=5, BENCH_SIGNAL_RUNS=10, BENCH_THROUGHPUT_TASKS=100,
 # BENCH_PARALLEL="2 10", BENCH_POD_CONTAINERS=10 (0: no pod figure), BENCH_HTTP_SECONDS=10 (0: no
 # HTTP figures), BENCH_SKIP_BUILD=1 to reuse
 # target/release as it is.
@@ -50,6 +57,7 @@ BENCH_POD_CONTAINERS=${BENCH_POD_CONTAINERS:-10}
 BENCH_BIG_MIB=${BENCH_BIG_MIB:-10}
 BENCH_HTTP_SECONDS=${BENCH_HTTP_SECONDS:-10}
 BENCH_REJECT_RUNS=${BENCH_REJECT_RUNS:-3}
+BENCH_COLD_RUNS=${BENCH_COLD_RUNS:-5}
 CARGO=${CARGO:-cargo}
 export WASMCELL_OCI_OUT=${WASMCELL_OCI_OUT:-$ROOT/target/oci}
 
@@ -58,6 +66,9 @@ BUILD=$OUT/build
 NS=wcbench
 WASM_RUNTIME=io.containerd.wasmcell.v1
 RUNC_RUNTIME=io.containerd.runc.v2
+# cgroup v2, or v1's cpuacct hierarchy: where CPU use is read.
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then CPU_CGROUPS=/sys/fs/cgroup; else CPU_CGROUPS=/sys/fs/cgroup/cpuacct; fi
+CTRD_CGROUP=$CPU_CGROUPS/wcbench-containerd-$$
 WASM_IMAGE=localhost/wasmcell/demo-app:latest
 NATIVE_IMAGE=localhost/bench/hello:latest
 
@@ -131,6 +142,7 @@ cleanup() {
       rm -f "/run/containerd/s/$h" "/run/containerd/s/$h.debug"
     done <"$IDS_FILE"
   fi
+  [ -d "$CTRD_CGROUP" ] && rmdir "$CTRD_CGROUP" 2>/dev/null
   [ -n "$RAW" ] && [ -f "$DIR/containerd.log" ] && cp "$DIR/containerd.log" "$RAW/containerd.log"
   rm -rf "$DIR"
   DIR=""
@@ -227,6 +239,50 @@ BIG_KV_IMAGE=localhost/bench/big-kv:latest
   -o "$BUILD/big-kv.tar" >/dev/null
 
 now_us() { local t=${EPOCHREALTIME//[!0-9]/}; echo "$t"; }
+
+# cgroup_cpu_us DIR: CPU used so far by the cgroup DIR and its descendants, removed ones included
+# (0 if it does not exist yet).
+cgroup_cpu_us() {
+  if [ -f "$1/cpu.stat" ]; then
+    awk '$1 == "usage_usec" { print $2 }' "$1/cpu.stat"
+  elif [ -f "$1/cpuacct.usage" ]; then
+    echo $(($(cat "$1/cpuacct.usage") / 1000))
+  else
+    echo 0
+  fi
+}
+
+# proc_cpu_us PID: user + system CPU of the process itself (all its threads), in microseconds.
+proc_cpu_us() {
+  local ticks
+  ticks=$(sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }')
+  echo $((ticks * 1000000 / $(getconf CLK_TCK)))
+}
+
+# cpu_snapshot: "containerd_us cgroup_us containers_us" now.
+cpu_snapshot() {
+  echo "$(proc_cpu_us "$CTRD_PID") $(cgroup_cpu_us "$CTRD_CGROUP") $(cgroup_cpu_us "$CPU_CGROUPS/$NS")"
+}
+
+# cold_after_import: BENCH_COLD_RUNS first runs of each runtime's image just imported (wasmcell's
+# with `wasmcell import`, which compiles ahead into the emptied cache), into $RAW/cold.tsv.
+cold_after_import() {
+  local i us
+  printf 'runtime\trun\tus\n' >"$RAW/cold.tsv"
+  for i in $(seq "$BENCH_COLD_RUNS"); do
+    ctr_ image rm --sync "$WASM_IMAGE" >/dev/null
+    rm -rf "$DIR/cache" && mkdir -p "$DIR/cache"
+    "$WASMCELL" import --address "$ADDR" -n "$NS" --ctr "$BIN/ctr" --cache-dir "$DIR/cache" \
+      "$DEMO_TAR" >"$DIR/out" 2>&1 || die "wasmcell import failed: $(cat "$DIR/out")"
+    grep -q "compiled ahead" "$DIR/out" || die "wasmcell import did not compile ahead: $(cat "$DIR/out")"
+    us=$(run_once wasmcell "cold-import-wasmcell-$i")
+    printf 'wasmcell\t%s\t%s\n' "$i" "$us" >>"$RAW/cold.tsv"
+    ctr_ image rm --sync "$NATIVE_IMAGE" >/dev/null
+    ctr_ image import "$BUILD/native-image.tar" >/dev/null
+    us=$(run_once runc "cold-import-runc-$i")
+    printf 'runc\t%s\t%s\n' "$i" "$us" >>"$RAW/cold.tsv"
+  done
+}
 
 # run_once KIND ID: one `ctr run --rm`, prints the wall time in microseconds.
 run_once() {
@@ -481,7 +537,10 @@ bench_one() {
   mkdir -p "$DIR/cache" "$DIR/fifo" "$DIR/runc"
   write_config "$ver"
   log "containerd $ver: starting a private instance in $DIR"
+  mkdir -p "$CTRD_CGROUP"
+  # In a cgroup of its own (its shims and their runc calls follow it), for the CPU figures.
   PATH="$ROOT/target/release:$BIN:$PATH" WASMCELL_CACHE_DIR="$DIR/cache" \
+    bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CTRD_CGROUP" \
     "$BIN/containerd" --config "$DIR/config.toml" </dev/null >"$DIR/containerd.log" 2>&1 &
   CTRD_PID=$!
   local i
@@ -524,6 +583,10 @@ bench_one() {
     printf 'measure\t%s\t2\t%s\t%s\n' "$i" "$second" "$us" >>"$RAW/latency.tsv"
   done
 
+  # 8. cold start after import (every release line: the demo image runs on 1.6 too)
+  log "containerd $ver: first run after import, $BENCH_COLD_RUNS runs each"
+  cold_after_import
+
   # The first release line gets every figure; the others (1.6: DESIGN's baselines) the
   # latency and memory figures only, which keeps `make bench` short.
   local full=0
@@ -532,8 +595,11 @@ bench_one() {
   # containerd 1.6 cannot run artifacts (it unpacks only tar layers), so it has no figure.
   if [ "$full" = 1 ] && [ "$ver" != 1.6 ]; then
   log "containerd $ver: rejecting a $BENCH_BIG_MIB MiB artifact vs compiling it, $BENCH_REJECT_RUNS runs each"
-  "$WASMCELL" import --address "$ADDR" -n "$NS" --ctr "$BIN/ctr" "$BUILD/big.tar" >/dev/null
-  "$WASMCELL" import --address "$ADDR" -n "$NS" --ctr "$BIN/ctr" "$BUILD/big-kv.tar" >/dev/null
+  # --no-compile: the cold run below is the figure (and the refusal must not find it compiled).
+  "$WASMCELL" import --address "$ADDR" -n "$NS" --ctr "$BIN/ctr" --cache-dir "$DIR/cache" \
+    --no-compile "$BUILD/big.tar" >/dev/null
+  "$WASMCELL" import --address "$ADDR" -n "$NS" --ctr "$BIN/ctr" --cache-dir "$DIR/cache" \
+    --no-compile "$BUILD/big-kv.tar" >/dev/null
   printf 'kind\trun\tus\n' >"$RAW/reject.tsv"
   local t0 t1
   for i in $(seq "$BENCH_REJECT_RUNS"); do
@@ -579,6 +645,8 @@ bench_one() {
 
   # 5. throughput: through the API (templates made by ctr), then one ctr process per task
   printf 'runtime\tclient\tparallel\ttasks\tus\n' >"$RAW/throughput.tsv"
+  printf 'runtime\tparallel\ttasks\tcontainerd_us\tshim_guest_us\n' >"$RAW/cpu.tsv"
+  local before after
   ctr_ container create --runtime "$WASM_RUNTIME" "$WASM_IMAGE" tpl-wasmcell /demo-app.wasm echo hello
   # containerd 1.6's `ctr container create` has no --runc-root; runc then keeps its state under
   # containerd's default root, and every task is deleted all the same.
@@ -590,8 +658,15 @@ bench_one() {
   for par in $BENCH_PARALLEL; do
     for kind in wasmcell runc; do
       log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, API"
+      before=$(cpu_snapshot)
       us=$("$STRESS" "$ADDR" "$NS" "tpl-$kind" "$BENCH_THROUGHPUT_TASKS" "$par") \
         || die "$kind: the API throughput run failed"
+      after=$(cpu_snapshot)
+      # shim + guest = containerd's cgroup - containerd itself + the containers' cgroups
+      read -r -a b <<<"$before"
+      read -r -a a <<<"$after"
+      printf '%s\t%s\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" \
+        $((a[0] - b[0])) $(((a[1] - b[1]) - (a[0] - b[0]) + (a[2] - b[2]))) >>"$RAW/cpu.tsv"
       printf '%s\tapi\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" >>"$RAW/throughput.tsv"
       log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, ctr run"
       us=$(throughput "$kind" "$par")
@@ -633,6 +708,18 @@ pod_pss() {
     else
       WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
         "$BENCH_POD_CONTAINERS" "$OUT/raw/pod/pss-runc.json" -- /sleep 600
+    fi
+  done
+  # The cold CRI figure: one container, PullImage → CreateContainer → StartContainer, on an
+  # empty compile cache (nothing compiled ahead: CRI pulls without wasmcell).
+  for kind in wasmcell runc; do
+    log "containerd 2.1 with CRI: one $kind container, pulled and started cold"
+    if [ "$kind" = wasmcell ]; then
+      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" wasmcell "$DEMO_TAR" "$BUILD/pause-image.tar" \
+        1 "$OUT/raw/pod/cold-wasmcell.json" -- /demo-app.wasm sleep 600
+    else
+      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
+        1 "$OUT/raw/pod/cold-runc.json" -- /sleep 600
     fi
   done
 }

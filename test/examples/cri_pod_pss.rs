@@ -7,7 +7,8 @@
 //! with an empty compile cache of its own), pushes IMAGE_TAR and SANDBOX_TAR, creates the pod's
 //! N containers running COMMAND, starts them all at once (the cold start the compile cache's
 //! lock exists for), waits until all run, writes `bench/pss.py`'s JSON for the instance plus
-//! `first_start_ms` (first StartContainer sent to the last container running) to OUT.json,
+//! `first_start_ms` (first StartContainer sent to the last container running), `pull_ms` (the
+//! CRI PullImage of IMAGE) and `create_ms` (the N CreateContainer calls) to OUT.json,
 //! and removes the pod. `wasmcell` never runs the sandbox image; for `runc` it must be a real
 //! long-running program.
 
@@ -69,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }))?
         .into_inner()
         .pod_sandbox_id;
+    let pulling = Instant::now();
     cri.block_on(images.pull_image(cri::PullImageRequest {
         image: Some(cri::ImageSpec {
             image: image.clone(),
@@ -77,6 +79,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         auth: None,
         sandbox_config: Some(sandbox.clone()),
     }))?;
+    let pull_ms = pulling.elapsed().as_secs_f64() * 1000.0;
+    let creating = Instant::now();
     let mut ids = Vec::new();
     for i in 0..n {
         let config = cri::ContainerConfig {
@@ -103,6 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .container_id;
         ids.push(id);
     }
+    let create_ms = creating.elapsed().as_secs_f64() * 1000.0;
     let started = Instant::now();
     cri.block_on(async {
         let mut starts = tokio::task::JoinSet::new();
@@ -152,6 +157,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut figures: serde_json::Value = serde_json::from_slice(&pss.stdout)?;
     figures["first_start_ms"] = serde_json::json!(first_start_ms);
+    figures["pull_ms"] = serde_json::json!(pull_ms);
+    figures["create_ms"] = serde_json::json!(create_ms);
     std::fs::write(out, serde_json::to_vec_pretty(&figures)?)?;
     cri.block_on(runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
