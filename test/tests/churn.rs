@@ -16,7 +16,11 @@ use crate::shim::{
     walk,
 };
 
-on_2_1_and_1_7!(containers_churn_without_leaks, pods_churn_without_leaks);
+on_2_1_and_1_7!(
+    containers_churn_without_leaks,
+    pods_churn_without_leaks,
+    one_shim_serves_a_namespace_through_churn,
+);
 
 /// Containers in the CI churn (five at a time).
 const CI_CONTAINERS: usize = 150;
@@ -205,6 +209,40 @@ fn containers_churn_without_leaks(version: Version) {
     let before = footprint(&containerd);
     churn_containers(&containerd, "churn", CI_CONTAINERS, 5);
     assert_back_to_baseline(&containerd, &before, "150 containers");
+}
+
+/// With `group = "namespace"` one shim serves every container of the namespace; it leaves
+/// when its last container is gone, while new containers keep arriving (the hand-over), and
+/// nothing is left behind.
+fn one_shim_serves_a_namespace_through_churn(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    std::fs::write(containerd.shim_config(), "group = \"namespace\"\n").unwrap();
+    warm_up(&containerd);
+    let before = footprint(&containerd);
+    let sleepers = ["ns-a", "ns-b", "ns-c"];
+    let guests: Vec<u32> = sleepers
+        .iter()
+        .map(|id| run_demo_detached(&containerd, id, &["sleep", "60"]))
+        .collect();
+    let shims: std::collections::BTreeSet<_> = guests.iter().map(|g| parent_of(*g)).collect();
+    assert_eq!(shims.len(), 1, "one shim for the namespace: {shims:?}");
+    // The shim empties (the sleepers go) while containers keep arriving, three at a time...
+    std::thread::scope(|scope| {
+        scope.spawn(|| churn_containers(&containerd, "ns-churn", 30, 3));
+        scope.spawn(|| {
+            for id in sleepers {
+                containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
+                wait_for_status(&containerd, id, "STOPPED");
+                containerd.ctr_ok(&["task", "delete", id]);
+                containerd.ctr_ok(&["container", "delete", id]);
+            }
+        });
+    });
+    // ... and one at a time, so each start meets a shim that is leaving or gone.
+    churn_containers(&containerd, "ns-one", 10, 1);
+    assert_back_to_baseline(&containerd, &before, "a namespace's shim through churn");
 }
 
 /// The kubelet's part of a pod's end that no runtime does: removing the pod-level cgroup it

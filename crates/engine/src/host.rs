@@ -329,6 +329,9 @@ struct PolicyToml {
     allow_outbound: Vec<String>,
     #[serde(default)]
     require_signature: Option<SignaturePolicy>,
+    // The shim config file also says how the shim groups containers; that is the shim's.
+    #[serde(default, rename = "group")]
+    _group: Option<toml::Value>,
     // containerd's CRI copies a runtime's whole `options` table to the shim; these two keys
     // belong to containerd, not to the policy.
     #[serde(default, rename = "TypeUrl")]

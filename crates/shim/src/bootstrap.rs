@@ -27,6 +27,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::group::{GROUP_ENV, Grouping, Handover};
 use crate::service::{Service, ServiceConfig};
 use crate::shim;
 
@@ -68,8 +69,28 @@ async fn start(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<
     // Legacy start passes runtime options on stdin; wasmcell has none to read yet.
     let mut ignored = Vec::new();
     let _ = std::io::stdin().take(1 << 20).read_to_end(&mut ignored);
-    let group = shim::grouping(bundle, &flags.id);
+    let grouping = Grouping::configured()?;
+    let group = grouping.group_of(bundle, &flags.id, &flags.namespace);
     let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &group);
+    // A shared shim may be leaving: claim our container under the group's lock first, so it
+    // either stays for our create or is gone (its socket removed) before we look.
+    let _claimed = match grouping {
+        Grouping::Pod => None,
+        Grouping::Namespace => {
+            let handover = Handover::for_address(&address);
+            let id = flags.id.clone();
+            let lock = tokio::task::spawn_blocking(move || {
+                handover.lock().and_then(|lock| {
+                    handover.claim(&lock, &id)?;
+                    Ok(lock)
+                })
+            })
+            .await
+            .context("waiting for the shim hand-over lock")?
+            .with_context(|| format!("claiming a place in the shim at {address}"))?;
+            Some(lock)
+        }
+    };
     if !socket_answers(&address).await {
         let exe = std::env::current_exe().context("locating this binary")?;
         let mut command = tokio::process::Command::new(exe);
@@ -79,7 +100,8 @@ async fn start(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<
             .args(["-address", &flags.address, "-socket", &address])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+            .stderr(std::process::Stdio::null())
+            .env(GROUP_ENV, grouping.name());
         if flags.debug {
             command.arg("-debug");
         }
@@ -170,6 +192,8 @@ async fn serve(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
         address: flags.address.clone(),
         cache_dir: shim::cache_dir(),
         exe: std::env::current_exe().context("locating this binary")?,
+        handover: (Grouping::from_env() == Grouping::Namespace)
+            .then(|| Handover::for_address(&flags.socket)),
     };
     let service = Service::new(publisher, config, exit.clone())
         .await

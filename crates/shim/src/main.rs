@@ -15,6 +15,7 @@ mod content;
 #[cfg(debug_assertions)]
 mod drill;
 mod footprint;
+mod group;
 mod guest;
 mod http;
 mod plan;

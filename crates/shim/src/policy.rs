@@ -77,13 +77,18 @@ pub fn resolve(options: Option<&Any>) -> Result<Policy, PolicyError> {
             );
         }
     }
-    let path = std::env::var_os(CONFIG_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+    let path = config_file();
     match std::fs::metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
         _ => from_file(&path),
     }
+}
+
+/// The shim config file: `$WASMCELL_CONFIG`, else [`DEFAULT_CONFIG_FILE`] (which may not exist).
+pub fn config_file() -> PathBuf {
+    std::env::var_os(CONFIG_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE))
 }
 
 fn from_file(path: &Path) -> Result<Policy, PolicyError> {

@@ -60,6 +60,9 @@ pub struct ServiceConfig {
     pub cache_dir: Option<PathBuf>,
     /// This binary, exec'd for guests.
     pub exe: PathBuf,
+    /// For a shim shared by a whole namespace, how it leaves without stranding a `start`
+    /// ([`crate::group`]); `None` for pod and single-container shims.
+    pub handover: Option<crate::group::Handover>,
 }
 
 /// The task service.
@@ -76,6 +79,9 @@ pub struct Service {
     pending_cleanups: Arc<AtomicUsize>,
     /// Forks every guest (see [`Spawner`]).
     spawner: Arc<Spawner>,
+    /// Serialises hand-over attempts; `true` once this shim has retired (it holds the group's
+    /// lock until it exits, so a second attempt would wait on itself forever).
+    retired: Arc<Mutex<bool>>,
 }
 
 fn rpc_error(code: Code, message: impl ToString) -> ttrpc::Error {
@@ -116,6 +122,62 @@ fn timestamp(at: SystemTime) -> Timestamp {
 }
 
 impl Service {
+    fn settle_claim(&self, id: &str) {
+        if let Some(handover) = &self.config.handover {
+            handover.settle(id);
+        }
+    }
+
+    /// Exits if no container is left (a pod's next container may have arrived meanwhile);
+    /// a namespace's shim looks under the group's hand-over lock and stays while a `start` has
+    /// claimed it for a container still to come ([`crate::group`]).
+    async fn leave_if_idle(&self) {
+        let Some(handover) = self.config.handover.clone() else {
+            if self.containers.lock().await.is_empty() {
+                info!("shutting down: no containers left");
+                self.exit_signal.signal();
+            }
+            return;
+        };
+        let mut retired = self.retired.lock().await;
+        loop {
+            if *retired || !self.containers.lock().await.is_empty() {
+                return;
+            }
+            let locking = handover.clone();
+            let lock = match tokio::task::spawn_blocking(move || locking.lock()).await {
+                Ok(Ok(lock)) => lock,
+                Ok(Err(e)) => {
+                    warn!("cannot take the shim hand-over lock, so the shim stays: {e}");
+                    return;
+                }
+                Err(e) => {
+                    warn!("the shim hand-over failed, so the shim stays: {e}");
+                    return;
+                }
+            };
+            // Every create follows a claim made under this lock, and its claim is settled only
+            // once its container is counted: so, claims first, then the containers.
+            match handover.claim_pending(&lock) {
+                Some(wait) => {
+                    drop(lock);
+                    debug!("a container is on its way; asking again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                None if !self.containers.lock().await.is_empty() => return,
+                None => {
+                    handover.retire(&lock);
+                    info!("shutting down: no containers left, none on their way");
+                    // Held until the process exits: a start waits until we are gone.
+                    std::mem::forget(lock);
+                    *retired = true;
+                    self.exit_signal.signal();
+                    return;
+                }
+            }
+        }
+    }
+
     /// A service publishing through `publisher`; starts the exit monitor and the spawner.
     pub async fn new(
         publisher: RemotePublisher,
@@ -130,6 +192,7 @@ impl Service {
             exit_signal,
             pending_cleanups: Arc::default(),
             spawner: Arc::new(Spawner::start()?),
+            retired: Arc::default(),
         };
         match monitor_subscribe(Topic::Pid).await {
             Ok(mut subscription) => {
@@ -547,9 +610,11 @@ impl Task for Service {
                 format!("container {} already exists", req.id),
             ));
         }
-        let container = match self.create_container(&req).await {
+        let created = self.create_container(&req).await;
+        let container = match created {
             Ok(c) => c,
             Err(message) => {
+                self.settle_claim(&req.id);
                 warn!("container {}: create failed: {message}", req.id);
                 return Err(rpc_error(
                     Code::FAILED_PRECONDITION,
@@ -561,6 +626,8 @@ impl Task for Service {
         info!("container {} created, guest pid {pid}", req.id);
         let mut containers = self.containers.lock().await;
         containers.insert(req.id.clone(), container);
+        // Now that it counts among the containers, its claim need not keep the shim.
+        self.settle_claim(&req.id);
         if let Some(exit) = self.unclaimed_exits.lock().await.remove(&pid)
             && let Some(c) = containers.get_mut(&req.id)
         {
@@ -846,11 +913,7 @@ impl Task for Service {
             while service.pending_cleanups.load(Ordering::SeqCst) > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            // A pod's next container may have arrived meanwhile.
-            if service.containers.lock().await.is_empty() {
-                info!("shutting down: no containers left");
-                service.exit_signal.signal();
-            }
+            service.leave_if_idle().await;
         });
         Ok(api::Empty::new())
     }
