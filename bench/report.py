@@ -82,6 +82,13 @@ def load_version(out, ver):
                 cpu[(row["runtime"], int(row["parallel"]))] = (
                     int(row["containerd_us"]) / 1000.0 / tasks,
                     int(row["shim_guest_us"]) / 1000.0 / tasks)
+    grouped = {}
+    for n in (10, 50):
+        path = os.path.join(raw, f"grouped-pss-{n}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                grouped[n] = json.load(f)
+    cpu["grouped"] = grouped
     return meta, lat, pss, reject, signals, throughput, cold, cpu
 
 
@@ -170,6 +177,12 @@ def figures(meta, lat, pss, reject, signals, throughput, cold, cpu):
     fig["cold_after_import_latency_ratio_vs_runc"] = ratio(
         fig.get("cold_after_import_latency_ms_median_wasmcell"),
         fig.get("cold_after_import_latency_ms_median_runc"))
+    grouped = cpu.pop("grouped")
+    if {10, 50} <= set(grouped):
+        fig["pss_marginal_mib_per_container_grouped_10_to_50"] = r2(
+            (grouped[50]["total"]["Pss"] - grouped[10]["total"]["Pss"]) / MIB / 40)
+        fig["pss_mib_per_container_grouped_n50"] = r2(grouped[50]["total"]["Pss"] / MIB / 50)
+        fig["processes_grouped_n50"] = grouped[50]["processes"]
     for (runtime, par), (ctrd_ms, shim_ms) in sorted(cpu.items()):
         fig[f"containerd_cpu_ms_per_task_parallel{par}_{runtime}"] = r2(ctrd_ms)
         fig[f"shim_guest_cpu_ms_per_task_parallel{par}_{runtime}"] = r2(shim_ms)
@@ -239,6 +252,10 @@ def table(fig):
         row(f"PSS per added container, N={lo}→{hi} (MiB)",
             fig["pss_marginal_mib_per_container_10_to_50_wasmcell"],
             fig["pss_marginal_mib_per_container_10_to_50_runc"], GOALS["marginal"])
+        if fig.get("pss_marginal_mib_per_container_grouped_10_to_50") is not None:
+            row("… with `group = \"namespace\"` (one shim for all) (MiB)",
+                fig["pss_marginal_mib_per_container_grouped_10_to_50"],
+                fig["pss_marginal_mib_per_container_10_to_50_runc"], "≤ 1.0 MiB")
         row("… of which shim processes (MiB)",
             fig["pss_marginal_mib_per_container_shim_10_to_50_wasmcell"],
             fig["pss_marginal_mib_per_container_shim_10_to_50_runc"])

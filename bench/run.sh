@@ -18,6 +18,7 @@
 #      wasmcell (`ctr run --net-host`), the same component by `wasmtime serve` of the pinned
 #      wasmtime version (built once from crates.io into ~/.cache/wasmcell), and a static
 #      native server in runc; wasmcell's idle PSS and per-request instantiation times.
+#   2b. The same PSS at N=10 and 50 with `group = "namespace"` (one shim for every container).
 #   8. Cold start after `wasmcell import`: BENCH_COLD_RUNS times, the demo image removed, the
 #      compile cache emptied, `wasmcell import` (which compiles ahead), then one timed `ctr run`;
 #      runc's static hello the same way (image removed, `ctr image import`, one timed run).
@@ -139,7 +140,8 @@ cleanup() {
     local h
     while read -r id; do
       h=$(printf '%s' "$ADDR/$NS/$id" | sha256sum | cut -d' ' -f1)
-      rm -f "/run/containerd/s/$h" "/run/containerd/s/$h.debug"
+      rm -rf "/run/containerd/s/$h" "/run/containerd/s/$h.debug" "/run/containerd/s/$h.lock" \
+        "/run/containerd/s/$h.claims"
     done <"$IDS_FILE"
   fi
   [ -d "$CTRD_CGROUP" ] && rmdir "$CTRD_CGROUP" 2>/dev/null
@@ -539,7 +541,8 @@ bench_one() {
   log "containerd $ver: starting a private instance in $DIR"
   mkdir -p "$CTRD_CGROUP"
   # In a cgroup of its own (its shims and their runc calls follow it), for the CPU figures.
-  PATH="$ROOT/target/release:$BIN:$PATH" WASMCELL_CACHE_DIR="$DIR/cache" \
+  # The shim config file: absent (defaults) except for the grouped memory figure.
+  PATH="$ROOT/target/release:$BIN:$PATH" WASMCELL_CACHE_DIR="$DIR/cache" WASMCELL_CONFIG="$DIR/wasmcell.toml" \
     bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CTRD_CGROUP" \
     "$BIN/containerd" --config "$DIR/config.toml" </dev/null >"$DIR/containerd.log" 2>&1 &
   CTRD_PID=$!
@@ -690,6 +693,19 @@ bench_one() {
       stop_all
     done
   done
+  # 2b. memory with one shim for the whole namespace (`group = "namespace"`)
+  if [ "$full" = 1 ]; then
+    echo 'group = "namespace"' >"$DIR/wasmcell.toml"
+    echo "wasmcell-namespace-$NS" >>"$IDS_FILE"
+    for n in 10 50; do
+      log "containerd $ver: PSS, $n running wasmcell containers, one shim for the namespace"
+      start_many wasmcell "$n"
+      sleep 2
+      python3 "$ROOT/bench/pss.py" "$ADDR" >"$RAW/grouped-pss-$n.json"
+      stop_all
+    done
+    rm -f "$DIR/wasmcell.toml"
+  fi
   sed -i "s/}\$/, \"loadavg_end\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"seconds\": $((SECONDS - started))}/" "$RAW/meta.json"
   cleanup
   log "containerd $ver: done in $((SECONDS - started)) s"
