@@ -238,7 +238,7 @@ def table(fig):
     row("… max (ms)", fig["warm_latency_ms_max_wasmcell"], fig["warm_latency_ms_max_runc"])
     row("… median of per-pair ratios", None, None, "",
         fig["warm_latency_ratio_vs_runc_median_of_pairs"])
-    row("`ctr run --rm` echo, first run after import, empty compile cache (ms)",
+    row("`ctr run --rm` echo, first run after import, empty compile cache: baseline code (ms)",
         fig["first_run_latency_ms_wasmcell"], fig["first_run_latency_ms_runc"])
     if fig.get("cold_after_import_latency_ms_median_wasmcell") is not None:
         row("`ctr run --rm` echo, first run after `wasmcell import` (runc: `ctr image import`), median (ms)",
@@ -311,7 +311,7 @@ def table(fig):
                     f"{fmt(fig['reject_ms'])} | — | — | {GOALS['reject']} |")
         rows.append(f"| … its satisfiable twin: first run, empty cache / warm (ms) | "
                     f"{fmt(fig['big_cold_run_ms'])} / {fmt(fig['big_warm_run_ms'])} | — | — | |")
-        rows.append(f"| … compile time = first − warm (ms); reject/compile | {fmt(fig['compile_ms'])} | — | "
+        rows.append(f"| … baseline (Winch) compile time = first − warm (ms); reject/compile | {fmt(fig['compile_ms'])} | — | "
                     f"{fmt(fig['reject_vs_compile_ratio'])} | |")
     head = [
         f"### containerd {fig['containerd_version']} ({fig['runc_version']}, kernel {fig['kernel']}, "

@@ -2,8 +2,10 @@
 //!
 //! Layout: `<cache_dir>/<fingerprint>/<wasm-sha256>.cwasm` holds the output of
 //! `Engine::precompile_*`, and `<wasm-sha256>.sha256` beside it holds the hex sha256 of those
-//! bytes; `<wasm-sha256>.lock` is an empty file whose `flock` serialises compiles of one wasm. Directories are mode 0700 and must belong to this process's effective uid; files are
-//! 0600.
+//! bytes; `<wasm-sha256>.lock` is an empty file whose `flock` serialises compiles of one wasm;
+//! `<wasm-sha256>.wasm`, while it exists, is a copy of the wasm waiting for a background compile
+//! of this directory's entry (a cold start ran baseline code meanwhile). Directories are mode
+//! 0700 and must belong to this process's effective uid; files are 0600.
 //!
 //! Writes go to a temporary file in the same directory, are fsynced and renamed into place
 //! (sidecar first, then the `.cwasm`, then the directory is fsynced). The `.cwasm` rename is
@@ -139,11 +141,20 @@ pub(crate) struct CompileLock {
 }
 
 impl Cache {
-    /// Waits (up to `wait`) for the exclusive compile lock of `key`. `None` when the lock cannot
-    /// be taken at all (for example an unwritable cache): the caller compiles unlocked.
-    pub(crate) fn compile_lock(&self, key: &str, wait: std::time::Duration) -> Option<CompileLock> {
+    /// The compile lock of `key` if no other process holds it; `None` when one does or the
+    /// lock cannot be taken at all. For background work that another process already covers.
+    pub(crate) fn try_compile_lock(&self, key: &str) -> Option<CompileLock> {
+        let file = self.lock_file(key)?;
+        file.try_lock().ok()?;
+        Some(CompileLock {
+            _file: file,
+            waited: false,
+        })
+    }
+
+    fn lock_file(&self, key: &str) -> Option<File> {
         let path = self.dir.join(format!("{key}.lock"));
-        let file = fs::OpenOptions::new()
+        fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
@@ -152,7 +163,46 @@ impl Cache {
             // A cache that cannot take a lock file cannot store the entry either; the store
             // failure is the one warning.
             .map_err(|e| log::debug!("cannot open the compile lock {}: {e}", path.display()))
-            .ok()?;
+            .ok()
+    }
+
+    fn source_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.wasm"))
+    }
+
+    /// Keeps a copy of the wasm whose entry a background compile is to make
+    /// (`<wasm-sha256>.wasm`), written atomically; an existing copy is kept.
+    pub(crate) fn store_source(&self, key: &str, wasm: &[u8]) -> io::Result<PathBuf> {
+        let path = self.source_path(key);
+        if !path.exists() {
+            self.write_atomically(&path, wasm)?;
+        }
+        Ok(path)
+    }
+
+    /// The key of a source copy made by [`Cache::store_source`] in this directory, or why
+    /// `path` is not one.
+    pub(crate) fn source_key(&self, path: &Path) -> Result<String, String> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wasm"))
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+        match name {
+            Some(key) if path.parent() == Some(self.dir.as_path()) => Ok(key.to_owned()),
+            _ => Err(format!(
+                "{} is not a wasm copy in the compile cache directory {}",
+                path.display(),
+                self.dir.display()
+            )),
+        }
+    }
+
+    /// Waits (up to `wait`) for the exclusive compile lock of `key`. `None` when the lock cannot
+    /// be taken at all (for example an unwritable cache): the caller compiles unlocked.
+    pub(crate) fn compile_lock(&self, key: &str, wait: std::time::Duration) -> Option<CompileLock> {
+        let path = self.dir.join(format!("{key}.lock"));
+        let file = self.lock_file(key)?;
         let deadline = std::time::Instant::now() + wait;
         let mut waited = false;
         loop {

@@ -49,6 +49,30 @@ pub fn engine_config() -> Config {
     config
 }
 
+/// Which compiler makes a program's code. Each tier has its own [`fingerprint`], so their cache
+/// entries never mix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Tier {
+    /// Cranelift at `OptLevel::Speed` ([`engine_config`]): the code every program runs with
+    /// once it is compiled. The default.
+    #[default]
+    Optimized,
+    /// Winch, wasmtime's single-pass baseline compiler ([`baseline_config`]): code in a fraction
+    /// of Cranelift's time that runs slower. Only for a command's first start while the
+    /// optimized code is compiled in the background; never for serving HTTP.
+    Baseline,
+}
+
+/// [`engine_config`] with Winch in place of Cranelift, every other setting the same. Winch
+/// compiles in one pass without optimizing (measured on the demo component: see the README's
+/// performance section), so a cold start does not wait for Cranelift. Its code is slower, which
+/// is why it is only ever a stand-in until the optimized entry exists.
+pub fn baseline_config() -> Config {
+    let mut config = engine_config();
+    config.strategy(Strategy::Winch);
+    config
+}
+
 /// What the pooling allocator of a serving engine reserves: slots for the instances that can
 /// be alive at once, and how far each linear memory may grow. Neither changes compiled code,
 /// so engines sized differently share a cache entry.
@@ -198,6 +222,15 @@ mod tests {
         assert_ne!(
             fingerprint(&Engine::new(&engine_config())?),
             fingerprint(&Engine::new(&other)?)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_baseline_tier_has_a_fingerprint_of_its_own() -> wasmtime::Result<()> {
+        assert_ne!(
+            fingerprint(&Engine::new(&engine_config())?),
+            fingerprint(&Engine::new(&baseline_config())?)
         );
         Ok(())
     }

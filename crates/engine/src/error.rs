@@ -59,6 +59,14 @@ pub enum EngineError {
     /// [`crate::WasmEngine::compile_to_cache`] on an engine without a cache.
     #[error("no compile cache is configured to compile into")]
     NoCache,
+    /// A wasm copy left for a background compile is not one, or is not what its name says.
+    #[error("wasm copy {path} for the background compile: {message}")]
+    Stash {
+        /// The copy.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// Compiled code could not be written to the cache.
     #[error("cannot store sha256:{sha256} in the compile cache")]
     Store {

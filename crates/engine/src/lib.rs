@@ -29,6 +29,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use cache::{Cache, Kind, Lookup};
+pub use config::Tier;
 pub use error::{BoxError, EngineError};
 pub use host::{HostWorld, Policy, World};
 pub use run::{ExitStatus, Preopen, RunSpec, Stdio};
@@ -68,6 +69,18 @@ pub struct EngineOptions {
     /// What the serving configuration's pooling allocator reserves (used only with
     /// `serve_http`). Default [`config::ServePool::default`].
     pub serve_pool: config::ServePool,
+    /// Which compiler makes code ([`Tier`]). Default [`Tier::Optimized`]; ignored with
+    /// `serve_http`, which always runs optimized code.
+    pub tier: Tier,
+}
+
+/// What [`WasmEngine::optimize_stashed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptimizeOutcome {
+    /// Compiled and stored; the stashed copy is removed.
+    Compiled,
+    /// The entry already exists (the copy is removed) or another process is compiling it.
+    NotNeeded,
 }
 
 /// A compiled program, ready to run.
@@ -136,6 +149,7 @@ pub struct WasmEngine {
     engine: Engine,
     fingerprint: String,
     cache: Option<Cache>,
+    tier: Tier,
 }
 
 impl fmt::Debug for WasmEngine {
@@ -143,6 +157,7 @@ impl fmt::Debug for WasmEngine {
         f.debug_struct("WasmEngine")
             .field("fingerprint", &self.fingerprint)
             .field("cache", &self.cache)
+            .field("tier", &self.tier)
             .finish_non_exhaustive()
     }
 }
@@ -151,10 +166,10 @@ impl WasmEngine {
     /// Creates the engine with [`config::engine_config`] and opens (creating if needed) the
     /// cache directory `<cache_dir>/<fingerprint>`.
     pub fn new(options: EngineOptions) -> Result<Self, EngineError> {
-        let mut config = if options.serve_http {
-            config::serve_config(options.serve_pool)
-        } else {
-            config::engine_config()
+        let mut config = match (options.serve_http, options.tier) {
+            (true, _) => config::serve_config(options.serve_pool),
+            (false, Tier::Optimized) => config::engine_config(),
+            (false, Tier::Baseline) => config::baseline_config(),
         };
         config.parallel_compilation(options.compile_in_parallel);
         let engine = Engine::new(&config).map_err(|e| EngineError::Engine { source: e.into() })?;
@@ -167,6 +182,11 @@ impl WasmEngine {
             engine,
             fingerprint,
             cache,
+            tier: if options.serve_http {
+                Tier::Optimized
+            } else {
+                options.tier
+            },
         })
     }
 
@@ -302,6 +322,77 @@ impl WasmEngine {
             }
         })?;
         Ok((program, outcome))
+    }
+
+    /// The program from the cache if its entry is there and loads; `None` otherwise (no cache,
+    /// a miss, or an entry that [`WasmEngine::load`] would replace). Never compiles and takes
+    /// no lock.
+    pub fn load_if_cached(&self, wasm: &[u8]) -> Result<Option<Program>, EngineError> {
+        let kind = kind_of(wasm)?;
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        Ok(match cache.lookup(&sha256) {
+            Lookup::Verified { path, file } => self.load_entry(kind, &path, &file).ok(),
+            _ => None,
+        })
+    }
+
+    /// Keeps a copy of `wasm` in this engine's cache directory for
+    /// [`WasmEngine::optimize_stashed`] in another process, and returns its path.
+    pub fn stash_for_optimizer(&self, wasm: &[u8]) -> Result<PathBuf, EngineError> {
+        let cache = self.cache.as_ref().ok_or(EngineError::NoCache)?;
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        cache
+            .store_source(&sha256, wasm)
+            .map_err(|source| EngineError::Store { sha256, source })
+    }
+
+    /// Compiles the copy [`WasmEngine::stash_for_optimizer`] left at `stashed` into this
+    /// engine's cache, unless its entry exists or another process holds its compile lock, and
+    /// removes the copy once it is not needed. The copy must hash to its name.
+    pub fn optimize_stashed(&self, stashed: &Path) -> Result<OptimizeOutcome, EngineError> {
+        let cache = self.cache.as_ref().ok_or(EngineError::NoCache)?;
+        let key = cache
+            .source_key(stashed)
+            .map_err(|message| EngineError::Stash {
+                path: stashed.to_owned(),
+                message,
+            })?;
+        let Some(_lock) = cache.try_compile_lock(&key) else {
+            return Ok(OptimizeOutcome::NotNeeded);
+        };
+        let remove = || {
+            if let Err(e) = std::fs::remove_file(stashed) {
+                log::warn!("cannot remove {}: {e}", stashed.display());
+            }
+        };
+        if matches!(cache.lookup(&key), Lookup::Verified { .. }) {
+            remove();
+            return Ok(OptimizeOutcome::NotNeeded);
+        }
+        let wasm = std::fs::read(stashed).map_err(|e| EngineError::Stash {
+            path: stashed.to_owned(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let actual = hex::encode(Sha256::digest(&wasm));
+        if actual != key {
+            remove();
+            return Err(EngineError::Stash {
+                path: stashed.to_owned(),
+                message: format!("its content hashes to {actual}, not to its name"),
+            });
+        }
+        let compiled = self.compile_to_cache(&wasm);
+        // A program that does not compile now will not compile later either.
+        remove();
+        compiled.map(|_| OptimizeOutcome::Compiled)
+    }
+
+    /// Which compiler this engine's code comes from.
+    pub fn tier(&self) -> Tier {
+        self.tier
     }
 
     /// Maps a cache entry that [`Cache::lookup`] just verified.

@@ -9,7 +9,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use wasmcell_engine::{
-    EngineOptions, ExitStatus, LoadOutcome, Policy, Preopen, Program, RunSpec, Stdio, WasmEngine,
+    EngineOptions, ExitStatus, LoadOutcome, OptimizeOutcome, Policy, Preopen, Program, RunSpec,
+    Stdio, Tier, WasmEngine,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -685,6 +686,96 @@ fn component_cache_round_trip() -> TestResult {
     };
     assert_eq!(engine.run(&program, &spec)?, ExitStatus::Exited(0));
     assert_eq!(out.stdout(), "cached\n");
+    Ok(())
+}
+
+/// A cold start's path: baseline code runs at once, a copy waits for the optimizer, which
+/// then makes the optimized entry every later start loads.
+#[test]
+fn baseline_code_runs_and_the_optimizer_replaces_it() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let options = |tier| EngineOptions {
+        cache_dir: Some(tmp.path().to_owned()),
+        tier,
+        ..Default::default()
+    };
+    let wasm = component()?;
+    let optimized = WasmEngine::new(options(Tier::Optimized))?;
+    assert!(
+        optimized.load_if_cached(wasm)?.is_none(),
+        "nothing compiled yet"
+    );
+    let baseline = WasmEngine::new(options(Tier::Baseline))?;
+    assert_eq!(baseline.tier(), Tier::Baseline);
+    assert_ne!(baseline.fingerprint(), optimized.fingerprint());
+    let (program, outcome) = baseline.load(wasm)?;
+    assert_eq!(outcome, LoadOutcome::Compiled);
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        args: args(&["guest", "echo", "baseline"]),
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    assert_eq!(baseline.run(&program, &spec)?, ExitStatus::Exited(0));
+    assert_eq!(out.stdout(), "baseline\n");
+
+    let stashed = optimized.stash_for_optimizer(wasm)?;
+    assert!(stashed.starts_with(tmp.path().join(optimized.fingerprint())));
+    assert_eq!(
+        optimized.optimize_stashed(&stashed)?,
+        OptimizeOutcome::Compiled
+    );
+    assert!(!stashed.exists(), "the copy is removed once compiled");
+    assert!(optimized.load_if_cached(wasm)?.is_some());
+    // A second request for the same program finds the entry and does nothing.
+    let again = optimized.stash_for_optimizer(wasm)?;
+    assert_eq!(
+        optimized.optimize_stashed(&again)?,
+        OptimizeOutcome::NotNeeded
+    );
+    assert!(!again.exists());
+    Ok(())
+}
+
+#[test]
+fn the_optimizer_refuses_copies_that_are_not_what_they_claim() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let engine = WasmEngine::new(EngineOptions {
+        cache_dir: Some(tmp.path().to_owned()),
+        ..Default::default()
+    })?;
+    let wasm = hello_module();
+    let stashed = engine.stash_for_optimizer(&wasm)?;
+    fs::write(&stashed, module("(func (export \"_start\"))"))?;
+    let tampered = engine
+        .optimize_stashed(&stashed)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        tampered.contains("hashes to") && tampered.contains("not to its name"),
+        "{tampered}"
+    );
+    assert!(!stashed.exists(), "a bad copy is removed");
+    assert!(
+        engine.load_if_cached(&wasm)?.is_none(),
+        "and nothing is stored"
+    );
+    let elsewhere = tmp.path().join("notes.wasm");
+    fs::write(&elsewhere, &wasm)?;
+    let outside = engine
+        .optimize_stashed(&elsewhere)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        outside.contains("is not a wasm copy in the compile cache directory"),
+        "{outside}"
+    );
+    assert!(
+        elsewhere.exists(),
+        "a file that is not a copy is left alone"
+    );
     Ok(())
 }
 

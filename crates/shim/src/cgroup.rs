@@ -50,6 +50,22 @@ pub fn normalize_path(spec_path: &str) -> String {
     }
 }
 
+/// Whether the cgroup for the spec's `cgroupsPath` exists in any hierarchy the shim creates it
+/// in (v2's unified tree, or v1's controllers), checked without creating anything: what a
+/// `delete` after a clean exit asks before it does any cgroup work.
+pub fn exists(spec_path: &str) -> bool {
+    let relative = normalize_path(spec_path).trim_start_matches('/').to_owned();
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return root.join(&relative).exists();
+    }
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|controller| controller.path().join(&relative).is_dir())
+}
+
 impl ContainerCgroup {
     /// Creates (or reuses) the cgroup at `spec_path` and applies `resources`.
     pub fn create(

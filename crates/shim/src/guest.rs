@@ -6,7 +6,8 @@
 //! 1. wait for `c` on fd 3 (the shim has put this process in the container's cgroup);
 //! 2. load the plan, compile or load the program from the cache, confine this process
 //!    ([`crate::confine`]), report `ok …` or `error …` as one line on fd 4 (after any
-//!    `warn …` lines for the shim's log), close fd 4;
+//!    `warn …` lines for the shim's log and an `optimize PATH` line when baseline code runs
+//!    and the shim is to compile the wasm copy at PATH in the background), close fd 4;
 //! 3. wait for `s` on fd 3 (`start`), or EOF (deleted before start, or the shim died: exit
 //!    quietly);
 //! 4. run; the process's exit status is the guest's.
@@ -21,9 +22,13 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use wasmcell_engine::{EngineOptions, ExitStatus, HostWorld, Policy, Preopen, RunSpec, WasmEngine};
+use wasmcell_engine::{
+    EngineOptions, ExitStatus, HostWorld, LoadOutcome, Policy, Preopen, RunSpec, Tier, WasmEngine,
+};
+
+use crate::compiler::Purpose;
 
 use crate::plan::GuestPlan;
 
@@ -65,28 +70,41 @@ pub fn main(plan_path: &Path) -> i32 {
     // Load (the cache is outside the rootfs and root-only), then confine, then report: a
     // guest that could not be confined never reports ready.
     let prepared = plan.and_then(|plan| {
-        let (engine, program, loaded, warnings) = prepare(&plan)?;
+        let mut prepared = prepare(&plan)?;
         let started = std::time::Instant::now();
         plan.confinement.apply().map_err(|e| e.to_string())?;
-        let outcome = format!("{loaded}; confined in {} µs", started.elapsed().as_micros());
-        Ok((plan, (engine, program, outcome, warnings)))
+        prepared.outcome = format!(
+            "{}; confined in {} µs",
+            prepared.outcome,
+            started.elapsed().as_micros()
+        );
+        Ok((plan, prepared))
     });
-    if let Ok((_, (_, _, _, warnings))) = &prepared {
-        for warning in warnings {
+    if let Ok((_, prepared)) = &prepared {
+        for warning in &prepared.warnings {
             let _ = status.write_all(format!("warn {}\n", warning.replace('\n', " ")).as_bytes());
+        }
+        if let Some(copy) = &prepared.optimize {
+            let _ = status.write_all(format!("optimize {}\n", copy.display()).as_bytes());
         }
     }
     report(
         &mut status,
         prepared
             .as_ref()
-            .map(|(_, p)| p.2.clone())
+            .map(|(_, p)| p.outcome.clone())
             .map_err(Clone::clone),
     );
     drop(status);
-    let Ok((_plan, (engine, program, _, _))) = prepared else {
+    let Ok((_plan, prepared)) = prepared else {
         return EXIT_SETUP;
     };
+    let Prepared {
+        engine,
+        program,
+        work,
+        ..
+    } = prepared;
     if read_byte(&mut control) != Some(b's') {
         return 0; // deleted before it was started
     }
@@ -96,9 +114,9 @@ pub fn main(plan_path: &Path) -> i32 {
     if let Some(drill) = crate::drill::requested(&_plan.env) {
         return crate::drill::run(&drill);
     }
-    let (program, spec) = match program {
-        (program, Work::Run(spec)) => (program, spec),
-        (program, Work::Serve(setup)) => return crate::http::serve(&engine, &program, setup),
+    let spec = match work {
+        Work::Run(spec) => spec,
+        Work::Serve(setup) => return crate::http::serve(&engine, &program, setup),
     };
     match engine.run(&program, &spec) {
         Ok(ExitStatus::Exited(code)) => code,
@@ -206,13 +224,18 @@ enum Work {
     Serve(crate::http::ServeSetup),
 }
 
-/// The engine, the program with its work, the load outcome and warnings for the shim's log.
-type Prepared = (
-    WasmEngine,
-    (wasmcell_engine::Program, Work),
-    String,
-    Vec<String>,
-);
+/// A guest ready to be confined and started.
+struct Prepared {
+    engine: WasmEngine,
+    program: wasmcell_engine::Program,
+    work: Work,
+    /// How the program was loaded, for the shim's log.
+    outcome: String,
+    /// What the shim is to warn about.
+    warnings: Vec<String>,
+    /// A wasm copy for the shim's background optimizer ([`load`]).
+    optimize: Option<PathBuf>,
+}
 
 /// `error: cause: cause …`, each cause once (wrappers often repeat their source's text).
 fn with_causes(error: &dyn std::error::Error) -> String {
@@ -280,18 +303,18 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         }
         Err(e) => return Err(e.to_string()),
     };
-    // A miss is compiled by a helper process, so this long-lived one keeps no compiler memory.
-    let helper = plan.cache_dir.as_deref().map(|cache_dir| {
-        move || crate::compiler::compile_in_helper(&plan.program, cache_dir, serve_http)
-    });
-    // With its causes: "cannot compile" alone does not say that the binary is truncated.
-    let helper = helper
-        .as_ref()
-        .map(|h| h as &dyn Fn() -> Result<(), String>);
-    let (program, outcome) = engine
-        .load_with(&bytes, helper)
+    let purpose = if serve_http {
+        Purpose::Serve
+    } else {
+        Purpose::Run
+    };
+    let Loaded {
+        engine,
+        program,
+        outcome,
+        optimize,
+    } = load(engine, &bytes, plan, purpose, &mut warnings)
         .map_err(|e| format!("program {name:?}: {}", with_causes(&e)))?;
-    warnings.extend(outcome.warning());
     // Refuse at create, naming every import, rather than failing after start.
     if let Some(declared) = &plan.declared_imports {
         check_declared_matches(declared, &engine.imports(&program))
@@ -307,12 +330,14 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         .check_imports(&program, &policy)
         .map_err(|e| format!("program {name:?}: {e}"))?;
     if let Some(setup) = serve_setup {
-        return Ok((
+        return Ok(Prepared {
             engine,
-            (program, Work::Serve(setup)),
-            format!("{outcome}; serving HTTP"),
+            program,
+            work: Work::Serve(setup),
+            outcome: format!("{outcome}; serving HTTP"),
             warnings,
-        ));
+            optimize,
+        });
     }
     let spec = RunSpec {
         args: plan.args.clone(),
@@ -332,12 +357,105 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         entry: plan.entry.clone(),
         ..RunSpec::default()
     };
-    Ok((
+    Ok(Prepared {
         engine,
-        (program, Work::Run(spec)),
-        outcome.to_string(),
+        program,
+        work: Work::Run(spec),
+        outcome,
         warnings,
-    ))
+        optimize,
+    })
+}
+
+/// A program ready to run, and the engine it was loaded into.
+struct Loaded {
+    engine: WasmEngine,
+    program: wasmcell_engine::Program,
+    /// How it was loaded, for the shim's log.
+    outcome: String,
+    /// A wasm copy the shim is to have compiled to optimized code in the background.
+    optimize: Option<PathBuf>,
+}
+
+/// Loads the program into `engine` (optimized code): from the cache when it is there. On a miss
+/// a command starts at once on baseline code — Winch's, compiled by the helper in a fraction of
+/// Cranelift's time — and leaves a copy of its wasm for the shim's background optimizer, so
+/// later starts map optimized code. A server (long-lived, measured by its throughput), a guest
+/// without a cache, and a program Winch cannot compile get optimized code now, compiled by the
+/// helper so this long-lived process keeps no compiler memory.
+fn load(
+    engine: WasmEngine,
+    wasm: &[u8],
+    plan: &GuestPlan,
+    purpose: Purpose,
+    warnings: &mut Vec<String>,
+) -> Result<Loaded, wasmcell_engine::EngineError> {
+    let helper = |purpose| {
+        plan.cache_dir.as_deref().map(|cache_dir| {
+            move || crate::compiler::compile_in_helper(&plan.program, cache_dir, purpose)
+        })
+    };
+    if purpose == Purpose::Run && plan.cache_dir.is_some() {
+        if let Some(program) = engine.load_if_cached(wasm)? {
+            return Ok(Loaded {
+                engine,
+                program,
+                outcome: LoadOutcome::CacheHit.to_string(),
+                optimize: None,
+            });
+        }
+        match load_baseline(wasm, plan, helper(Purpose::Baseline)) {
+            Ok((baseline, program, outcome)) => {
+                warnings.extend(outcome.warning());
+                let optimize = engine
+                    .stash_for_optimizer(wasm)
+                    .map_err(|e| warnings.push(format!("{e}; later starts compile again")))
+                    .ok();
+                return Ok(Loaded {
+                    engine: baseline,
+                    program,
+                    outcome: format!("{outcome}; baseline code until the optimized code is ready"),
+                    optimize,
+                });
+            }
+            Err(e) => log::debug!("no baseline code ({e}); compiling optimized code"),
+        }
+    }
+    let helper = helper(purpose);
+    let helper = helper
+        .as_ref()
+        .map(|h| h as &dyn Fn() -> Result<(), String>);
+    let (program, outcome) = engine.load_with(wasm, helper)?;
+    warnings.extend(outcome.warning());
+    Ok(Loaded {
+        engine,
+        program,
+        outcome: outcome.to_string(),
+        optimize: None,
+    })
+}
+
+/// Baseline code for `wasm`, from the cache or compiled by the helper.
+fn load_baseline(
+    wasm: &[u8],
+    plan: &GuestPlan,
+    helper: Option<impl Fn() -> Result<(), String>>,
+) -> Result<(WasmEngine, wasmcell_engine::Program, LoadOutcome), wasmcell_engine::EngineError> {
+    let engine = WasmEngine::new(EngineOptions {
+        cache_dir: plan.cache_dir.clone(),
+        tier: Tier::Baseline,
+        ..Default::default()
+    })?;
+    let helper = helper
+        .as_ref()
+        .map(|h| h as &dyn Fn() -> Result<(), String>);
+    let (program, outcome) = engine.load_with(wasm, helper)?;
+    if let LoadOutcome::CompiledNotStored { .. } = outcome {
+        // A cache that cannot keep baseline code cannot keep optimized code either: take the
+        // path that reports it.
+        return Err(wasmcell_engine::EngineError::NoCache);
+    }
+    Ok((engine, program, outcome))
 }
 
 /// An artifact's config must declare exactly what its binary imports: a config that hides an

@@ -3,7 +3,9 @@
 //! One binary, three modes. Started by containerd it is the shim (task service over ttrpc, on a
 //! single-threaded tokio runtime). Exec'd by the shim with `__wasmcell-guest PLAN` it is a guest
 //! process that runs exactly one wasm program; exec'd by a guest with `__wasmcell-compile …` it
-//! compiles that program into the cache and exits. The mode is decided before any runtime or
+//! compiles that program into the cache and exits; started by the shim with
+//! `__wasmcell-optimize …` it compiles a cold-started program's optimized code in the
+//! background. The mode is decided before any runtime or
 //! thread exists.
 
 mod bootstrap;
@@ -52,6 +54,13 @@ fn main() {
     {
         let args: Vec<_> = std::env::args_os().skip(2).collect();
         std::process::exit(compiler::main(&args));
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == compiler::OPTIMIZE_ARG)
+    {
+        let args: Vec<_> = std::env::args_os().skip(2).collect();
+        std::process::exit(compiler::optimize_main(&args));
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -102,6 +102,9 @@ pub struct PreparedGuest {
     pub load_outcome: String,
     /// What the guest asks the shim to warn about (a degraded compile cache).
     pub warnings: Vec<String>,
+    /// The wasm copy to compile to optimized code in the background: the guest runs baseline
+    /// code ([`crate::compiler::optimize_in_background`]).
+    pub optimize: Option<std::path::PathBuf>,
     control: File,
 }
 
@@ -213,22 +216,30 @@ impl ForkedGuest {
             mut control,
             status,
         } = self;
-        prepare(pid, &mut control, status, cgroup).map(|(load_outcome, warnings)| PreparedGuest {
+        prepare(pid, &mut control, status, cgroup).map(|report| PreparedGuest {
             pid,
-            load_outcome,
-            warnings,
+            load_outcome: report.outcome,
+            warnings: report.warnings,
+            optimize: report.optimize,
             control,
         })
     }
 }
 
-/// The guest's load outcome and its warnings.
+/// What a guest reported at the end of its setup.
+struct SetupReport {
+    outcome: String,
+    warnings: Vec<String>,
+    optimize: Option<std::path::PathBuf>,
+}
+
+/// Waits for the guest's setup report.
 fn prepare(
     pid: u32,
     control: &mut File,
     status: File,
     cgroup: Option<&ContainerCgroup>,
-) -> Result<(String, Vec<String>), SpawnError> {
+) -> Result<SetupReport, SpawnError> {
     let abort = |e: SpawnError| {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -249,6 +260,7 @@ fn prepare(
     })?;
     let mut status = BufReader::new(status);
     let mut warnings = Vec::new();
+    let mut optimize = None;
     let mut line = String::new();
     loop {
         line.clear();
@@ -258,14 +270,22 @@ fn prepare(
                 source: e,
             })
         })?;
-        match line.trim_end().strip_prefix("warn ") {
-            Some(warning) => warnings.push(warning.to_owned()),
-            None => break,
+        let text = line.trim_end();
+        if let Some(warning) = text.strip_prefix("warn ") {
+            warnings.push(warning.to_owned());
+        } else if let Some(copy) = text.strip_prefix("optimize ") {
+            optimize = Some(copy.into());
+        } else {
+            break;
         }
     }
     let line = line.trim_end();
     if let Some(outcome) = line.strip_prefix("ok ") {
-        Ok((outcome.to_owned(), warnings))
+        Ok(SetupReport {
+            outcome: outcome.to_owned(),
+            warnings,
+            optimize,
+        })
     } else if let Some(message) = line.strip_prefix("error ") {
         Err(abort(SpawnError::Setup(message.to_owned())))
     } else {

@@ -391,6 +391,10 @@ impl Service {
                 for warning in &prepared.warnings {
                     warn!("container {}: {warning}", req.id);
                 }
+                if let (Some(copy), Some(cache_dir)) = (&prepared.optimize, &self.config.cache_dir)
+                {
+                    crate::compiler::optimize_in_background(&self.config.exe, copy, cache_dir);
+                }
                 if let Some(score) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
                     set_oom_score_adj(&req.id, prepared.pid, score);
                 }

@@ -51,6 +51,8 @@ pub fn delete_leftovers(bundle: &Path) -> DeleteResponse {
     let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
     if let Ok(spec) = Spec::load(bundle.join("config.json"))
         && let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
+        // After a clean delete the shim has removed it: nothing to create just to remove.
+        && crate::cgroup::exists(&path.display().to_string())
         && let Ok(cgroup) = ContainerCgroup::create(&path.display().to_string(), None)
     {
         // The guest dies with its shim (parent-death signal); anything still in the cgroup
