@@ -24,8 +24,10 @@
 #      runc's static hello the same way (image removed, `ctr image import`, one timed run).
 #   9. CPU per task, around the API throughput runs: containerd and everything it starts (shims,
 #      runc) run in a cgroup of their own, containers in the namespace's; shim + guest CPU =
-#      that cgroup's usage - containerd's own (/proc) + the containers'. containerd's own CPU per
-#      task gives the ceiling: the rate containerd could sustain with every core to itself.
+#      that cgroup's usage - containerd's own (/proc) + the containers'. The throughput ceiling
+#      (containerd 2.x): the same API runs under a null shim whose tasks do nothing
+#      (test/examples/null_shim.rs), i.e. what containerd and the shim protocol alone sustain on
+#      this machine; containerd's own CPU per task also gives a CPU bound (every core to itself).
 #   3. Import validation: `ctr run --rm` of an artifact with a BENCH_BIG_MIB MiB wasm layer
 #      that imports wasi:keyvalue (refused by the pre-flight from its config) against a first
 #      run, empty compile cache, of its satisfiable twin (same code) and a warm run of it;
@@ -173,8 +175,10 @@ WASMCELL=$ROOT/target/release/wasmcell
 BIG_COMPONENT=$ROOT/target/release/examples/big_component
 CRI_POD_PSS=$ROOT/target/release/examples/cri_pod_pss
 STRESS=$ROOT/target/release/examples/stress
+NULL_SHIM=$ROOT/target/release/examples/null_shim
+NULL_RUNTIME=io.containerd.wcnull.v1
 DEMO_TAR=$WASMCELL_OCI_OUT/demo-app-image.tar
-for exe in "$SHIM" "$WASMCELL" "$BIG_COMPONENT" "$CRI_POD_PSS" "$STRESS"; do
+for exe in "$SHIM" "$WASMCELL" "$BIG_COMPONENT" "$CRI_POD_PSS" "$STRESS" "$NULL_SHIM"; do
   [ -x "$exe" ] || die "$exe missing (run without BENCH_SKIP_BUILD=1)"
 done
 [ -f "$DEMO_TAR" ] || die "$DEMO_TAR missing"
@@ -536,13 +540,15 @@ bench_one() {
   ADDR=$DIR/c.sock
   IDS_FILE=$DIR/ids
   : >"$IDS_FILE"
-  mkdir -p "$DIR/cache" "$DIR/fifo" "$DIR/runc"
+  mkdir -p "$DIR/cache" "$DIR/fifo" "$DIR/runc" "$DIR/bin"
+  # The throughput ceiling's runtime: a shim whose tasks do nothing (test/examples/null_shim.rs).
+  cp "$NULL_SHIM" "$DIR/bin/containerd-shim-wcnull-v1"
   write_config "$ver"
   log "containerd $ver: starting a private instance in $DIR"
   mkdir -p "$CTRD_CGROUP"
   # In a cgroup of its own (its shims and their runc calls follow it), for the CPU figures.
   # The shim config file: absent (defaults) except for the grouped memory figure.
-  PATH="$ROOT/target/release:$BIN:$PATH" WASMCELL_CACHE_DIR="$DIR/cache" WASMCELL_CONFIG="$DIR/wasmcell.toml" \
+  PATH="$ROOT/target/release:$DIR/bin:$BIN:$PATH" WASMCELL_CACHE_DIR="$DIR/cache" WASMCELL_CONFIG="$DIR/wasmcell.toml" \
     bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CTRD_CGROUP" \
     "$BIN/containerd" --config "$DIR/config.toml" </dev/null >"$DIR/containerd.log" 2>&1 &
   CTRD_PID=$!
@@ -657,9 +663,16 @@ bench_one() {
   ctr_ container create --help 2>&1 | grep -- --runc-root >/dev/null && runc_root=(--runc-root "$DIR/runc")
   ctr_ container create --runtime "$RUNC_RUNTIME" "${runc_root[@]}" "$NATIVE_IMAGE" tpl-runc /hello hello
   for i in $(seq 0 $((BENCH_THROUGHPUT_TASKS - 1))); do echo "stress-$i" >>"$IDS_FILE"; done
+  # The ceiling: the same tasks under the null shim, whose tasks do nothing. It is built on the
+  # containerd-shim crate's `start`, which answers with task API v3: containerd 2.x only.
+  local kinds="wasmcell runc"
+  if [ "${ver%%.*}" -ge 2 ]; then
+    ctr_ container create --runtime "$NULL_RUNTIME" "$NATIVE_IMAGE" tpl-null /hello hello
+    kinds="wasmcell runc null"
+  fi
   local par
   for par in $BENCH_PARALLEL; do
-    for kind in wasmcell runc; do
+    for kind in $kinds; do
       log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, API"
       before=$(cpu_snapshot)
       us=$("$STRESS" "$ADDR" "$NS" "tpl-$kind" "$BENCH_THROUGHPUT_TASKS" "$par") \
@@ -671,12 +684,14 @@ bench_one() {
       printf '%s\t%s\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" \
         $((a[0] - b[0])) $(((a[1] - b[1]) - (a[0] - b[0]) + (a[2] - b[2]))) >>"$RAW/cpu.tsv"
       printf '%s\tapi\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" >>"$RAW/throughput.tsv"
+      [ "$kind" = null ] && continue
       log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, ctr run"
       us=$(throughput "$kind" "$par")
       printf '%s\tctr\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" >>"$RAW/throughput.tsv"
     done
   done
   ctr_ container delete tpl-wasmcell tpl-runc >/dev/null
+  if [ "${ver%%.*}" -ge 2 ]; then ctr_ container delete tpl-null >/dev/null; fi
 
   # 7. HTTP
   [ "$BENCH_HTTP_SECONDS" -gt 0 ] && http_bench
