@@ -289,7 +289,12 @@ fn limits_answer_503_504_and_413(version: Version) {
     });
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let busy = statuses.iter().filter(|s| **s == 503).count();
-    assert_eq!(ok + busy, 8, "only 200 and 503: {statuses:?}");
+    assert_eq!(
+        ok + busy,
+        8,
+        "only 200 and 503: {statuses:?}; the server's log:\n{}",
+        std::fs::read_to_string(temp.path().join("limited.log")).unwrap_or_default()
+    );
     assert!(ok >= 2 && busy >= 1, "{statuses:?}");
     // Past the deadline: 504, and the server goes on.
     let started = Instant::now();

@@ -52,6 +52,17 @@ pub fn cache_dir_from_env() -> Option<PathBuf> {
     }
 }
 
+/// Writes `line` and a newline to stderr in one `write`: `eprintln!` writes each piece of its
+/// format separately on the unbuffered stderr, so a line could be split by output another
+/// writer (the handlers' stdout, going to the same log) put between the pieces.
+pub fn stderr_line(line: &str) {
+    use std::io::Write as _;
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    let _ = std::io::stderr().lock().write_all(&bytes);
+}
+
 /// How to build a [`WasmEngine`]. The default has no disk cache.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EngineOptions {

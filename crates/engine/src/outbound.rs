@@ -167,10 +167,10 @@ impl WasiHttpHooks for OutboundPolicy {
                 .map(|mut seen| seen.insert(destination.clone()))
                 .unwrap_or(false);
             if first {
-                eprintln!(
+                crate::stderr_line(&format!(
                     "wasmcell: outgoing HTTP request to {destination} denied: not in the \
                      policy's allow_outbound (reported once per destination)"
-                );
+                ));
             }
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }

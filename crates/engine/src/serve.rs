@@ -503,7 +503,9 @@ impl Server {
                 ),
                 Ok(Ok(Err(trap))) => {
                     let message = format!("{trap:#}").replace('\n', " ");
-                    eprintln!("wasmcell: a request's handler trapped: {message}");
+                    crate::stderr_line(&format!(
+                        "wasmcell: a request's handler trapped: {message}"
+                    ));
                     plain(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "wasmcell: the handler trapped\n",

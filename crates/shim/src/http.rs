@@ -185,19 +185,23 @@ pub fn serve(engine: &WasmEngine, program: &Program, setup: ServeSetup) -> i32 {
                 }
             }
             (Err(e), _) | (_, Err(e)) => {
-                eprintln!("wasmcell: cannot watch SIGTERM/SIGINT ({e}); serving until killed");
+                wasmcell_engine::stderr_line(&format!(
+                    "wasmcell: cannot watch SIGTERM/SIGINT ({e}); serving until killed"
+                ));
                 std::future::pending::<()>().await;
             }
         }
-        eprintln!("wasmcell: draining: no new connections, waiting up to {drain:?} for requests");
+        wasmcell_engine::stderr_line(&format!(
+            "wasmcell: draining: no new connections, waiting up to {drain:?} for requests"
+        ));
     });
     match served {
         Ok(summary) if summary.abandoned > 0 => {
-            eprintln!(
+            wasmcell_engine::stderr_line(&format!(
                 "wasmcell: stopped serving {address} after {} requests; {} connections were \
                  still busy at the drain deadline",
                 summary.requests, summary.abandoned
-            );
+            ));
             0
         }
         Ok(summary) => {
@@ -205,14 +209,14 @@ pub fn serve(engine: &WasmEngine, program: &Program, setup: ServeSetup) -> i32 {
                 .instantiate_us
                 .map(|(p50, p99)| format!("; instantiation median {p50} µs, p99 {p99} µs"))
                 .unwrap_or_default();
-            eprintln!(
+            wasmcell_engine::stderr_line(&format!(
                 "wasmcell: stopped serving {address} after {} requests{instantiate}",
                 summary.requests
-            );
+            ));
             0
         }
         Err(e) => {
-            eprintln!("wasmcell: serving {address} failed: {e}");
+            wasmcell_engine::stderr_line(&format!("wasmcell: serving {address} failed: {e}"));
             crate::guest::EXIT_SETUP
         }
     }
