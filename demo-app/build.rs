@@ -7,10 +7,12 @@
 //! and timestamps fixed (`SOURCE_DATE_EPOCH`, default 0), so the same sources and toolchain give
 //! byte-identical tars wherever the tree is checked out.
 //!
-//! The HTTP demo (`http/`, a `wasi:http/proxy` component) needs the WASI bindings crate, so it
-//! is the one nested `cargo build`: a workspace of its own with its own lock file, built
-//! `--locked` for `wasm32-wasip2` into a target directory under `OUT_DIR`. It has no build
-//! script and does not depend on this package, so nothing recurses.
+//! The guests that need WASI bindings crates live in `guests/`: the HTTP demo (demo-http, a
+//! `wasi:http/proxy` component) and the WASI 0.3 demos (demo-p3, a 0.3 command, and
+//! demo-p3-http, a `wasi:http/service` component). They are the one nested `cargo build`: a
+//! workspace of its own with its own lock file, built `--locked` for `wasm32-wasip2` into a
+//! target directory under `OUT_DIR`. None has a build script or depends on this package, so
+//! nothing recurses.
 //!
 //! Output: `$WASMCELL_OCI_OUT` if set (the Makefile uses `target/oci`), else `$OUT_DIR/oci`.
 
@@ -33,9 +35,7 @@ fn main() {
 fn run() -> Result<(), String> {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=wit");
-    println!("cargo:rerun-if-changed=http/src");
-    println!("cargo:rerun-if-changed=http/Cargo.toml");
-    println!("cargo:rerun-if-changed=http/Cargo.lock");
+    println!("cargo:rerun-if-changed=guests");
     println!("cargo:rerun-if-env-changed=WASMCELL_OCI_OUT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     let var = |name: &str| env::var(name).map_err(|e| format!("${name}: {e}"));
@@ -52,9 +52,18 @@ fn run() -> Result<(), String> {
     let wasm_path = out_dir.join("demo-app.wasm");
     compile_guest(&rustc, &manifest_dir, &wasm_path)?;
     let wasm = std::fs::read(&wasm_path).map_err(|e| format!("{}: {e}", wasm_path.display()))?;
-    let http_wasm_path = compile_http_guest(&manifest_dir, &out_dir)?;
-    let http_wasm =
-        std::fs::read(&http_wasm_path).map_err(|e| format!("{}: {e}", http_wasm_path.display()))?;
+    let guests = compile_guests(&manifest_dir, &out_dir)?;
+    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let (http_wasm_path, p3_wasm_path, p3_http_wasm_path) = (
+        guests.join("demo_http.wasm"),
+        guests.join("demo_p3.wasm"),
+        guests.join("demo_p3_http.wasm"),
+    );
+    let (http_wasm, p3_wasm, p3_http_wasm) = (
+        read(&http_wasm_path)?,
+        read(&p3_wasm_path)?,
+        read(&p3_http_wasm_path)?,
+    );
 
     let oci_dir = env::var_os("WASMCELL_OCI_OUT")
         .map(PathBuf::from)
@@ -66,6 +75,18 @@ fn run() -> Result<(), String> {
         &http_wasm,
         &http_wasm_path,
         Some("wasi:http/proxy@0.2.0"),
+    );
+    let p3 = (
+        "demo-p3",
+        &p3_wasm,
+        &p3_wasm_path,
+        Some("wasi:cli/command@0.3.0"),
+    );
+    let p3_http = (
+        "demo-p3-http",
+        &p3_http_wasm,
+        &p3_http_wasm_path,
+        Some("wasi:http/service@0.3.0"),
     );
     let packages = [
         (app, PackageFormat::Image, "demo-app-image.tar", "demo-app"),
@@ -92,6 +113,25 @@ fn run() -> Result<(), String> {
             PackageFormat::Artifact,
             "demo-http-artifact.tar",
             "demo-http-artifact",
+        ),
+        (p3, PackageFormat::Image, "demo-p3-image.tar", "demo-p3"),
+        (
+            p3,
+            PackageFormat::Artifact,
+            "demo-p3-artifact.tar",
+            "demo-p3-artifact",
+        ),
+        (
+            p3_http,
+            PackageFormat::Image,
+            "demo-p3-http-image.tar",
+            "demo-p3-http",
+        ),
+        (
+            p3_http,
+            PackageFormat::Artifact,
+            "demo-p3-http-artifact.tar",
+            "demo-p3-http-artifact",
         ),
     ];
     for ((program, wasm, source, target), format, file, name) in packages {
@@ -163,26 +203,27 @@ fn compile_guest(rustc: &str, manifest_dir: &Path, out: &Path) -> Result<(), Str
     Ok(())
 }
 
-/// Builds `http/` (demo-http) for `wasm32-wasip2` with a nested, locked `cargo build` and returns
-/// the component's path. Paths are remapped so the binary does not depend on where the tree or
-/// the cargo home is.
-fn compile_http_guest(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf, String> {
+/// Builds the `guests/` workspace for `wasm32-wasip2` with one nested, locked `cargo build` and
+/// returns the directory holding the components. Paths are remapped so the binaries do not
+/// depend on where the tree or the cargo home is.
+fn compile_guests(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf, String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let target_dir = out_dir.join("http-target");
-    let http_dir = manifest_dir.join("http");
+    let target_dir = out_dir.join("guests-target");
+    let guests_dir = manifest_dir.join("guests");
     let cargo_home = env::var("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|_| env::var("HOME").map(|home| Path::new(&home).join(".cargo")))
         .map_err(|_| "neither CARGO_HOME nor HOME is set".to_owned())?;
     let rustflags = [
-        format!("--remap-path-prefix={}=demo-http", http_dir.display()),
+        format!("--remap-path-prefix={}=guests", guests_dir.display()),
         format!("--remap-path-prefix={}=cargo", cargo_home.display()),
     ]
     .join("\x1f");
     let status = Command::new(&cargo)
         .args(["build", "--release", "--locked", "--target", GUEST_TARGET])
         .arg("--manifest-path")
-        .arg(http_dir.join("Cargo.toml"))
+        .arg(guests_dir.join("Cargo.toml"))
+        .arg("--workspace")
         .arg("--target-dir")
         .arg(&target_dir)
         // The outer build's flags and settings are for the host and this package.
@@ -194,9 +235,9 @@ fn compile_http_guest(manifest_dir: &Path, out_dir: &Path) -> Result<PathBuf, St
         .map_err(|e| format!("running {cargo}: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "building demo-http for {GUEST_TARGET} failed ({status}); is the target installed? \
+            "building the guests/ workspace for {GUEST_TARGET} failed ({status}); is the target installed? \
              (`rustup target add {GUEST_TARGET}`)"
         ));
     }
-    Ok(target_dir.join(GUEST_TARGET).join("release/demo_http.wasm"))
+    Ok(target_dir.join(GUEST_TARGET).join("release"))
 }

@@ -76,7 +76,7 @@ pub fn demo_tar(name: &str) -> PathBuf {
 }
 
 /// The three demo tars with the image names they must register.
-pub const DEMO_IMAGES: [(&str, &str); 5] = [
+pub const DEMO_IMAGES: [(&str, &str); 9] = [
     ("demo-app-image.tar", "localhost/wasmcell/demo-app:latest"),
     (
         "demo-app-wasm-layer.tar",
@@ -90,6 +90,19 @@ pub const DEMO_IMAGES: [(&str, &str); 5] = [
     (
         "demo-http-artifact.tar",
         "localhost/wasmcell/demo-http-artifact:latest",
+    ),
+    ("demo-p3-image.tar", "localhost/wasmcell/demo-p3:latest"),
+    (
+        "demo-p3-artifact.tar",
+        "localhost/wasmcell/demo-p3-artifact:latest",
+    ),
+    (
+        "demo-p3-http-image.tar",
+        "localhost/wasmcell/demo-p3-http:latest",
+    ),
+    (
+        "demo-p3-http-artifact.tar",
+        "localhost/wasmcell/demo-p3-http-artifact:latest",
     ),
 ];
 

@@ -211,15 +211,24 @@ fn worlds_lists_what_the_host_provides() {
     let text = run_ok(wasmcell_bin(), &["worlds"]);
     assert!(
         text.starts_with(
-            "wasi:cli/command@0.2.12 (components; imports at any 0.2.x version match)"
+            "wasi:cli/command@0.2.12 (components exporting wasi:cli/run@0.2.x; imports at any \
+             0.2.x version match)"
         ),
         "{text}"
     );
     for name in [
         "  wasi:cli/environment@0.2.12",
         "  wasi:sockets/tcp@0.2.12",
-        "wasi:http/proxy@0.2.12 (components exporting wasi:http/incoming-handler, served over HTTP; imports at any 0.2.x version match)",
+        "wasi:http/proxy@0.2.12 (components exporting wasi:http/incoming-handler@0.2.x, served \
+         over HTTP, a fresh instance per request; imports at any 0.2.x version match)",
         "  wasi:http/outgoing-handler@0.2.12",
+        "wasi:cli/command@0.3.0 (components exporting wasi:cli/run@0.3.x, run with the 0.2 \
+         interfaces too; imports at any 0.3.x or 0.2.x version match)",
+        "  wasi:cli/stdout@0.3.0",
+        "  wasi:filesystem/types@0.3.0",
+        "wasi:http/service@0.3.0 (components exporting wasi:http/handler@0.3.x, served over \
+         HTTP, instances shared between requests; imports at any 0.3.x or 0.2.x version match)",
+        "  wasi:http/client@0.3.0",
         "wasi_snapshot_preview1 (core modules)",
         "  wasi_snapshot_preview1.fd_write",
     ] {
@@ -227,9 +236,27 @@ fn worlds_lists_what_the_host_provides() {
     }
     let json: serde_json::Value =
         serde_json::from_str(&run_ok(wasmcell_bin(), &["worlds", "--json"])).unwrap();
-    assert_eq!(json[0]["world"], "wasi:cli/command@0.2.12");
-    assert_eq!(json[1]["world"], "wasi:http/proxy@0.2.12");
-    assert_eq!(json[2]["kind"], "module");
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["world"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "wasi:cli/command@0.2.12",
+            "wasi:http/proxy@0.2.12",
+            "wasi:cli/command@0.3.0",
+            "wasi:http/service@0.3.0",
+            "wasi_snapshot_preview1"
+        ]
+    );
+    assert_eq!(json[4]["kind"], "module");
+    // The 0.3 command world keeps 0.2 (what a 0.3 component's std imports); 0.2's has no 0.3.
+    let provides = |i: usize| json[i]["provides"].as_array().unwrap().clone();
+    assert!(provides(2).iter().any(|p| p == "wasi:io/streams@0.2.12"));
+    assert!(!provides(0).iter().any(|p| p == "wasi:cli/stdout@0.3.0"));
 }
 
 /// `wasmcell inspect` judges an archive as the shim would, for this host and a policy.

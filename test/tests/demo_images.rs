@@ -19,7 +19,12 @@ fn demo_tars_hold_the_expected_images() {
         mt::WASM_LAYER,
         mt::OCI_LAYER_TAR,
         mt::WASM_LAYER,
+        mt::OCI_LAYER_TAR,
+        mt::WASM_LAYER,
+        mt::OCI_LAYER_TAR,
+        mt::WASM_LAYER,
     ];
+    assert_eq!(expect_layer.len(), DEMO_IMAGES.len());
     for ((file, name), layer_type) in DEMO_IMAGES.iter().zip(expect_layer) {
         let archive = read_archive(&demo_tar(file), ReadLimits::default()).unwrap();
         assert_eq!(archive.images.len(), 1, "{file}");
@@ -86,6 +91,45 @@ fn the_http_demo_is_a_proxy_component() {
         image_form.images[0].names.first().map(String::as_str),
         Some("localhost/wasmcell/demo-http:latest")
     );
+}
+
+/// The 0.3 demos are 0.3 components: their artifacts name the 0.3 worlds, they export the
+/// 0.3 entry points, and their own calls go through 0.3 interfaces (the 0.2 imports are what
+/// Rust's standard library brings).
+#[test]
+fn the_p3_demos_are_wasi_0_3_components() {
+    for (file, target, export, import) in [
+        (
+            "demo-p3-artifact.tar",
+            "wasi:cli/command@0.3.0",
+            "wasi:cli/run@0.3.0",
+            "wasi:cli/stdout@0.3.0",
+        ),
+        (
+            "demo-p3-http-artifact.tar",
+            "wasi:http/service@0.3.0",
+            "wasi:http/handler@0.3.0",
+            "wasi:http/client@0.3.0",
+        ),
+    ] {
+        let archive = read_archive(&demo_tar(file), ReadLimits::default()).unwrap();
+        let image = &archive.images[0];
+        let Config::Wasm(config) = &image.config else {
+            panic!("{file}: artifact config is not a wasm config")
+        };
+        assert_eq!(
+            config.component.as_ref().and_then(|c| c.target.as_deref()),
+            Some(target),
+            "{file}"
+        );
+        let decoded = wasmcell_oci::inspect_wasm(&image.layers[0].bytes).unwrap();
+        assert_eq!(decoded.exports, [export], "{file}");
+        assert!(
+            decoded.imports.iter().any(|i| i == import),
+            "{file}: imports {:?}",
+            decoded.imports
+        );
+    }
 }
 
 #[test]
@@ -162,7 +206,12 @@ fn skopeo_reads_every_demo_tar() {
         (mt::WASM_CONFIG_V0, mt::WASM_LAYER),
         (mt::OCI_IMAGE_CONFIG, mt::OCI_LAYER_TAR),
         (mt::WASM_CONFIG_V0, mt::WASM_LAYER),
+        (mt::OCI_IMAGE_CONFIG, mt::OCI_LAYER_TAR),
+        (mt::WASM_CONFIG_V0, mt::WASM_LAYER),
+        (mt::OCI_IMAGE_CONFIG, mt::OCI_LAYER_TAR),
+        (mt::WASM_CONFIG_V0, mt::WASM_LAYER),
     ];
+    assert_eq!(expect.len(), DEMO_IMAGES.len());
     for ((file, _), (config_type, layer_type)) in DEMO_IMAGES.iter().zip(expect) {
         let reference = format!("oci-archive:{}", demo_tar(file).display());
         let manifest = skopeo_json(&["inspect", "--raw", &reference]);
@@ -223,6 +272,8 @@ fn containerd_1_6_imports_every_demo_tar_wasm_layers_without_unpacking() {
             "demo-app-wasm-layer.tar",
             "demo-app-artifact.tar",
             "demo-http-artifact.tar",
+            "demo-p3-artifact.tar",
+            "demo-p3-http-artifact.tar",
         ],
     );
 }

@@ -1,6 +1,7 @@
-//! Serving `wasi:http/proxy` components through `ctr run --net-host`: demo-http's routes, the
+//! Serving HTTP components through `ctr run --net-host` and as pods: the demo routes, the
 //! limits (503, 504, 413), a trap answered 500, the outbound allow-list, and the drain on
-//! SIGTERM.
+//! SIGTERM; each for demo-http (`wasi:http/proxy`, WASI 0.2) and demo-p3-http
+//! (`wasi:http/service`, WASI 0.3), whose instances are reused.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,9 +19,71 @@ on_2_1_and_1_7!(
     limits_answer_503_504_and_413,
     outbound_requests_need_the_policy,
     sigterm_drains_in_flight_requests,
+    p3_every_route_answers_and_a_trap_costs_one_request,
+    p3_limits_answer_503_504_and_413,
+    p3_outbound_requests_need_the_policy,
+    p3_sigterm_drains_in_flight_requests,
+    p3_instances_are_reused_as_configured,
+    p3_the_artifact_serves_and_a_deny_policy_refuses_at_create,
 );
 
 const HTTP_IMAGE: &str = "localhost/wasmcell/demo-http:latest";
+
+/// One of the HTTP demos, as the tests serve it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpDemo {
+    /// Its image tar (one of `DEMO_IMAGES`) and the name the tar gives the image.
+    pub(crate) tar: &'static str,
+    pub(crate) image: &'static str,
+    /// Its program inside the image.
+    pub(crate) program: &'static str,
+}
+
+/// demo-http: `wasi:http/proxy@0.2`, a fresh instance per request.
+pub(crate) const P2: HttpDemo = HttpDemo {
+    tar: "demo-http-image.tar",
+    image: HTTP_IMAGE,
+    program: "/demo-http.wasm",
+};
+
+/// demo-p3-http: `wasi:http/service@0.3`, instances shared between requests.
+pub(crate) const P3: HttpDemo = HttpDemo {
+    tar: "demo-p3-http-image.tar",
+    image: "localhost/wasmcell/demo-p3-http:latest",
+    program: "/demo-p3-http.wasm",
+};
+
+fn every_route_answers_and_a_trap_costs_one_request(version: Version) {
+    every_route_answers_and_a_trap_costs_one_request_of(version, P2);
+}
+
+fn p3_every_route_answers_and_a_trap_costs_one_request(version: Version) {
+    every_route_answers_and_a_trap_costs_one_request_of(version, P3);
+}
+
+fn limits_answer_503_504_and_413(version: Version) {
+    limits_answer_503_504_and_413_of(version, P2);
+}
+
+fn p3_limits_answer_503_504_and_413(version: Version) {
+    limits_answer_503_504_and_413_of(version, P3);
+}
+
+fn outbound_requests_need_the_policy(version: Version) {
+    outbound_requests_need_the_policy_of(version, P2);
+}
+
+fn p3_outbound_requests_need_the_policy(version: Version) {
+    outbound_requests_need_the_policy_of(version, P3);
+}
+
+fn sigterm_drains_in_flight_requests(version: Version) {
+    sigterm_drains_in_flight_requests_of(version, P2);
+}
+
+fn p3_sigterm_drains_in_flight_requests(version: Version) {
+    sigterm_drains_in_flight_requests_of(version, P3);
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -66,18 +129,10 @@ fn get(port: u16, path: &str) -> (u16, String) {
     request(port, "GET", path, b"").unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
-/// Starts demo-http detached as `id` on the host network, listening on `port`, with extra
+/// Starts `demo` detached as `id` on the host network, listening on `port`, with extra
 /// `ctr run` flags; waits until it answers. Its stdout and stderr go to `log`.
-fn serve(containerd: &Containerd, id: &str, port: u16, flags: &[&str], log: &Path) {
-    serve_image(
-        containerd,
-        HTTP_IMAGE,
-        "/demo-http.wasm",
-        id,
-        port,
-        flags,
-        log,
-    );
+fn serve(containerd: &Containerd, demo: HttpDemo, id: &str, port: u16, flags: &[&str], log: &Path) {
+    serve_image(containerd, demo.image, demo.program, id, port, flags, log);
 }
 
 fn serve_image(
@@ -115,8 +170,12 @@ fn serve_image(
     }
 }
 
-fn containerd_with_http(version: Version) -> Option<Containerd> {
-    containerd_with_demo_images(version, &DEMO_IMAGES[3..4], false)
+fn containerd_with_http(version: Version, demo: HttpDemo) -> Option<Containerd> {
+    let image = DEMO_IMAGES
+        .into_iter()
+        .find(|(tar, _)| *tar == demo.tar)
+        .expect("the demo is one of DEMO_IMAGES");
+    containerd_with_demo_images(version, &[image], false)
 }
 
 fn stop(containerd: &Containerd, id: &str) {
@@ -126,8 +185,8 @@ fn stop(containerd: &Containerd, id: &str) {
     containerd.ctr(&["container", "delete", id]);
 }
 
-fn every_route_answers_and_a_trap_costs_one_request(version: Version) {
-    let Some(containerd) = containerd_with_http(version) else {
+fn every_route_answers_and_a_trap_costs_one_request_of(version: Version, demo: HttpDemo) {
+    let Some(containerd) = containerd_with_http(version, demo) else {
         return;
     };
     let temp = tempfile::tempdir().unwrap();
@@ -135,6 +194,7 @@ fn every_route_answers_and_a_trap_costs_one_request(version: Version) {
     let port = free_port();
     serve(
         &containerd,
+        demo,
         "web",
         port,
         &["--env", "GREETING=hi there"],
@@ -194,7 +254,7 @@ fn every_route_answers_and_a_trap_costs_one_request(version: Version) {
 /// `wasi:http/proxy@0.2.0`) serves like the image; a policy denying
 /// `wasi:http/outgoing-handler` refuses demo-http at create, naming the import.
 fn the_artifact_serves_and_a_deny_policy_refuses_at_create(version: Version) {
-    let Some(containerd) = containerd_with_http(version) else {
+    let Some(containerd) = containerd_with_http(version, P2) else {
         return;
     };
     crate::shim::wasmcell_import(
@@ -255,14 +315,15 @@ fn the_artifact_serves_and_a_deny_policy_refuses_at_create(version: Version) {
     );
 }
 
-fn limits_answer_503_504_and_413(version: Version) {
-    let Some(containerd) = containerd_with_http(version) else {
+fn limits_answer_503_504_and_413_of(version: Version, demo: HttpDemo) {
+    let Some(containerd) = containerd_with_http(version, demo) else {
         return;
     };
     let temp = tempfile::tempdir().unwrap();
     let port = free_port();
     serve(
         &containerd,
+        demo,
         "limited",
         port,
         &[
@@ -313,8 +374,8 @@ fn limits_answer_503_504_and_413(version: Version) {
     stop(&containerd, "limited");
 }
 
-fn outbound_requests_need_the_policy(version: Version) {
-    let Some(containerd) = containerd_with_http(version) else {
+fn outbound_requests_need_the_policy_of(version: Version, demo: HttpDemo) {
+    let Some(containerd) = containerd_with_http(version, demo) else {
         return;
     };
     // The destination: a keep-alive HTTP server on the test's loopback that counts the
@@ -351,7 +412,7 @@ fn outbound_requests_need_the_policy(version: Version) {
 
     let denied_log = temp.path().join("denied.log");
     let port = free_port();
-    serve(&containerd, "closed", port, &[], &denied_log);
+    serve(&containerd, demo, "closed", port, &[], &denied_log);
     for _ in 0..3 {
         let (status, body) = get(port, &url);
         assert_eq!(status, 502, "{body}");
@@ -379,6 +440,7 @@ fn outbound_requests_need_the_policy(version: Version) {
     let port = free_port();
     serve(
         &containerd,
+        demo,
         "open",
         port,
         &["--runtime-config-path", &policy],
@@ -392,14 +454,14 @@ fn outbound_requests_need_the_policy(version: Version) {
     assert_eq!(accepted_so_far(), 1, "three fetches, one connection");
 }
 
-fn sigterm_drains_in_flight_requests(version: Version) {
-    let Some(containerd) = containerd_with_http(version) else {
+fn sigterm_drains_in_flight_requests_of(version: Version, demo: HttpDemo) {
+    let Some(containerd) = containerd_with_http(version, demo) else {
         return;
     };
     let temp = tempfile::tempdir().unwrap();
     let log = temp.path().join("drain.log");
     let port = free_port();
-    serve(&containerd, "drain", port, &[], &log);
+    serve(&containerd, demo, "drain", port, &[], &log);
     let results = std::thread::scope(|scope| {
         let in_flight: Vec<_> = (0..10)
             .map(|_| scope.spawn(|| request(port, "GET", "/sleep/2000", b"")))
@@ -443,27 +505,36 @@ fn sigterm_drains_in_flight_requests(version: Version) {
     );
 }
 
-on_2_1_and_1_7!(a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains);
+on_2_1_and_1_7!(
+    a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains,
+    p3_a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains,
+);
 
-/// demo-http as a pod through CRI with a CNI network: served on the pod IP at the default
+fn a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains(version: Version) {
+    a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains_of(version, P2);
+}
+
+fn p3_a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains(version: Version) {
+    a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains_of(version, P3);
+}
+
+/// An HTTP demo as a pod through CRI with a CNI network: served on the pod IP at the default
 /// address, a probe every 100 ms from readiness to StopContainer never fails, and
 /// StopContainer (SIGTERM) lets ten in-flight requests finish before the guest exits 0.
-fn a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains(version: Version) {
+fn a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains_of(version: Version, demo: HttpDemo) {
     let Some(node) = crate::kubernetes::node(version) else {
         return;
     };
+    let repository = demo.image.trim_start_matches("localhost/");
     let image = node
         .registry
-        .push(
-            &wasmcell_tests::demo_tar("demo-http-image.tar"),
-            "wasmcell/demo-http:latest",
-        )
+        .push(&wasmcell_tests::demo_tar(demo.tar), repository)
         .unwrap();
     let sandbox = node.sandbox_config("web", false);
     let pod = node.run_pod(&sandbox);
     node.pull(&image, &sandbox);
     let id = node
-        .create(&pod, &sandbox, "web", &image, &["/demo-http.wasm"])
+        .create(&pod, &sandbox, "web", &image, &[demo.program])
         .unwrap();
     node.start(&id);
     node.wait_running(&id);
@@ -526,4 +597,164 @@ fn a_pod_serves_on_its_ip_probes_never_fail_and_stop_drains(version: Version) {
     );
     node.stop_and_remove_pod(&pod);
     crate::kubernetes::assert_nothing_left(&node, &[&pod, &id], netns.as_deref());
+}
+
+/// A 0.3 server's instances take request after request (by default up to 128, kept 1 s
+/// idle); `WASMCELL_HTTP_INSTANCE_REUSE=1` gives every request a fresh one, as 0.2 gets; a
+/// zero knob is refused at create.
+fn p3_instances_are_reused_as_configured(version: Version) {
+    let Some(containerd) = containerd_with_http(version, P3) else {
+        return;
+    };
+    let temp = tempfile::tempdir().unwrap();
+    // On one keep-alive connection every request is served by the same worker thread, so by
+    // that thread's instances.
+    let counts = |port: u16, requests: usize| -> Vec<u64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        (0..requests)
+            .map(|_| {
+                write!(stream, "GET /instance HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut buf = [0u8; 1024];
+                let n = stream.read(&mut buf).unwrap();
+                let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let count = reply
+                    .split("requests ")
+                    .nth(1)
+                    .and_then(|rest| rest.trim().parse().ok());
+                count.unwrap_or_else(|| panic!("not an /instance answer: {reply:?}"))
+            })
+            .collect()
+    };
+    let port = free_port();
+    serve(
+        &containerd,
+        P3,
+        "reused",
+        port,
+        &[],
+        &temp.path().join("reused.log"),
+    );
+    let seen = counts(port, 5);
+    assert!(
+        seen.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "one instance takes request after request: {seen:?}"
+    );
+    let started = Instant::now();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..10)
+            .map(|_| scope.spawn(|| request(port, "GET", "/sleep/500", b"").map(|r| r.0)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    let took = started.elapsed();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    eprintln!("ten concurrent 500 ms requests took {took:?}");
+    stop(&containerd, "reused");
+
+    let port = free_port();
+    serve(
+        &containerd,
+        P3,
+        "fresh",
+        port,
+        &["--env", "WASMCELL_HTTP_INSTANCE_REUSE=1"],
+        &temp.path().join("fresh.log"),
+    );
+    assert_eq!(counts(port, 3), [1, 1, 1], "a fresh instance per request");
+    stop(&containerd, "fresh");
+
+    // A knob that cannot be meant fails the create with its name.
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--net-host",
+        "--env",
+        &format!("WASMCELL_HTTP_ADDR=127.0.0.1:{}", free_port()),
+        "--env",
+        "WASMCELL_HTTP_INSTANCE_CONCURRENCY=0",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        P3.image,
+        "zero",
+        P3.program,
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("WASMCELL_HTTP_INSTANCE_CONCURRENCY must be at least 1"),
+        "{stderr}"
+    );
+}
+
+/// demo-p3-http's artifact (target `wasi:http/service@0.3.0`, imported with `wasmcell import`,
+/// which compiles it ahead) serves like the image; a host policy denying
+/// `wasi:http/handler@0.3.0` refuses it at create, naming the export.
+fn p3_the_artifact_serves_and_a_deny_policy_refuses_at_create(version: Version) {
+    let Some(containerd) = containerd_with_http(version, P3) else {
+        return;
+    };
+    crate::shim::wasmcell_import(
+        &containerd,
+        &wasmcell_tests::demo_tar("demo-p3-http-artifact.tar"),
+    );
+    let artifact = "localhost/wasmcell/demo-p3-http-artifact:latest";
+    let temp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    serve_image(
+        &containerd,
+        artifact,
+        "demo-p3-http",
+        "p3-artifact",
+        port,
+        &[],
+        &temp.path().join("artifact.log"),
+    );
+    assert_eq!(get(port, "/status/204").0, 204);
+    stop(&containerd, "p3-artifact");
+    let log = containerd.log();
+    assert!(
+        log.contains("container p3-artifact: program loaded (cache hit;"),
+        "{log}"
+    );
+
+    let policy = temp.path().join("no-p3-http.toml");
+    std::fs::write(&policy, "deny = [\"wasi:http/handler@0.3.0\"]\n").unwrap();
+    let policy = policy.display().to_string();
+    for (image, program) in [(artifact, "demo-p3-http"), (P3.image, P3.program)] {
+        let address = format!("WASMCELL_HTTP_ADDR=127.0.0.1:{}", free_port());
+        let out = containerd.ctr(&[
+            "run",
+            "--rm",
+            "--net-host",
+            "--env",
+            &address,
+            "--runtime-config-path",
+            &policy,
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip2/wasm",
+            image,
+            "denied",
+            program,
+        ]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{image}: {stderr}");
+        assert!(
+            stderr.contains("(wasi:http/service@0.3.0)")
+                && stderr.contains(&format!(
+                    "export wasi:http/handler@0.3.0 (this host does not run it: denied by \
+                     policy \"wasi:http/handler@0.3.0\" from {policy})"
+                )),
+            "{image}: {stderr}"
+        );
+    }
 }

@@ -28,6 +28,7 @@ mod demo_images;
 mod faults;
 mod http;
 mod kubernetes;
+mod p3;
 mod registry;
 mod shim;
 mod signatures;

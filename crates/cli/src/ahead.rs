@@ -73,7 +73,8 @@ fn compile(image: &Image, args: &CompileArgs) -> Result<(LoadOutcome, f64), Stri
     let serve_http = match decode_wasm_interface(&wasm) {
         Ok(info) => HostWorld::for_exports(info.exports.iter().map(String::as_str))?,
         Err(e) => return Err(e.to_string()),
-    } == HostWorld::Proxy;
+    }
+    .is_served();
     let engine = WasmEngine::new(EngineOptions {
         cache_dir: Some(args.cache_dir.clone()),
         compile_in_parallel: true,

@@ -26,19 +26,39 @@ pub fn run(args: &WorldsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for world in &worlds {
-        let note = match world.kind {
-            "component" => {
-                let series = host::WASI_P2_VERSION
+        let note = match host::HostWorld::ALL
+            .into_iter()
+            .find(|w| w.name() == world.name)
+        {
+            Some(host_world) => {
+                let version = host_world.version();
+                let series = version
                     .rsplit_once('.')
-                    .map_or(host::WASI_P2_VERSION, |(series, _)| series);
-                let served = if world.name.starts_with(host::PROXY_WORLD) {
-                    "components exporting wasi:http/incoming-handler, served over HTTP; "
-                } else {
-                    "components; "
+                    .map_or(version, |(series, _)| series);
+                let what = match host_world {
+                    host::HostWorld::Command => "components exporting wasi:cli/run@0.2.x",
+                    host::HostWorld::CommandP3 => {
+                        "components exporting wasi:cli/run@0.3.x, run with the 0.2 \
+                         interfaces too"
+                    }
+                    host::HostWorld::Proxy => {
+                        "components exporting wasi:http/incoming-handler@0.2.x, served over \
+                         HTTP, a fresh instance per request"
+                    }
+                    host::HostWorld::ServiceP3 => {
+                        "components exporting wasi:http/handler@0.3.x, served over HTTP, \
+                         instances shared between requests"
+                    }
                 };
-                format!("{served}imports at any {series}.x version match")
+                let p2 = host::WASI_P2_VERSION;
+                let p2_series = p2.rsplit_once('.').map_or(p2, |(series, _)| series);
+                if series == p2_series {
+                    format!("{what}; imports at any {series}.x version match")
+                } else {
+                    format!("{what}; imports at any {series}.x or {p2_series}.x version match")
+                }
             }
-            _ => "core modules".to_owned(),
+            None => "core modules".to_owned(),
         };
         println!("{} ({note})", world.name);
         for name in &world.provides {

@@ -23,7 +23,9 @@ const CACHE_FORMAT: &str = "wasmcell-engine cache v1";
 /// - Serial compilation (`parallel_compilation(false)`), so compiling never starts threads;
 ///   the short-lived compile helper turns it on (`EngineOptions::compile_in_parallel`). Both
 ///   produce the same code and the same [`fingerprint`].
-/// - Component model on (the default with the `component-model` feature).
+/// - Component model on (the default with the `component-model` feature), with its async ABI
+///   (`wasm_component_model_async`: streams, futures and async lifts), which WASI 0.3
+///   components are built on; 0.2 components do not use it and run as before.
 /// - `memory_init_cow(true)` (the default): a module's initial heap image is mapped
 ///   copy-on-write from the mmapped compiled code, so instantiation copies nothing and
 ///   processes running the same cached code share those pages.
@@ -43,6 +45,7 @@ pub fn engine_config() -> Config {
         .parallel_compilation(false)
         .cranelift_opt_level(OptLevel::Speed)
         .wasm_component_model(true)
+        .wasm_component_model_async(true)
         .memory_init_cow(true)
         .wasm_backtrace_max_frames(NonZeroUsize::new(20))
         .wasm_backtrace_details(WasmBacktraceDetails::Disable);

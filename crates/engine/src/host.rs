@@ -14,6 +14,10 @@ use std::fmt;
 /// The WASI 0.2 release the host implements (the wit of the pinned wasmtime-wasi).
 pub const WASI_P2_VERSION: &str = "0.2.12";
 
+/// The WASI 0.3 release the host implements (wasmtime-wasi's and wasmtime-wasi-http's `p3`
+/// wit). Imports at any `0.3.x` match it, by the linker's semver rule.
+pub const WASI_P3_VERSION: &str = "0.3.0";
+
 /// The world components run in.
 pub const COMMAND_WORLD: &str = "wasi:cli/command";
 
@@ -55,59 +59,143 @@ pub const WASI_P2_INTERFACES: &[&str] = &[
 /// (wasmtime-wasi-http's `add_only_http_to_linker_async`), at [`WASI_P2_VERSION`].
 pub const WASI_HTTP_INTERFACES: &[&str] = &["wasi:http/outgoing-handler", "wasi:http/types"];
 
+/// Every WASI 0.3 interface the 0.3 linkers define (wasmtime-wasi's `p3::add_to_linker`),
+/// unversioned (all at [`WASI_P3_VERSION`]). Streams, futures and polling are part of the
+/// component model in 0.3, so `wasi:io` has no 0.3 release.
+pub const WASI_P3_INTERFACES: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stderr",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stderr",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/types",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/system-clock",
+    "wasi:clocks/types",
+    "wasi:filesystem/preopens",
+    "wasi:filesystem/types",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:random/random",
+    "wasi:sockets/ip-name-lookup",
+    "wasi:sockets/types",
+];
+
+/// The `wasi:http` 0.3 interfaces a 0.3 HTTP component gets beyond [`WASI_P3_INTERFACES`]
+/// (wasmtime-wasi-http's `p3::add_to_linker`), at [`WASI_P3_VERSION`].
+pub const WASI_P3_HTTP_INTERFACES: &[&str] = &["wasi:http/client", "wasi:http/types"];
+
 /// The world HTTP components are served in.
 pub const PROXY_WORLD: &str = "wasi:http/proxy";
 
+/// The world WASI 0.3 HTTP components are served in.
+pub const SERVICE_WORLD: &str = "wasi:http/service";
+
 /// The export that makes a component an HTTP handler.
 pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
+
+/// The WASI 0.3 export that makes a component an HTTP handler.
+pub const HANDLER: &str = "wasi:http/handler";
 
 /// The export that makes a component a command.
 pub const CLI_RUN: &str = "wasi:cli/run";
 
 /// The worlds components run in. A component's exports choose ([`HostWorld::for_exports`]).
+///
+/// The 0.3 worlds also provide every 0.2 interface of their 0.2 counterpart, as `wasmtime run`
+/// and `wasmtime serve` do: a 0.3 component built from Rust or C today still imports 0.2
+/// interfaces through its standard library. 0.2 worlds never provide 0.3 interfaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostWorld {
-    /// `wasi:cli/command`: run once, from `wasi:cli/run`.
+    /// `wasi:cli/command@0.2`: run once, from `wasi:cli/run@0.2.x`.
     Command,
-    /// `wasi:http/proxy`: served, one instance per request of `wasi:http/incoming-handler`.
-    /// It provides everything the command world does (as `wasmtime serve` does) plus
-    /// [`WASI_HTTP_INTERFACES`].
+    /// `wasi:http/proxy@0.2`: served, one instance per request of
+    /// `wasi:http/incoming-handler@0.2.x`. It provides everything the command world does (as
+    /// `wasmtime serve` does) plus [`WASI_HTTP_INTERFACES`].
     Proxy,
+    /// `wasi:cli/command@0.3`: run once, from the async `wasi:cli/run@0.3.x`.
+    CommandP3,
+    /// `wasi:http/service@0.3`: served from `wasi:http/handler@0.3.x`, each instance taking
+    /// several requests, concurrently and one after another. It provides everything
+    /// [`HostWorld::CommandP3`] does plus [`WASI_HTTP_INTERFACES`] and
+    /// [`WASI_P3_HTTP_INTERFACES`].
+    ServiceP3,
 }
 
 impl HostWorld {
+    /// Every world, in the order `wasmcell worlds` lists them.
+    pub const ALL: [HostWorld; 4] = [
+        HostWorld::Command,
+        HostWorld::Proxy,
+        HostWorld::CommandP3,
+        HostWorld::ServiceP3,
+    ];
+
     /// The unversioned world name.
     pub fn unversioned(self) -> &'static str {
         match self {
-            HostWorld::Command => COMMAND_WORLD,
+            HostWorld::Command | HostWorld::CommandP3 => COMMAND_WORLD,
             HostWorld::Proxy => PROXY_WORLD,
+            HostWorld::ServiceP3 => SERVICE_WORLD,
         }
+    }
+
+    /// The WASI release of the world itself: [`WASI_P2_VERSION`] or [`WASI_P3_VERSION`].
+    pub fn version(self) -> &'static str {
+        match self {
+            HostWorld::Command | HostWorld::Proxy => WASI_P2_VERSION,
+            HostWorld::CommandP3 | HostWorld::ServiceP3 => WASI_P3_VERSION,
+        }
+    }
+
+    /// Whether components of this world are served over HTTP rather than run once.
+    pub fn is_served(self) -> bool {
+        matches!(self, HostWorld::Proxy | HostWorld::ServiceP3)
     }
 
     /// `wasi:cli/command@0.2.12`.
     pub fn name(self) -> String {
-        format!("{}@{WASI_P2_VERSION}", self.unversioned())
+        format!("{}@{}", self.unversioned(), self.version())
     }
 
-    /// The unversioned interfaces this world provides.
-    pub fn interfaces(self) -> impl Iterator<Item = &'static str> {
-        let http: &[&str] = match self {
-            HostWorld::Command => &[],
-            HostWorld::Proxy => WASI_HTTP_INTERFACES,
+    /// The interfaces this world provides: (unversioned name, version).
+    pub fn interfaces(self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        let at = |names: &'static [&'static str], version: &'static str| {
+            names.iter().map(move |name| (*name, version))
         };
-        WASI_P2_INTERFACES.iter().chain(http).copied()
+        let none: &[&str] = &[];
+        let (p2_http, p3, p3_http) = match self {
+            HostWorld::Command => (none, none, none),
+            HostWorld::Proxy => (WASI_HTTP_INTERFACES, none, none),
+            HostWorld::CommandP3 => (none, WASI_P3_INTERFACES, none),
+            HostWorld::ServiceP3 => (
+                WASI_HTTP_INTERFACES,
+                WASI_P3_INTERFACES,
+                WASI_P3_HTTP_INTERFACES,
+            ),
+        };
+        at(WASI_P2_INTERFACES, WASI_P2_VERSION)
+            .chain(at(p2_http, WASI_P2_VERSION))
+            .chain(at(p3, WASI_P3_VERSION))
+            .chain(at(p3_http, WASI_P3_VERSION))
     }
 
-    /// Whether this world provides `unversioned`.
-    pub fn provides(self, unversioned: &str) -> bool {
-        self.interfaces().any(|i| i == unversioned)
+    /// Whether this world provides `unversioned` at a version compatible with `version`.
+    pub fn provides(self, unversioned: &str, version: &str) -> bool {
+        self.interfaces()
+            .any(|(name, at)| name == unversioned && versions_compatible(version, at))
     }
 
     /// The world as `wasmcell worlds` lists it.
     pub fn world(self) -> World {
         let mut provides: Vec<String> = self
             .interfaces()
-            .map(|name| format!("{name}@{WASI_P2_VERSION}"))
+            .map(|(name, version)| format!("{name}@{version}"))
             .collect();
         provides.sort();
         World {
@@ -117,9 +205,10 @@ impl HostWorld {
         }
     }
 
-    /// The world a component with these exports runs in: the proxy world when it exports
-    /// `wasi:http/incoming-handler@0.2.x`, else the command world. Exporting both the handler
-    /// and `wasi:cli/run` is refused: which one to run would be a guess.
+    /// The world a component with these exports runs in: a served world when it exports
+    /// `wasi:http/incoming-handler@0.2.x` or `wasi:http/handler@0.3.x`, else a command world,
+    /// 0.3 when it exports `wasi:cli/run@0.3.x`. Exporting both a handler and `wasi:cli/run`
+    /// is refused: which one to run would be a guess.
     pub fn for_exports<'a>(
         exports: impl IntoIterator<Item = &'a str>,
     ) -> Result<HostWorld, String> {
@@ -128,39 +217,45 @@ impl HostWorld {
             let Some(name) = InterfaceName::parse(export) else {
                 continue;
             };
-            let p2 = name
-                .version
-                .is_some_and(|v| versions_compatible(v, WASI_P2_VERSION));
-            if name.unversioned == INCOMING_HANDLER && p2 {
-                handler = Some(export);
+            let at = |version| {
+                name.version
+                    .is_some_and(|v| versions_compatible(v, version))
+            };
+            if name.unversioned == INCOMING_HANDLER && at(WASI_P2_VERSION) {
+                handler = Some((export, HostWorld::Proxy));
+            } else if name.unversioned == HANDLER && at(WASI_P3_VERSION) {
+                handler = Some((export, HostWorld::ServiceP3));
             } else if name.unversioned == CLI_RUN {
-                run = Some(export);
+                let world = if at(WASI_P3_VERSION) {
+                    HostWorld::CommandP3
+                } else {
+                    HostWorld::Command
+                };
+                run = Some((export, world));
             }
         }
         match (handler, run) {
-            (Some(handler), Some(run)) => Err(format!(
+            (Some((handler, _)), Some((run, _))) => Err(format!(
                 "the component exports both {run} and {handler}: wasmcell runs a command or \
-                 serves HTTP, not both; build it for one world (wasi:cli/command or \
-                 wasi:http/proxy)"
+                 serves HTTP, not both; build it for one world (wasi:cli/command, \
+                 wasi:http/proxy or wasi:http/service)"
             )),
-            (Some(_), None) => Ok(HostWorld::Proxy),
-            _ => Ok(HostWorld::Command),
+            (Some((_, world)), None) | (None, Some((_, world))) => Ok(world),
+            (None, None) => Ok(HostWorld::Command),
         }
     }
 
     /// The world an artifact's `component.target` names, if it is one of ours at a compatible
-    /// version (an unversioned name is accepted).
+    /// version. An unversioned name is the first world of that name in [`HostWorld::ALL`]: the
+    /// 0.2 one where there are both, as before 0.3 existed.
     pub fn for_target(target: &str) -> Option<HostWorld> {
         let name = InterfaceName::parse(target)?;
-        if !name
-            .version
-            .is_none_or(|v| versions_compatible(v, WASI_P2_VERSION))
-        {
-            return None;
-        }
-        [HostWorld::Command, HostWorld::Proxy]
-            .into_iter()
-            .find(|world| world.unversioned() == name.unversioned)
+        HostWorld::ALL.into_iter().find(|world| {
+            world.unversioned() == name.unversioned
+                && name
+                    .version
+                    .is_none_or(|v| versions_compatible(v, world.version()))
+        })
     }
 }
 
@@ -177,12 +272,6 @@ pub struct World {
     pub kind: &'static str,
     /// Versioned interface names (components) or `module.function` names (modules), sorted.
     pub provides: Vec<String>,
-}
-
-/// The command world, versioned. Preview 1 needs the linker; see
-/// [`WasmEngine::worlds`](crate::WasmEngine::worlds).
-pub fn component_world() -> World {
-    HostWorld::Command.world()
 }
 
 /// An import name split as the component model names interfaces:
@@ -435,10 +524,11 @@ fn glob_match(pattern: &str, subject: &str) -> bool {
     remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
-/// One import the host will not give a guest.
+/// One import the host will not give a guest (or one export it will not run).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
-    /// The import as the guest names it (`wasi:keyvalue/store@0.2.0-draft`, `env.foo`).
+    /// The import as the guest names it (`wasi:keyvalue/store@0.2.0-draft`, `env.foo`); for
+    /// [`RefusedBecause::DeniedExport`], the export.
     pub import: String,
     /// Why.
     pub reason: RefusedBecause,
@@ -452,6 +542,10 @@ pub enum RefusedBecause {
     NotProvided { instead: Vec<String> },
     /// Provided, but an operator's deny pattern matches it.
     Denied { pattern: String, source: String },
+    /// The export that would be run or served (`wasi:cli/run`, `wasi:http/incoming-handler`,
+    /// `wasi:http/handler`) matches an operator's deny pattern: the host does not run that
+    /// kind of component.
+    DeniedExport { pattern: String, source: String },
 }
 
 impl fmt::Display for Refused {
@@ -470,6 +564,14 @@ impl fmt::Display for Refused {
                 write!(
                     f,
                     "{} (denied by policy {pattern:?} from {source})",
+                    self.import
+                )
+            }
+            RefusedBecause::DeniedExport { pattern, source } => {
+                write!(
+                    f,
+                    "export {} (this host does not run it: denied by policy {pattern:?} from \
+                     {source})",
                     self.import
                 )
             }
@@ -524,11 +626,13 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// Checks component import names against what `world` provides and `policy`, collecting
-/// every refusal. Names that are not interfaces (plain `foo`) are never provided.
+/// Checks component import names against what `world` provides and `policy`, and the exports
+/// that would be run or served against `policy`, collecting every refusal (imports first).
+/// Names that are not interfaces (plain `foo`) are never provided.
 pub fn check_component_names<'a>(
     world: HostWorld,
     imports: impl IntoIterator<Item = &'a str>,
+    exports: impl IntoIterator<Item = &'a str>,
     policy: &Policy,
 ) -> Result<(), Refusal> {
     let refused = imports
@@ -540,8 +644,32 @@ pub fn check_component_names<'a>(
                 reason,
             })
         })
+        .chain(denied_entry_exports(exports, policy))
         .collect();
     Refusal::unless_empty(refused, world.name())
+}
+
+/// The exports a host runs or serves (`wasi:cli/run`, `wasi:http/incoming-handler`,
+/// `wasi:http/handler`, any version) that a deny pattern matches, by the same rule as imports:
+/// `deny = ["wasi:http/handler@0.3.*"]` refuses WASI 0.3 HTTP components.
+fn denied_entry_exports<'a>(
+    exports: impl IntoIterator<Item = &'a str>,
+    policy: &Policy,
+) -> impl Iterator<Item = Refused> {
+    exports.into_iter().filter_map(move |export| {
+        let name = InterfaceName::parse(export)?;
+        if ![CLI_RUN, INCOMING_HANDLER, HANDLER].contains(&name.unversioned) {
+            return None;
+        }
+        let pattern = policy.denies_component_import(export)?;
+        Some(Refused {
+            import: export.to_owned(),
+            reason: RefusedBecause::DeniedExport {
+                pattern: pattern.to_owned(),
+                source: policy.source.clone(),
+            },
+        })
+    })
 }
 
 /// Checks core-module imports (`(module, function)`) against the preview 1 functions the
@@ -581,9 +709,9 @@ pub fn check_module_names<'a>(
 /// accepted), and its `component.imports` are checked (as [`check_component_names`]) against
 /// that world, or, without a target, the world its declared `exports` choose. The binary check
 /// has the last word.
-pub fn check_declared(
-    imports: &[String],
-    exports: &[String],
+pub fn check_declared<'a>(
+    imports: &'a [String],
+    exports: &'a [String],
     target: Option<&str>,
     policy: &Policy,
 ) -> Result<(), Refusal> {
@@ -594,16 +722,16 @@ pub fn check_declared(
         (None, Err(_)) => None,
     };
     let checked = world.unwrap_or(HostWorld::Command);
-    let mut refused =
-        match check_component_names(checked, imports.iter().map(String::as_str), policy) {
-            Ok(()) => Vec::new(),
-            Err(refusal) => refusal.refused,
-        };
+    let names = |list: &'a [String]| list.iter().map(String::as_str);
+    let mut refused = match check_component_names(checked, names(imports), names(exports), policy) {
+        Ok(()) => Vec::new(),
+        Err(refusal) => refusal.refused,
+    };
     match (target, world, by_exports) {
         (Some(target), None, _) => refused.push(Refused {
             import: format!("target world {target}"),
             reason: RefusedBecause::NotProvided {
-                instead: vec![HostWorld::Command.name(), HostWorld::Proxy.name()],
+                instead: HostWorld::ALL.iter().map(|world| world.name()).collect(),
             },
         }),
         (_, _, Err(both)) => refused.push(Refused {
@@ -619,25 +747,23 @@ pub fn check_declared(
 
 fn component_refusal(world: HostWorld, import: &str, policy: &Policy) -> Option<RefusedBecause> {
     let provided = InterfaceName::parse(import).is_some_and(|name| {
-        world.provides(name.unversioned)
-            && name
-                .version
-                .is_some_and(|v| versions_compatible(v, WASI_P2_VERSION))
+        name.version
+            .is_some_and(|v| world.provides(name.unversioned, v))
     });
     if !provided {
         let instead = InterfaceName::parse(import)
             .map(|name| {
+                let any_version = world.interfaces().any(|(host, _)| host == name.unversioned);
                 world
                     .interfaces()
-                    .filter(|host| {
+                    .filter(|(host, _)| {
                         if *host == name.unversioned {
                             return true;
                         }
                         // Siblings only help when the interface itself is missing.
-                        !world.provides(name.unversioned)
-                            && host.split('/').next() == Some(name.package)
+                        !any_version && host.split('/').next() == Some(name.package)
                     })
-                    .map(|host| format!("{host}@{WASI_P2_VERSION}"))
+                    .map(|(host, version)| format!("{host}@{version}"))
                     .collect()
             })
             .unwrap_or_default();
@@ -661,6 +787,7 @@ mod tests {
         let Err(refusal) = check_component_names(
             HostWorld::Command,
             names.iter().map(String::as_str),
+            [],
             &policy(&[]),
         ) else {
             panic!("expected a refusal");
@@ -726,8 +853,12 @@ mod tests {
             "foo",
             "wasi:io/streams",
         ];
-        let refusal =
-            check_component_names(HostWorld::Command, imports, &policy(&["wasi:sockets/*"]));
+        let refusal = check_component_names(
+            HostWorld::Command,
+            imports,
+            ["wasi:cli/run@0.2.0"],
+            &policy(&["wasi:sockets/*"]),
+        );
         let Err(refusal) = refusal else {
             panic!("expected a refusal");
         };
@@ -754,6 +885,100 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("environment@0.2.0 "), "{text}");
+    }
+
+    #[test]
+    fn the_0_3_worlds_add_0_3_interfaces_to_0_2() {
+        // What a 0.3 command built from Rust imports: 0.3 for its own calls, 0.2 through std.
+        let rust_p3 = [
+            "wasi:cli/stdout@0.2.6",
+            "wasi:io/streams@0.2.6",
+            "wasi:cli/stdout@0.3.0",
+            "wasi:cli/types@0.3.0",
+            "wasi:clocks/types@0.3.0",
+            "wasi:filesystem/preopens@0.3.2",
+        ];
+        let none = policy(&[]);
+        assert_eq!(
+            check_component_names(HostWorld::CommandP3, rust_p3, [], &none),
+            Ok(())
+        );
+        let Err(refusal) = check_component_names(HostWorld::Command, rust_p3, [], &none) else {
+            panic!("a 0.2 command gets no 0.3 interfaces");
+        };
+        assert_eq!(refusal.refused.len(), 4, "{refusal}");
+        assert!(
+            refusal.to_string().contains(
+                "wasi:cli/stdout@0.3.0 (not provided; the host has wasi:cli/stdout@0.2.12)"
+            ),
+            "{refusal}"
+        );
+        let http = ["wasi:http/types@0.3.0", "wasi:http/client@0.3.1"];
+        assert_eq!(
+            check_component_names(HostWorld::ServiceP3, http, [], &none),
+            Ok(())
+        );
+        let Err(refusal) = check_component_names(HostWorld::CommandP3, http, [], &none) else {
+            panic!("a command gets no wasi:http");
+        };
+        assert!(
+            refusal
+                .to_string()
+                .contains("wasi:http/client@0.3.1 (not provided by this host)"),
+            "{refusal}"
+        );
+        // 0.4 is not 0.3, nor a pre-release of 0.3.0.
+        for wanted in [
+            "wasi:cli/stdout@0.4.0",
+            "wasi:cli/stdout@0.3.0-rc-2025-09-16",
+        ] {
+            assert!(
+                check_component_names(HostWorld::CommandP3, [wanted], [], &none).is_err(),
+                "{wanted}"
+            );
+        }
+        assert_eq!(HostWorld::ServiceP3.name(), "wasi:http/service@0.3.0");
+        assert_eq!(HostWorld::CommandP3.name(), "wasi:cli/command@0.3.0");
+        assert!(HostWorld::ServiceP3.is_served() && !HostWorld::CommandP3.is_served());
+    }
+
+    #[test]
+    fn a_policy_can_deny_the_export_a_component_is_run_by() {
+        let deny = policy(&["wasi:http/handler@0.3.0"]);
+        let Err(refusal) = check_component_names(
+            HostWorld::ServiceP3,
+            ["wasi:http/types@0.3.0"],
+            ["wasi:http/handler@0.3.0"],
+            &deny,
+        ) else {
+            panic!("the handler export is denied");
+        };
+        assert_eq!(
+            refusal.to_string(),
+            "1 import cannot be satisfied on this host (wasi:http/service@0.3.0): export \
+             wasi:http/handler@0.3.0 (this host does not run it: denied by policy \
+             \"wasi:http/handler@0.3.0\" from test)"
+        );
+        // Exports that are not entry points are never matched; 0.2 handlers are not 0.3's.
+        assert_eq!(
+            check_component_names(
+                HostWorld::Proxy,
+                [],
+                ["wasi:http/incoming-handler@0.2.0", "my:lib/handler@0.3.0"],
+                &deny
+            ),
+            Ok(())
+        );
+        let every_version = policy(&["wasi:http/handler"]);
+        assert!(
+            check_declared(
+                &[],
+                &["wasi:http/handler@0.3.1".to_owned()],
+                None,
+                &every_version
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -789,11 +1014,29 @@ mod tests {
         assert!(
             text.contains(
                 "target world wasi:http/proxy@0.3.0 (not provided; the host has \
-                 wasi:cli/command@0.2.12, wasi:http/proxy@0.2.12)"
+                 wasi:cli/command@0.2.12, wasi:http/proxy@0.2.12, wasi:cli/command@0.3.0, \
+                 wasi:http/service@0.3.0)"
             ),
             "{text}"
         );
-        assert!(check(&ok, &[], Some("wasi:cli/command@0.3.0")).is_some());
+        assert_eq!(check(&ok, &[], Some("wasi:cli/command@0.3.0")), None);
+        // A config that claims 0.3 imports for a 0.2 target is refused by name.
+        let p3 = ["wasi:cli/stdout@0.3.0".to_owned()];
+        let text = check(&p3, &[], Some("wasi:cli/command@0.2.0")).unwrap_or_default();
+        assert!(
+            text.contains(
+                "wasi:cli/stdout@0.3.0 (not provided; the host has wasi:cli/stdout@0.2.12)"
+            ),
+            "{text}"
+        );
+        let service = ["wasi:http/handler@0.3.0".to_owned()];
+        let p3_http = ["wasi:http/types@0.3.0".to_owned()];
+        assert_eq!(check(&p3_http, &service, None), None);
+        assert_eq!(
+            check(&p3_http, &service, Some("wasi:http/service@0.3.2")),
+            None
+        );
+        assert_eq!(check(&p3_http, &service, Some("wasi:http/service")), None);
         let both = [handler[0].clone(), "wasi:cli/run@0.2.0".to_owned()];
         let text = check(&http, &both, None).unwrap_or_default();
         assert!(
@@ -813,10 +1056,28 @@ mod tests {
             Ok(HostWorld::Command)
         );
         assert_eq!(HostWorld::for_exports([]), Ok(HostWorld::Command));
-        // A 0.3 handler is not ours (yet): checked as a command, which refuses it clearly.
+        // 0.3's handler is `wasi:http/handler`; an `incoming-handler@0.3` is no world of ours
+        // and is checked as a command, which refuses it clearly.
         assert_eq!(
             HostWorld::for_exports(["wasi:http/incoming-handler@0.3.0"]),
             Ok(HostWorld::Command)
+        );
+        assert_eq!(
+            HostWorld::for_exports(["wasi:http/handler@0.3.2"]),
+            Ok(HostWorld::ServiceP3)
+        );
+        assert_eq!(
+            HostWorld::for_exports(["wasi:cli/run@0.3.0"]),
+            Ok(HostWorld::CommandP3)
+        );
+        assert!(HostWorld::for_exports(["wasi:cli/run@0.3.0", "wasi:http/handler@0.3.0"]).is_err());
+        assert_eq!(
+            HostWorld::for_target("wasi:http/service@0.3.1"),
+            Some(HostWorld::ServiceP3)
+        );
+        assert_eq!(
+            HostWorld::for_target("wasi:cli/command"),
+            Some(HostWorld::Command)
         );
         assert!(
             HostWorld::for_exports(["wasi:cli/run@0.2.0", "wasi:http/incoming-handler@0.2.0"])

@@ -19,6 +19,7 @@ pub mod host;
 pub mod outbound;
 mod run;
 mod serve;
+mod serve_p3;
 
 use std::fmt;
 use std::fs::File;
@@ -34,6 +35,7 @@ pub use error::{BoxError, EngineError};
 pub use host::{HostWorld, Policy, World};
 pub use run::{ExitStatus, Preopen, RunSpec, Stdio};
 pub use serve::{EPOCH_TICK, ServeLimits, ServeSpec, ServeSummary};
+pub use serve_p3::InstanceReuse;
 
 /// Where the node keeps compiled code unless [`CACHE_DIR_ENV`] says otherwise: the shim's
 /// guests read it, and `wasmcell import`/`pull` fill it ahead. Entries are keyed by content and
@@ -454,8 +456,13 @@ impl WasmEngine {
         if component {
             let world = HostWorld::for_exports(exports.iter().map(String::as_str))
                 .map_err(|message| EngineError::Unsatisfied { kind, message })?;
-            return host::check_component_names(world, imports.iter().map(String::as_str), policy)
-                .map_err(refused);
+            return host::check_component_names(
+                world,
+                imports.iter().map(String::as_str),
+                exports.iter().map(String::as_str),
+                policy,
+            )
+            .map_err(refused);
         }
         let provided = run::preview1_functions(&self.engine)?;
         let split = imports
@@ -488,22 +495,21 @@ impl WasmEngine {
     }
 
     /// The worlds this host runs guests in, from the linkers [`WasmEngine::run`] and
-    /// [`WasmEngine::serve`] use: the WASI 0.2 command world and the `wasi:http/proxy` world
-    /// for components, and `wasi_snapshot_preview1` for modules.
+    /// [`WasmEngine::serve`] use: the command and HTTP worlds of WASI 0.2 and 0.3
+    /// ([`HostWorld::ALL`]) for components, and `wasi_snapshot_preview1` for modules.
     pub fn worlds(&self) -> Result<Vec<World>, EngineError> {
         let preview1 = run::preview1_functions(&self.engine)?;
-        Ok(vec![
-            host::component_world(),
-            HostWorld::Proxy.world(),
-            World {
+        let components = HostWorld::ALL.iter().map(|world| world.world());
+        Ok(components
+            .chain([World {
                 name: host::PREVIEW1_MODULE.to_owned(),
                 kind: "module",
                 provides: preview1
                     .into_iter()
                     .map(|f| format!("{}.{f}", host::PREVIEW1_MODULE))
                     .collect(),
-            },
-        ])
+            }])
+            .collect())
     }
 
     /// Runs `program` to completion on the current thread and returns how the guest ended.

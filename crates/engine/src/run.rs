@@ -143,12 +143,15 @@ fn run_module_inner(
     Ok(ExitStatus::Exited(0))
 }
 
-/// Runs `component` as a WASI 0.2 command (or calls `spec.entry`).
+/// Runs `component` as a WASI 0.2 or 0.3 command, by its exports (or calls `spec.entry`).
 pub(crate) fn run_component(
     engine: &Engine,
     component: &Component,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
+    if spec.entry.is_none() && component_world_of(engine, component)? == HostWorld::CommandP3 {
+        return run_p3_command(engine, component, spec);
+    }
     in_wasi_runtime(|| run_component_inner(engine, component, spec))
 }
 
@@ -174,6 +177,62 @@ fn component_linker(
         source: e.into(),
     })?;
     Ok(linker)
+}
+
+/// The WASI 0.3 command linker: 0.2 (async bindings, for what a 0.3 component's standard
+/// library still imports) and 0.3.
+fn command_p3_linker(
+    engine: &Engine,
+) -> Result<wasmtime::component::Linker<ComponentState>, EngineError> {
+    let mut linker = wasmtime::component::Linker::<ComponentState>::new(engine);
+    let link = |e: wasmtime::Error| EngineError::Link {
+        world: "0.3",
+        source: e.into(),
+    };
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(link)?;
+    Ok(linker)
+}
+
+/// Runs a WASI 0.3 command: its async `wasi:cli/run` is called inside the store's event loop
+/// (`run_concurrent`), which also drives the streams and futures it hands the host, on the
+/// same one-worker runtime as 0.2 commands. The run ends when `run` returns; a task the guest
+/// left running after that is not waited for.
+fn run_p3_command(
+    engine: &Engine,
+    component: &Component,
+    spec: &RunSpec,
+) -> Result<ExitStatus, EngineError> {
+    const KIND: &str = "component";
+    let runtime = wasi_runtime()?;
+    let linker = command_p3_linker(engine)?;
+    let state = ComponentState {
+        wasi: wasi_builder(spec)?.build(),
+        table: ResourceTable::new(),
+        limits: GuestLimits::new(spec.memory_limit_bytes),
+    };
+    let status = runtime.block_on(async {
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limits);
+        let command = match wasmtime_wasi::p3::bindings::Command::instantiate_async(
+            &mut store, component, &linker,
+        )
+        .await
+        {
+            Ok(command) => command,
+            Err(e) => return guest_failure(e, &store.data().limits, KIND),
+        };
+        let ran = store
+            .run_concurrent(async |store| command.wasi_cli_run().call_run(store).await)
+            .await;
+        Ok(match ran.and_then(|returned| returned) {
+            Ok(Ok(())) => ExitStatus::Exited(0),
+            Ok(Err(())) => ExitStatus::Exited(1),
+            Err(e) => exit_status(e, &store.data().limits),
+        })
+    });
+    runtime.shutdown_background();
+    status
 }
 
 /// Checks every import of `program` against what the host provides and `policy`: first by
@@ -209,18 +268,31 @@ pub(crate) fn check_imports(
         crate::Program::Component(component) => {
             let world = component_world_of(engine, component)?;
             let names = component_import_names(engine, component);
-            host::check_component_names(world, names.iter().map(String::as_str), policy).map_err(
-                |refusal| EngineError::Refused {
-                    kind: "component",
-                    refusal,
-                },
-            )?;
+            let exports = component_export_names(engine, component);
+            host::check_component_names(
+                world,
+                names.iter().map(String::as_str),
+                exports.iter().map(String::as_str),
+                policy,
+            )
+            .map_err(|refusal| EngineError::Refused {
+                kind: "component",
+                refusal,
+            })?;
             match world {
                 HostWorld::Command => component_linker(engine)?
                     .instantiate_pre(component)
                     .map(drop),
                 HostWorld::Proxy => {
                     crate::serve::proxy_linker::<crate::serve::RequestState>(engine)?
+                        .instantiate_pre(component)
+                        .map(drop)
+                }
+                HostWorld::CommandP3 => command_p3_linker(engine)?
+                    .instantiate_pre(component)
+                    .map(drop),
+                HostWorld::ServiceP3 => {
+                    crate::serve::service_linker::<crate::serve::RequestState>(engine)?
                         .instantiate_pre(component)
                         .map(drop)
                 }
@@ -236,17 +308,22 @@ pub(crate) fn component_world_of(
     engine: &Engine,
     component: &Component,
 ) -> Result<HostWorld, EngineError> {
-    let exports: Vec<String> = component
-        .component_type()
-        .exports(engine)
-        .map(|(name, _)| name.to_owned())
-        .collect();
+    let exports = component_export_names(engine, component);
     HostWorld::for_exports(exports.iter().map(String::as_str)).map_err(|message| {
         EngineError::Unsatisfied {
             kind: "component",
             message,
         }
     })
+}
+
+/// The top-level export names of `component`, in its order.
+pub(crate) fn component_export_names(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }
 
 /// The top-level import names of `component`, in its order.
@@ -590,76 +667,126 @@ mod tests {
         }
     }
 
-    fn linker_defines(engine: &Engine, interface: &str, member: &str) -> Result<bool, String> {
-        let component = probe(engine, interface, member)?;
-        let linker = component_linker(engine).map_err(|e| e.to_string())?;
-        defined(linker.instantiate_pre(&component), interface)
-    }
+    /// WASI 0.3's interfaces and one member each; `None` for interfaces of types only, which
+    /// any linker satisfies (a component's import of them carries no function to define).
+    const P3_MEMBERS: &[(&str, Option<&str>)] = &[
+        ("wasi:cli/environment", Some("get-environment")),
+        ("wasi:cli/exit", Some("exit")),
+        ("wasi:cli/stderr", Some("write-via-stream")),
+        ("wasi:cli/stdin", Some("read-via-stream")),
+        ("wasi:cli/stdout", Some("write-via-stream")),
+        ("wasi:cli/terminal-input", Some("terminal-input")),
+        ("wasi:cli/terminal-output", Some("terminal-output")),
+        ("wasi:cli/terminal-stderr", Some("get-terminal-stderr")),
+        ("wasi:cli/terminal-stdin", Some("get-terminal-stdin")),
+        ("wasi:cli/terminal-stdout", Some("get-terminal-stdout")),
+        ("wasi:cli/types", None),
+        ("wasi:clocks/monotonic-clock", Some("now")),
+        ("wasi:clocks/system-clock", Some("now")),
+        ("wasi:clocks/types", None),
+        ("wasi:filesystem/preopens", Some("get-directories")),
+        ("wasi:filesystem/types", Some("descriptor")),
+        ("wasi:random/insecure", Some("get-insecure-random-bytes")),
+        ("wasi:random/insecure-seed", Some("get-insecure-seed")),
+        ("wasi:random/random", Some("get-random-bytes")),
+        ("wasi:sockets/ip-name-lookup", Some("resolve-addresses")),
+        ("wasi:sockets/types", Some("tcp-socket")),
+    ];
 
-    fn proxy_linker_defines(
+    const HTTP_MEMBERS: &[(&str, &str)] = &[
+        ("wasi:http/outgoing-handler", "handle"),
+        ("wasi:http/types", "http-error-code"),
+    ];
+
+    const P3_HTTP_MEMBERS: &[(&str, &str)] =
+        &[("wasi:http/client", "send"), ("wasi:http/types", "fields")];
+
+    /// Whether the linker `world`'s components run with defines `interface`'s `member`.
+    fn world_defines(
         engine: &Engine,
+        world: HostWorld,
         interface: &str,
         member: &str,
     ) -> Result<bool, String> {
         let component = probe(engine, interface, member)?;
-        let linker = crate::serve::proxy_linker::<crate::serve::RequestState>(engine)
-            .map_err(|e| e.to_string())?;
-        defined(linker.instantiate_pre(&component), interface)
+        let error = |e: EngineError| e.to_string();
+        match world {
+            HostWorld::Command => defined(
+                component_linker(engine)
+                    .map_err(error)?
+                    .instantiate_pre(&component),
+                interface,
+            ),
+            HostWorld::CommandP3 => defined(
+                command_p3_linker(engine)
+                    .map_err(error)?
+                    .instantiate_pre(&component),
+                interface,
+            ),
+            HostWorld::Proxy => defined(
+                crate::serve::proxy_linker::<crate::serve::RequestState>(engine)
+                    .map_err(error)?
+                    .instantiate_pre(&component),
+                interface,
+            ),
+            HostWorld::ServiceP3 => defined(
+                crate::serve::service_linker::<crate::serve::RequestState>(engine)
+                    .map_err(error)?
+                    .instantiate_pre(&component),
+                interface,
+            ),
+        }
     }
 
     #[test]
-    fn the_proxy_world_is_what_its_linker_defines() -> Result<(), String> {
-        let engine = Engine::new(&crate::config::serve_config(Default::default()))
-            .map_err(|e| e.to_string())?;
-        let http = [
-            ("wasi:http/outgoing-handler", "handle"),
-            ("wasi:http/types", "http-error-code"),
-        ];
-        let listed: Vec<&str> = http.iter().map(|(name, _)| *name).collect();
-        assert_eq!(listed, host::WASI_HTTP_INTERFACES);
-        for (interface, member) in MEMBERS.iter().chain(&http) {
-            let versioned = format!("{interface}@{}", host::WASI_P2_VERSION);
-            assert!(
-                proxy_linker_defines(&engine, &versioned, member)?,
-                "{versioned} is in the proxy world but its linker does not define it"
-            );
-            assert!(host::HostWorld::Proxy.provides(interface));
-        }
-        for (interface, member) in http {
-            let versioned = format!("{interface}@{}", host::WASI_P2_VERSION);
-            assert!(
-                !linker_defines(&engine, &versioned, member)?,
-                "commands get no {interface}"
-            );
-            assert!(!host::HostWorld::Command.provides(interface));
-        }
-        Ok(())
-    }
+    fn every_world_is_what_its_linker_defines() -> Result<(), String> {
+        let listed = |members: &[(&'static str, &'static str)]| -> Vec<&'static str> {
+            members.iter().map(|(name, _)| *name).collect()
+        };
+        assert_eq!(listed(MEMBERS), host::WASI_P2_INTERFACES);
+        assert_eq!(listed(HTTP_MEMBERS), host::WASI_HTTP_INTERFACES);
+        let p3: Vec<&str> = P3_MEMBERS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(p3, host::WASI_P3_INTERFACES);
+        assert_eq!(listed(P3_HTTP_MEMBERS), host::WASI_P3_HTTP_INTERFACES);
 
-    #[test]
-    fn the_interface_table_is_what_the_linker_defines() -> Result<(), String> {
+        let p2_version = host::WASI_P2_VERSION;
+        let p3_version = host::WASI_P3_VERSION;
+        let every: Vec<(&str, &str, Option<&str>)> = MEMBERS
+            .iter()
+            .chain(HTTP_MEMBERS)
+            .map(|(name, member)| (*name, p2_version, Some(*member)))
+            .chain(
+                P3_MEMBERS
+                    .iter()
+                    .map(|(name, member)| (*name, p3_version, *member)),
+            )
+            .chain(
+                P3_HTTP_MEMBERS
+                    .iter()
+                    .map(|(name, member)| (*name, p3_version, Some(*member))),
+            )
+            .collect();
         let engine = Engine::new(&crate::config::engine_config()).map_err(|e| e.to_string())?;
-        let listed: Vec<&str> = MEMBERS.iter().map(|(name, _)| *name).collect();
-        assert_eq!(
-            listed,
-            host::WASI_P2_INTERFACES,
-            "probe table and host table differ"
-        );
-        for (interface, member) in MEMBERS {
-            let versioned = format!("{interface}@{}", host::WASI_P2_VERSION);
-            assert!(
-                linker_defines(&engine, &versioned, member)?,
-                "{versioned} is listed but the linker does not define it"
-            );
-            let next_minor = format!("{interface}@0.3.0");
-            assert!(
-                !linker_defines(&engine, &next_minor, member)?,
-                "{next_minor} should not be satisfied"
-            );
+        for world in HostWorld::ALL {
+            for (interface, version, member) in &every {
+                let Some(member) = member else { continue };
+                let versioned = format!("{interface}@{version}");
+                assert_eq!(
+                    world.provides(interface, version),
+                    world_defines(&engine, world, &versioned, member)?,
+                    "{world:?}: the table and the linker disagree on {versioned}"
+                );
+                let next_minor = format!("{interface}@0.4.0");
+                assert!(
+                    !world_defines(&engine, world, &next_minor, member)?,
+                    "{world:?}: {next_minor} should not be satisfied"
+                );
+            }
         }
-        assert!(!linker_defines(
+        assert!(!world_defines(
             &engine,
-            "wasi:cli/nonesuch@0.2.12",
+            HostWorld::ServiceP3,
+            "wasi:cli/nonesuch@0.3.0",
             "get-environment"
         )?);
         Ok(())

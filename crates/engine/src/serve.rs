@@ -1,7 +1,9 @@
-//! Serving a `wasi:http/proxy` component: HTTP/1.1 with keep-alive on hyper, one fresh
-//! instance per request from a [`ProxyPre`] (the pooling allocator with copy-on-write heap
-//! images makes that microseconds), bounded concurrency, a per-request deadline, a body cap,
-//! outgoing requests checked against an allow-list, and a drain on shutdown.
+//! Serving an HTTP component: HTTP/1.1 with keep-alive on hyper, bounded concurrency, a
+//! per-request deadline, a body cap, outgoing requests checked against an allow-list, and a
+//! drain on shutdown. A `wasi:http/proxy` (0.2) component gets one fresh instance per request
+//! from a [`ProxyPre`] (the pooling allocator with copy-on-write heap images makes that
+//! microseconds); a `wasi:http/service` (0.3) component's instances are shared between
+//! requests (`serve_p3.rs`).
 //!
 //! What a client sees, by case:
 //! - a request over the concurrency limit waits in a bounded queue; past it, `503`;
@@ -30,15 +32,19 @@ use hyper::{Request, Response, StatusCode};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::{ExpirationError, InstantiationError, ProxyHandler};
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::EngineError;
 use crate::handler_output::HandlerOutput;
+use crate::host::HostWorld;
 use crate::outbound::OutboundPolicy;
+use crate::serve_p3::{InstanceReuse, ServiceInstances};
 
 /// How often the engine's epoch advances: the granularity of the request deadline and how
 /// often a busy handler yields to the runtime.
@@ -62,6 +68,9 @@ pub struct ServeLimits {
     /// Default 25 s: below Kubernetes' default 30 s grace period, so a pod stopped with the
     /// default grace drains before it is killed.
     pub drain_timeout: Duration,
+    /// How a 0.3 component's instances are shared between requests (see [`InstanceReuse`]
+    /// for each default). 0.2 components always get a fresh instance per request.
+    pub instance_reuse: InstanceReuse,
 }
 
 impl Default for ServeLimits {
@@ -73,6 +82,7 @@ impl Default for ServeLimits {
             max_request_body: 16 << 20,
             max_instance_memory: None,
             drain_timeout: Duration::from_secs(25),
+            instance_reuse: InstanceReuse::default(),
         }
     }
 }
@@ -102,7 +112,7 @@ pub struct ServeSummary {
 
 /// Instantiation times in 1 µs buckets up to [`Self::BUCKETS`] µs (beyond: the last bucket):
 /// bounded memory however long the server runs, exact where the figure matters.
-struct InstantiateTimes {
+pub(crate) struct InstantiateTimes {
     buckets: Vec<AtomicUsize>,
 }
 
@@ -115,7 +125,7 @@ impl InstantiateTimes {
         }
     }
 
-    fn record(&self, took: Duration) {
+    pub(crate) fn record(&self, took: Duration) {
         let us = usize::try_from(took.as_micros()).unwrap_or(usize::MAX);
         if let Some(bucket) = self.buckets.get(us.min(Self::BUCKETS - 1)) {
             bucket.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +164,7 @@ pub(crate) struct RequestState {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: OutboundPolicy,
-    limits: StoreLimits,
+    pub(crate) limits: StoreLimits,
 }
 
 impl WasiView for RequestState {
@@ -192,8 +202,33 @@ where
     Ok(linker)
 }
 
+/// The linker WASI 0.3 HTTP components are checked against and served with: everything
+/// [`proxy_linker`] defines, and WASI 0.3 with its `wasi:http`.
+pub(crate) fn service_linker<T>(engine: &Engine) -> Result<Linker<T>, EngineError>
+where
+    T: WasiView + WasiHttpView + 'static,
+{
+    let mut linker = proxy_linker(engine)?;
+    let link = |e: wasmtime::Error| EngineError::Link {
+        world: "wasi:http/service",
+        source: e.into(),
+    };
+    wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(link)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(link)?;
+    Ok(linker)
+}
+
+/// What requests are handed to, by the component's world.
+enum Handlers {
+    /// 0.2: a fresh instance per request.
+    Proxy(ProxyPre<RequestState>),
+    /// 0.3: instances shared between requests; each worker thread makes its own.
+    Service(ServicePre<RequestState>),
+}
+
 struct Server {
-    pre: ProxyPre<RequestState>,
+    engine: Engine,
+    handlers: Handlers,
     spec: ServeSpec,
     outbound: OutboundPolicy,
     slots: Arc<tokio::sync::Semaphore>,
@@ -224,19 +259,25 @@ pub(crate) fn serve<F>(
 where
     F: Future<Output = ()>,
 {
-    let linker = proxy_linker::<RequestState>(engine)?;
-    let pre = linker
-        .instantiate_pre(component)
-        .and_then(ProxyPre::new)
-        .map_err(|e| EngineError::Instantiate {
-            kind: "component",
-            source: e.into(),
-        })?;
+    let refused = |e: wasmtime::Error| EngineError::Instantiate {
+        kind: "component",
+        source: e.into(),
+    };
+    let handlers = if crate::run::component_world_of(engine, component)? == HostWorld::ServiceP3 {
+        let linker = service_linker::<RequestState>(engine)?;
+        let pre = linker.instantiate_pre(component).map_err(refused)?;
+        Handlers::Service(ServicePre::new(pre).map_err(refused)?)
+    } else {
+        let linker = proxy_linker::<RequestState>(engine)?;
+        let pre = linker.instantiate_pre(component).map_err(refused)?;
+        Handlers::Proxy(ProxyPre::new(pre).map_err(refused)?)
+    };
     listener
         .set_nonblocking(true)
         .map_err(|source| EngineError::Listen { source })?;
     let server = Arc::new(Server {
-        pre,
+        engine: engine.clone(),
+        handlers,
         outbound: OutboundPolicy::new(&spec.allow_outbound),
         slots: Arc::new(tokio::sync::Semaphore::new(
             spec.limits.max_concurrent.max(1),
@@ -335,6 +376,20 @@ impl Server {
     ) -> usize {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let connections = Arc::new(AtomicUsize::new(0));
+        // This worker's own 0.3 instances: a request never waits on another thread's.
+        let service = match &self.handlers {
+            Handlers::Service(pre) => Some(ProxyHandler::new(ServiceInstances {
+                pre: pre.clone(),
+                new_state: {
+                    let server = self.clone();
+                    Arc::new(move || server.request_state())
+                },
+                times: self.instantiate.clone(),
+                reuse: self.spec.limits.instance_reuse,
+                request_timeout: self.spec.limits.request_timeout,
+            })),
+            Handlers::Proxy(_) => None,
+        };
         loop {
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => break,
@@ -350,10 +405,13 @@ impl Server {
                     };
                     let _ = stream.set_nodelay(true);
                     let server = self.clone();
+                    let instances = service.clone();
                     let service = hyper::service::service_fn(move |request| {
                         let server = server.clone();
+                        let instances = instances.clone();
                         async move {
-                            Ok::<_, std::convert::Infallible>(server.answer(request).await)
+                            let response = server.answer(request, instances.as_ref()).await;
+                            Ok::<_, std::convert::Infallible>(response)
                         }
                     });
                     let connection = http1::Builder::new()
@@ -379,14 +437,22 @@ impl Server {
         }
     }
 
-    async fn answer(self: Arc<Self>, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
-        let response = self.clone().admit(request).await;
+    async fn answer(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        service: Option<&ProxyHandler<ServiceInstances>>,
+    ) -> Response<HyperOutgoingBody> {
+        let response = self.clone().admit(request, service).await;
         self.answered.fetch_add(1, Ordering::Relaxed);
         response
     }
 
     /// Queue, then run; past the queue bound, 503.
-    async fn admit(self: Arc<Self>, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+    async fn admit(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        service: Option<&ProxyHandler<ServiceInstances>>,
+    ) -> Response<HyperOutgoingBody> {
         // A declared body over the cap is refused before it takes a slot or a queue place.
         let max_body = self.spec.limits.max_request_body;
         if let Some(length) = request
@@ -421,7 +487,109 @@ impl Server {
                 }
             }
         };
-        self.clone().run(request, permit).await
+        let request = self.limit_body(request);
+        match (&self.handlers, service) {
+            (Handlers::Service(_), Some(service)) => {
+                let response = self.dispatch(request, service).await;
+                drop(permit);
+                response
+            }
+            (Handlers::Proxy(pre), _) => self.clone().run(pre.clone(), request, permit).await,
+            (Handlers::Service(_), None) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "wasmcell: no handler for this worker\n",
+            ),
+        }
+    }
+
+    /// The request with its body capped at [`ServeLimits::max_request_body`]: reading past it
+    /// fails with `HTTP-request-body-size`.
+    fn limit_body(&self, request: Request<Incoming>) -> Request<HyperOutgoingBody> {
+        let cap = self.spec.limits.max_request_body;
+        request.map(|body| {
+            http_body_util::Limited::new(body, usize::try_from(cap).unwrap_or(usize::MAX))
+                .map_err(move |e| match e.downcast::<hyper::Error>() {
+                    Ok(hyper) => wasmtime_wasi_http::Error::Hyper(*hyper),
+                    // The only other error `Limited` makes: the body passed the cap.
+                    Err(_) => ErrorCode::HttpRequestBodySize(Some(cap)).into(),
+                })
+                .boxed_unsync()
+        })
+    }
+
+    /// A fresh store's data: the handlers' environment and output, the outbound policy, and
+    /// the per-instance memory cap.
+    fn request_state(&self) -> RequestState {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&self.spec.env)
+            .stdout(self.output.stream(false))
+            .stderr(self.output.stream(true));
+        let mut store_limits = StoreLimitsBuilder::new().trap_on_grow_failure(false);
+        if let Some(max) = self.spec.limits.max_instance_memory {
+            store_limits = store_limits.memory_size(usize::try_from(max).unwrap_or(usize::MAX));
+        }
+        RequestState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: self.outbound.clone(),
+            limits: store_limits.build(),
+        }
+    }
+
+    /// Hands a request to one of this worker's 0.3 instances, within the request's deadline.
+    /// When every slot of the instance pool is taken (by instances still finishing an expired
+    /// request, or kept idle by another worker), the request waits for one to be dropped, up
+    /// to its deadline; it is answered `503` only then.
+    async fn dispatch(
+        &self,
+        mut request: Request<HyperOutgoingBody>,
+        service: &ProxyHandler<ServiceInstances>,
+    ) -> Response<HyperOutgoingBody> {
+        const SLOT_RETRY: Duration = Duration::from_millis(5);
+        let limits = &self.spec.limits;
+        let deadline = Instant::now() + limits.request_timeout;
+        loop {
+            let handled =
+                tokio::time::timeout_at(deadline.into(), service.handle((), request)).await;
+            let error = match handled {
+                Ok(Ok(response)) => return response,
+                Err(_elapsed) => return timed_out(limits),
+                Ok(Err(error)) => error,
+            };
+            if error.is::<ExpirationError>() {
+                return timed_out(limits);
+            }
+            let failed = match error.downcast::<InstantiationError<()>>() {
+                Ok(failed) => failed,
+                // A trap is logged once, when its instance is dropped (serve_p3.rs); an error
+                // code the guest returned is the guest's answer.
+                Err(error) => {
+                    return plain(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!(
+                            "wasmcell: the handler failed: {}\n",
+                            format!("{error:#}").replace('\n', " ")
+                        ),
+                    );
+                }
+            };
+            let pool_full = failed.error.is::<wasmtime::PoolConcurrencyLimitError>();
+            if pool_full && Instant::now() + SLOT_RETRY < deadline {
+                request = failed
+                    .request
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                tokio::time::sleep(SLOT_RETRY).await;
+                continue;
+            }
+            let message = format!("{:#}", failed.error).replace('\n', " ");
+            crate::stderr_line(&format!("wasmcell: no instance for a request: {message}"));
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wasmcell: no instance could be made for this request\n",
+            );
+        }
     }
 
     /// One fresh instance for one request. The instance holds `permit` until it is dropped
@@ -429,38 +597,12 @@ impl Server {
     /// never outnumber the slots the pooling allocator was sized for.
     async fn run(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        pre: ProxyPre<RequestState>,
+        request: Request<HyperOutgoingBody>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Response<HyperOutgoingBody> {
         let limits = self.spec.limits.clone();
-        let cap = limits.max_request_body;
-        let request = request.map(|body| {
-            http_body_util::Limited::new(body, usize::try_from(cap).unwrap_or(usize::MAX)).map_err(
-                move |e| match e.downcast::<hyper::Error>() {
-                    Ok(hyper) => wasmtime_wasi_http::Error::Hyper(*hyper),
-                    // The only other error `Limited` makes: the body passed the cap.
-                    Err(_) => ErrorCode::HttpRequestBodySize(Some(cap)).into(),
-                },
-            )
-        });
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.envs(&self.spec.env)
-            .stdout(self.output.stream(false))
-            .stderr(self.output.stream(true));
-        let mut store_limits = StoreLimitsBuilder::new().trap_on_grow_failure(false);
-        if let Some(max) = limits.max_instance_memory {
-            store_limits = store_limits.memory_size(usize::try_from(max).unwrap_or(usize::MAX));
-        }
-        let mut store = request_store(
-            self.pre.engine(),
-            RequestState {
-                wasi: wasi.build(),
-                http: WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-                hooks: self.outbound.clone(),
-                limits: store_limits.build(),
-            },
-        );
+        let mut store = request_store(&self.engine, self.request_state());
         store.limiter(|state| &mut state.limits);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = store
@@ -475,7 +617,6 @@ impl Server {
             Ok(prepared) => prepared,
             Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("wasmcell: {e}\n")),
         };
-        let pre = self.pre.clone();
         let times = self.instantiate.clone();
         let deadline = Instant::now() + limits.request_timeout;
         let task = tokio::spawn(tokio::time::timeout_at(deadline.into(), async move {
@@ -527,7 +668,7 @@ impl Server {
 
 /// A store for one request whose guest yields to the runtime at every epoch tick once it has
 /// run for at least one full tick (see [`start_running`]).
-fn request_store<T>(engine: &Engine, state: T) -> Store<T> {
+pub(crate) fn request_store<T>(engine: &Engine, state: T) -> Store<T> {
     let mut store = Store::new(engine, state);
     store.epoch_deadline_async_yield_and_update(1);
     start_running(&mut store);
@@ -540,7 +681,8 @@ fn request_store<T>(engine: &Engine, state: T) -> Store<T> {
 /// Two ticks rather than one: a request that waited for its turn across a tick, or that
 /// starts just before one, is not sent to the back of the queue a moment after it began; it
 /// runs for at least one tick before it first yields.
-fn start_running<T>(store: &mut Store<T>) {
+pub(crate) fn start_running<T: 'static>(mut store: impl wasmtime::AsContextMut<Data = T>) {
+    let mut store = store.as_context_mut();
     store.set_epoch_deadline(2);
 }
 

@@ -20,12 +20,13 @@ pub struct WasmConfig {
     pub author: Option<String>,
     /// Always `wasm`.
     pub architecture: String,
-    /// `wasip1` (a module) or `wasip2` (a component).
+    /// `wasip1` (a module) or `wasip2` (a component, WASI 0.2 or 0.3; the spec names no other
+    /// value, so wasmcell writes `wasip2` for both and also reads `wasip3` as a component).
     pub os: String,
     /// Digests of the artifact's layers, in manifest order.
     #[serde(default)]
     pub layer_digests: Vec<String>,
-    /// What the component imports and exports; required when `os` is `wasip2`.
+    /// What the component imports and exports; required when `os` is `wasip2` or `wasip3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<ComponentSection>,
 }
@@ -55,14 +56,17 @@ pub enum WasmConfigError {
         found: String,
     },
     /// `os` is not one wasmcell knows.
-    #[error("wasm config os is {found:?}, expected \"wasip1\" or \"wasip2\"")]
+    #[error("wasm config os is {found:?}, expected \"wasip1\", \"wasip2\" or \"wasip3\"")]
     Os {
         /// The value found.
         found: String,
     },
-    /// `os` is `wasip2` but there is no `component` section.
-    #[error("wasm config has os \"wasip2\" but no \"component\" section (required for components)")]
-    MissingComponent,
+    /// `os` is `wasip2` or `wasip3` but there is no `component` section.
+    #[error("wasm config has os {os:?} but no \"component\" section (required for components)")]
+    MissingComponent {
+        /// The config's `os`.
+        os: String,
+    },
     /// `layerDigests` does not list the manifest's layers.
     #[error("wasm config layerDigests {config:?} do not match the manifest's layers {manifest:?}")]
     LayerDigests {
@@ -106,8 +110,12 @@ impl WasmConfig {
         }
         match self.os.as_str() {
             "wasip1" => {}
-            "wasip2" if self.component.is_none() => return Err(WasmConfigError::MissingComponent),
-            "wasip2" => {}
+            "wasip2" | "wasip3" if self.component.is_none() => {
+                return Err(WasmConfigError::MissingComponent {
+                    os: self.os.clone(),
+                });
+            }
+            "wasip2" | "wasip3" => {}
             other => {
                 return Err(WasmConfigError::Os {
                     found: other.to_owned(),
@@ -142,17 +150,21 @@ mod tests {
     }
 
     #[test]
-    fn wasip2_without_component_is_rejected() -> Result<(), serde_json::Error> {
-        let cfg: WasmConfig = serde_json::from_str(
-            r#"{"architecture":"wasm","os":"wasip2","layerDigests":["sha256:aa"]}"#,
-        )?;
-        let err = cfg.validate(&["sha256:aa".to_owned()]);
-        assert_eq!(err, Err(WasmConfigError::MissingComponent));
-        assert!(
-            WasmConfigError::MissingComponent
-                .to_string()
-                .contains("no \"component\" section")
-        );
+    fn components_without_component_are_rejected() -> Result<(), serde_json::Error> {
+        for os in ["wasip2", "wasip3"] {
+            let cfg: WasmConfig = serde_json::from_str(&format!(
+                r#"{{"architecture":"wasm","os":"{os}","layerDigests":["sha256:aa"]}}"#
+            ))?;
+            let err = cfg.validate(&["sha256:aa".to_owned()]);
+            let expected = WasmConfigError::MissingComponent { os: os.to_owned() };
+            assert!(
+                expected
+                    .to_string()
+                    .contains(&format!("os \"{os}\" but no \"component\" section")),
+                "{expected}"
+            );
+            assert_eq!(err, Err(expected));
+        }
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 use wasmcell_engine::{
-    EngineOptions, ExitStatus, HostWorld, LoadOutcome, Policy, Preopen, RunSpec, Tier, WasmEngine,
+    EngineOptions, ExitStatus, LoadOutcome, Policy, Preopen, RunSpec, Tier, WasmEngine,
 };
 
 use crate::compiler::Purpose;
@@ -269,11 +269,11 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
     }
     let mut warnings = Vec::new();
     let name = plan.args.first().map_or("", |a| a);
-    let serve_http = crate::http::world_of(&bytes).map_err(|e| format!("program {name:?}: {e}"))?
-        == HostWorld::Proxy;
+    let world = crate::http::world_of(&bytes).map_err(|e| format!("program {name:?}: {e}"))?;
+    let serve_http = world.is_served();
     // A server's limits size its engine's instance pool, so they are read first.
     let serve_setup = if serve_http {
-        Some(crate::http::prepare(plan).map_err(|e| format!("program {name:?}: {e}"))?)
+        Some(crate::http::prepare(plan, world).map_err(|e| format!("program {name:?}: {e}"))?)
     } else {
         None
     };

@@ -2,7 +2,8 @@
 //! from the container's environment, and the drain on SIGTERM/SIGINT. The server itself is
 //! `wasmcell_engine`'s (`WasmEngine::serve`).
 //!
-//! A component exporting `wasi:http/incoming-handler@0.2.x` is served; the listening socket is
+//! A component exporting `wasi:http/incoming-handler@0.2.x` or `wasi:http/handler@0.3.x` is
+//! served; the listening socket is
 //! bound at create, in the container's network namespace and before the guest confines
 //! itself, so a port that is taken fails the create with its reason and a ready container is
 //! already accepting. Knobs, all optional, read from the container's environment:
@@ -16,6 +17,9 @@
 //! | `WASMCELL_HTTP_MAX_BODY` | 16777216 | request body bytes; past it, 413 |
 //! | `WASMCELL_HTTP_DRAIN_MS` | 25000 | how long SIGTERM waits for in-flight requests |
 //! | `WASMCELL_HTTP_MAX_INSTANCE_MEMORY` | the container's memory limit (none: 4 GiB) | bytes one instance's linear memory may grow to |
+//! | `WASMCELL_HTTP_INSTANCE_REUSE` | 128 | 0.3 components: requests one instance takes in its life (1: a fresh instance per request) |
+//! | `WASMCELL_HTTP_INSTANCE_CONCURRENCY` | 16 | 0.3 components: requests one instance takes at once |
+//! | `WASMCELL_HTTP_IDLE_INSTANCE_MS` | 1000 | 0.3 components: how long an idle instance is kept for the next request |
 //!
 //! The engine's instance pool is sized from these: a slot per concurrent request, each memory
 //! slot capped at the per-instance limit.
@@ -24,7 +28,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use wasmcell_engine::config::ServePool;
-use wasmcell_engine::{HostWorld, Program, ServeLimits, ServeSpec, WasmEngine};
+use wasmcell_engine::{HostWorld, InstanceReuse, Program, ServeLimits, ServeSpec, WasmEngine};
 
 use crate::plan::GuestPlan;
 
@@ -37,6 +41,9 @@ pub struct ServeSetup {
     listener: TcpListener,
     address: SocketAddr,
     spec: ServeSpec,
+    world: HostWorld,
+    /// Worker threads: one per CPU the guest may use, counted once, before confinement.
+    workers: usize,
 }
 
 /// The world a binary runs in, from its exports (modules are commands). Decoded, not
@@ -70,8 +77,9 @@ where
     }
 }
 
-/// Reads the knobs, binds the listening socket and builds the serve spec.
-pub fn prepare(plan: &GuestPlan) -> Result<ServeSetup, String> {
+/// Reads the knobs, binds the listening socket and builds the serve spec for a component of
+/// `world`.
+pub fn prepare(plan: &GuestPlan, world: HostWorld) -> Result<ServeSetup, String> {
     let (variable, text) = match env(plan, "WASMCELL_HTTP_ADDR") {
         Some(text) => ("WASMCELL_HTTP_ADDR", text),
         None => match env(plan, "WASMTIME_HTTP_PROXY_SOCKET_ADDR") {
@@ -106,15 +114,46 @@ pub fn prepare(plan: &GuestPlan) -> Result<ServeSetup, String> {
             "WASMCELL_HTTP_DRAIN_MS",
             defaults.drain_timeout.as_millis() as u64,
         )?),
+        instance_reuse: InstanceReuse {
+            max_requests: number(
+                plan,
+                "WASMCELL_HTTP_INSTANCE_REUSE",
+                defaults.instance_reuse.max_requests,
+            )?,
+            max_concurrent: number(
+                plan,
+                "WASMCELL_HTTP_INSTANCE_CONCURRENCY",
+                defaults.instance_reuse.max_concurrent,
+            )?,
+            idle_timeout: Duration::from_millis(number(
+                plan,
+                "WASMCELL_HTTP_IDLE_INSTANCE_MS",
+                defaults.instance_reuse.idle_timeout.as_millis() as u64,
+            )?),
+        },
     };
-    if limits.max_concurrent == 0 {
-        return Err("WASMCELL_HTTP_MAX_CONCURRENT must be at least 1".to_owned());
+    for (name, value) in [
+        ("WASMCELL_HTTP_MAX_CONCURRENT", limits.max_concurrent),
+        (
+            "WASMCELL_HTTP_INSTANCE_REUSE",
+            limits.instance_reuse.max_requests,
+        ),
+        (
+            "WASMCELL_HTTP_INSTANCE_CONCURRENCY",
+            limits.instance_reuse.max_concurrent,
+        ),
+    ] {
+        if value == 0 {
+            return Err(format!("{name} must be at least 1"));
+        }
     }
     let listener = TcpListener::bind(address)
         .map_err(|e| format!("cannot listen on {address} (from {variable}): {e}"))?;
     Ok(ServeSetup {
         listener,
         address,
+        world,
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         spec: ServeSpec {
             env: plan.env.clone(),
             limits,
@@ -143,11 +182,18 @@ fn instance_memory_cap(knob: Option<&str>, container: Option<u64>) -> Result<Opt
     Ok(Some(container.map_or(bytes, |limit| bytes.min(limit))))
 }
 
-/// The instance pool a server with `setup`'s limits needs.
+/// The instance pool a server with `setup`'s limits needs: a slot per concurrent request,
+/// and for a 0.3 component one more per worker thread, for the instance each keeps idle for
+/// its next request (which another worker cannot use).
 pub fn pool_for(setup: &ServeSetup) -> ServePool {
     let limits = &setup.spec.limits;
+    let idle = if setup.world == HostWorld::ServiceP3 {
+        setup.workers
+    } else {
+        0
+    };
     ServePool {
-        instances: u32::try_from(limits.max_concurrent).unwrap_or(u32::MAX),
+        instances: u32::try_from(limits.max_concurrent.saturating_add(idle)).unwrap_or(u32::MAX),
         max_memory: limits.max_instance_memory,
     }
 }
@@ -165,11 +211,12 @@ pub fn serve(engine: &WasmEngine, program: &Program, setup: ServeSetup) -> i32 {
             libc::signal(signal, libc::SIG_DFL);
         }
     }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ServeSetup {
         listener,
         address,
         spec,
+        workers,
+        ..
     } = setup;
     let drain = spec.limits.drain_timeout;
     let served = engine.serve(program, listener, spec, workers, || async {
