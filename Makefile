@@ -56,11 +56,12 @@ soak: ## Churn 2,000 containers and 200 pods with faults injected; target/soak/r
 lint: ## rustfmt check and clippy with warnings as errors.
 	@scripts/setup.sh build
 	$(CARGO) fmt --all -- --check
-	rustfmt --check --edition 2024 demo-app/http/src/lib.rs   # its own workspace (wasm32 only)
+	$(CARGO) fmt --manifest-path demo-app/guests/Cargo.toml --all -- --check   # its own workspace (wasm32 only)
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 fmt: ## Format the code.
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path demo-app/guests/Cargo.toml --all
 
 bench: ## Release build, then ctr run latency and PSS per container, wasmcell vs runc (root; target/bench/).
 	@BENCH_CONTAINERD="$(BENCH_CONTAINERD)" scripts/setup.sh bench

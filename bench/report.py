@@ -417,7 +417,7 @@ def http_section(out, ver, first):
     raw = os.path.join(out, "raw", ver, "http")
     if not os.path.isdir(raw):
         return []
-    servers = ("wasmcell", "wasmtime_serve", "native")
+    servers = ("wasmcell", "wasmcell_p3", "wasmtime_serve", "native")
     wrk = {(s, c): wrk_figures(os.path.join(raw, f"{s}-c{c}.txt")) for s in servers for c in (1, 50)}
     for (server, conns), fig in wrk.items():
         if fig:
@@ -431,6 +431,11 @@ def http_section(out, ver, first):
     if quiet and first.get("http_rps_c50_wasmcell"):
         first["http_rps_c50_wasmcell_no_log"] = r2(quiet["rps"])
         first["http_log_cost_fraction"] = round(1 - first["http_rps_c50_wasmcell"] / quiet["rps"], 3)
+    # The same routes as a WASI 0.3 component (instances reused): goal ≥ 1.0 at 50 connections.
+    first["http_p3_rps_ratio_vs_p2"] = ratio(
+        first.get("http_rps_c50_wasmcell_p3"), first.get("http_rps_c50_wasmcell"))
+    first["http_p3_rps_ratio_vs_p2_c1"] = ratio(
+        first.get("http_rps_c1_wasmcell_p3"), first.get("http_rps_c1_wasmcell"))
     first["http_rps_ratio_vs_native"] = ratio(
         first.get("http_rps_c50_wasmcell"), first.get("http_rps_c50_native"))
     first["http_p50_ms_c1"] = first.get("http_p50_ms_c1_wasmcell")
@@ -452,8 +457,11 @@ def http_section(out, ver, first):
     row = lambda label, key: (f"| {label} | " + " | ".join(
         fmt(first.get(f"{key}_{s}")) for s in servers) + " |")
     md = ["### HTTP: demo-http served by wasmcell, by `wasmtime serve`, and a native server in runc\n",
-          "wrk on loopback, `GET /`; the native server answers a fixed body of the same size.\n",
-          "| figure | wasmcell | wasmtime serve | native (runc) |", "|---|---|---|---|",
+          "wrk on loopback, `GET /`; the native server answers a fixed body of the same size. "
+          "\"wasmcell, 0.3\" is demo-p3-http: the same routes as a WASI 0.3 `wasi:http/service` "
+          "component, its instances reused (the defaults).\n",
+          "| figure | wasmcell | wasmcell, 0.3 | wasmtime serve | native (runc) |",
+          "|---|---|---|---|---|",
           row("requests/s, 1 connection", "http_rps_c1"),
           row("… p50 latency (ms)", "http_p50_ms_c1"),
           row("… p99 latency (ms)", "http_p99_ms_c1"),
@@ -464,6 +472,8 @@ def http_section(out, ver, first):
           "",
           f"wasmcell / wasmtime serve at 50 connections: {fmt(first['http_rps_ratio_vs_wasmtime_serve'])} "
           f"(goal ≥ 0.95); wasmcell / native: {fmt(first['http_rps_ratio_vs_native'])}. "
+          f"WASI 0.3 / 0.2 requests/s: {fmt(first['http_p3_rps_ratio_vs_p2'])} at 50 connections, "
+          f"{fmt(first['http_p3_rps_ratio_vs_p2_c1'])} at 1 (goal ≥ 1.0). "
           f"Per-request instantiation at 1 connection: median {fmt(first.get('http_instantiate_us_median'))} µs, "
           f"p99 {fmt(first.get('http_instantiate_us_p99'))} µs (goal ≤ 20 µs median); "
           f"under 50 connections (wall time, waits for a CPU included): median "

@@ -217,6 +217,8 @@ if [ "$BENCH_HTTP_SECONDS" -gt 0 ] && ! [ -x "$WASMTIME" ]; then
     --root "${WASMTIME%/bin/wasmtime}" || die "cannot build wasmtime-cli $WASMTIME_VERSION"
 fi
 DEMO_HTTP_TAR=$WASMCELL_OCI_OUT/demo-http-image.tar
+DEMO_P3_HTTP_TAR=$WASMCELL_OCI_OUT/demo-p3-http-image.tar
+[ -f "$DEMO_P3_HTTP_TAR" ] || die "$DEMO_P3_HTTP_TAR missing"
 # The component inside the demo-http image, for `wasmtime serve`.
 DEMO_HTTP_WASM=$BUILD/demo-http.wasm
 tar -xOf "$DEMO_HTTP_TAR" index.json >/dev/null 2>&1 || die "$DEMO_HTTP_TAR missing"
@@ -384,18 +386,34 @@ http_load() {
   done
 }
 
-# start_demo_http ID CTR_RUN_FLAGS...: demo-http served by wasmcell as container ID on the host
-# network, its log in $RAW/http/ID.log; prints the port once it answers.
-start_demo_http() {
-  local id=$1 port
-  shift
+# start_http ID IMAGE PROGRAM CTR_RUN_FLAGS...: an HTTP component served by wasmcell as
+# container ID on the host network, its log in $RAW/http/ID.log; prints the port once it
+# answers.
+start_http() {
+  local id=$1 image=$2 program=$3 port
+  shift 3
   port=$(free_port)
   echo "$id" >>"$IDS_FILE"
   ctr_ run -d --net-host --log-uri "file://$RAW/http/$id.log" "$@" \
     --env "WASMCELL_HTTP_ADDR=127.0.0.1:$port" --runtime "$WASM_RUNTIME" --platform wasip2/wasm \
-    localhost/wasmcell/demo-http:latest "$id" /demo-http.wasm >/dev/null
+    "$image" "$id" "$program" >/dev/null
   until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.05; done
   echo "$port"
+}
+
+# start_demo_http ID CTR_RUN_FLAGS...: demo-http (WASI 0.2) by start_http.
+start_demo_http() {
+  local id=$1
+  shift
+  start_http "$id" localhost/wasmcell/demo-http:latest /demo-http.wasm "$@"
+}
+
+# start_demo_p3_http ID CTR_RUN_FLAGS...: demo-p3-http (WASI 0.3, the same routes) by
+# start_http.
+start_demo_p3_http() {
+  local id=$1
+  shift
+  start_http "$id" localhost/wasmcell/demo-p3-http:latest /demo-p3-http.wasm "$@"
 }
 
 # stop_task ID SIGNAL: signals task ID, waits until it is stopped, removes it.
@@ -430,6 +448,16 @@ http_bench() {
   port=$(start_demo_http http-quiet --env DEMO_HTTP_QUIET=1)
   http_load wasmcell_quiet "$port" 50
   stop_task http-quiet SIGTERM
+
+  # The same routes as a WASI 0.3 component, whose instances take many requests each.
+  log "containerd $ver: HTTP, demo-p3-http (WASI 0.3) served by wasmcell"
+  ctr_ image import --all-platforms "$DEMO_P3_HTTP_TAR" >/dev/null
+  port=$(start_demo_p3_http http-p3-c1)
+  http_load wasmcell_p3 "$port" 1
+  stop_task http-p3-c1 SIGTERM
+  port=$(start_demo_p3_http http-p3-c50)
+  http_load wasmcell_p3 "$port" 50
+  stop_task http-p3-c50 SIGTERM
 
   log "containerd $ver: HTTP, the same component by wasmtime serve $WASMTIME_VERSION"
   port=$(free_port)

@@ -83,7 +83,9 @@ async fn run(command: &str, rest: &[String]) -> Result<(), String> {
                 .parse()
                 .map_err(|e| format!("MIB must be a whole number: {e}"))?;
             // Every page is touched so the memory is really committed.
-            let blocks: Vec<Vec<u8>> = (0..mib).map(|i| vec![(i % 251) as u8 + 1; 1 << 20]).collect();
+            let blocks: Vec<Vec<u8>> = (0..mib)
+                .map(|i| vec![(i % 251) as u8 + 1; 1 << 20])
+                .collect();
             let sum: u64 = blocks.iter().map(|b| u64::from(b[b.len() - 1])).sum();
             write_out(format!("allocated {mib} MiB (checksum {sum})\n").into_bytes()).await
         }
@@ -134,7 +136,12 @@ fn resolve(path: &str) -> Result<(Descriptor, String), String> {
 async fn read_file(path: &str) -> Result<Vec<u8>, String> {
     let (dir, rest) = resolve(path)?;
     let file = dir
-        .open_at(PathFlags::empty(), rest, OpenFlags::empty(), DescriptorFlags::READ)
+        .open_at(
+            PathFlags::empty(),
+            rest,
+            OpenFlags::empty(),
+            DescriptorFlags::READ,
+        )
         .await
         .map_err(|e| format!("{path}: {e:?}"))?;
     let (contents, done) = file.read_via_stream(0);
