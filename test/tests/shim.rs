@@ -1010,18 +1010,23 @@ fn bind_mounts_appear_at_their_destination_honouring_read_only(version: Version)
     let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
+    assert_bind_mounts_honoured(&|id, extra, args| {
+        run_demo(&containerd, IMAGE, id, extra, args, b"")
+    });
+}
+
+/// A bind mount at `/data` as a program with demo-app's `cat FILE` and `write FILE TEXT` sees
+/// it through `run(id, ctr_run_flags, args)`: readable, and writable only when mounted `rw`.
+pub(crate) fn assert_bind_mounts_honoured(run: &dyn Fn(&str, &[&str], &[&str]) -> Output) {
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("greeting.txt"), "from the host\n").unwrap();
     let src = host.path().display().to_string();
     let ro = format!("type=bind,src={src},dst=/data,options=rbind:ro");
     let rw = format!("type=bind,src={src},dst=/data,options=rbind:rw");
-    let out = run_demo(
-        &containerd,
-        IMAGE,
+    let out = run(
         "mount-read",
         &["--mount", &ro],
         &["cat", "/data/greeting.txt"],
-        b"",
     );
     assert_eq!(
         text(&out.stdout),
@@ -1029,13 +1034,10 @@ fn bind_mounts_appear_at_their_destination_honouring_read_only(version: Version)
         "{}",
         text(&out.stderr)
     );
-    let out = run_demo(
-        &containerd,
-        IMAGE,
+    let out = run(
         "mount-ro",
         &["--mount", &ro],
         &["write", "/data/new.txt", "x"],
-        b"",
     );
     assert_ne!(
         out.status.code(),
@@ -1043,13 +1045,10 @@ fn bind_mounts_appear_at_their_destination_honouring_read_only(version: Version)
         "a read-only mount must refuse writes"
     );
     assert!(!host.path().join("new.txt").exists());
-    let out = run_demo(
-        &containerd,
-        IMAGE,
+    let out = run(
         "mount-rw",
         &["--mount", &rw],
         &["write", "/data/new.txt", "written"],
-        b"",
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
