@@ -228,6 +228,29 @@ fn one_shim_serves_a_namespace_through_churn(version: Version) {
         .collect();
     let shims: std::collections::BTreeSet<_> = guests.iter().map(|g| parent_of(*g)).collect();
     assert_eq!(shims.len(), 1, "one shim for the namespace: {shims:?}");
+    // containerd reads a shim's log through the FIFO of each container it hands the shim, only
+    // while that container exists: with the one that started the shim gone, the shim's lines
+    // still reach containerd's log.
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "ns-a"]);
+    wait_for_status(&containerd, "ns-a", "STOPPED");
+    containerd.ctr_ok(&["task", "delete", "ns-a"]);
+    containerd.ctr_ok(&["container", "delete", "ns-a"]);
+    let late = run_demo_detached(&containerd, "ns-late", &["sleep", "60"]);
+    assert_eq!(
+        Some(&parent_of(late)),
+        shims.first(),
+        "the namespace's shim serves it"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !containerd.log().contains("container ns-late created") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shim's log stopped with its first container:\n{}",
+            containerd.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sleepers = ["ns-b", "ns-c", "ns-late"];
     // The shim empties (the sleepers go) while containers keep arriving, three at a time...
     std::thread::scope(|scope| {
         scope.spawn(|| churn_containers(&containerd, "ns-churn", 30, 3));

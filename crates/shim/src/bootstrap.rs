@@ -171,8 +171,7 @@ async fn serve(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    if let Err(e) = containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
-    {
+    if let Err(e) = crate::shim_log::init(flags.debug, &flags.id) {
         eprintln!(
             "{}: logging to containerd is unavailable: {e}",
             shim::RUNTIME_ID

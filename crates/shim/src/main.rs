@@ -26,6 +26,7 @@ mod process;
 mod rootfs;
 mod service;
 mod shim;
+mod shim_log;
 mod signatures;
 mod stdio;
 

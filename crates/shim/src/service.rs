@@ -607,6 +607,9 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
+        // containerd reads this shim's log from the FIFO of each container it hands over, while
+        // that container exists.
+        crate::shim_log::follow(&req.id, Path::new(&req.bundle));
         debug!("create {}", req.id);
         if self.containers.lock().await.contains_key(&req.id) {
             return Err(rpc_error(
@@ -797,6 +800,7 @@ impl Task for Service {
             .remove(&req.id)
             .ok_or_else(|| not_found(&req.id))?;
         drop(containers);
+        crate::shim_log::forget(&req.id);
         self.cleanup(&mut container).await;
         let exit = container.exited().unwrap_or(Exit {
             code: 137,
