@@ -1015,9 +1015,12 @@ fn bind_mounts_appear_at_their_destination_honouring_read_only(version: Version)
     });
 }
 
+/// Runs a container: `(id, ctr_run_flags, program_args)` → its output.
+pub(crate) type RunWith<'a> = dyn Fn(&str, &[&str], &[&str]) -> Output + 'a;
+
 /// A bind mount at `/data` as a program with demo-app's `cat FILE` and `write FILE TEXT` sees
 /// it through `run(id, ctr_run_flags, args)`: readable, and writable only when mounted `rw`.
-pub(crate) fn assert_bind_mounts_honoured(run: &dyn Fn(&str, &[&str], &[&str]) -> Output) {
+pub(crate) fn assert_bind_mounts_honoured(run: &RunWith<'_>) {
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("greeting.txt"), "from the host\n").unwrap();
     let src = host.path().display().to_string();
