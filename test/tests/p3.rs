@@ -257,7 +257,8 @@ fn p3_artifact_runs_and_is_checked_at_create(version: Version) {
     );
 }
 
-/// demo-p3 as a pod's container through CRI: it runs, logs through CRI and exits 0.
+/// demo-p3 as a pod's containers through CRI: its output reaches the CRI log, its exit code
+/// and a trap reach the container's status, and the pod's `env:` and `args:` reach it.
 fn p3_command_runs_as_a_pod(version: Version) {
     let Some(node) = crate::kubernetes::node(version) else {
         return;
@@ -283,5 +284,33 @@ fn p3_command_runs_as_a_pod(version: Version) {
     assert_eq!(lines, [("stdout".to_owned(), "hello from 0.3".to_owned())]);
     let (code, lines) = node.run_to_exit(&pod, &sandbox, "exit", &image, &[PROGRAM, "exit", "3"]);
     assert_eq!(code, 3, "{lines:?}");
+    let (code, lines) = node.run_to_exit(&pod, &sandbox, "trap", &image, &[PROGRAM, "trap"]);
+    assert_ne!(code, 0, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|(stream, text)| stream == "stderr" && text.contains("unreachable")),
+        "{lines:?}"
+    );
+    // A pod's `env:` is the component's 0.3 environment; `args:` its arguments.
+    let config = k8s_cri::v1::ContainerConfig {
+        args: vec!["env".to_owned()],
+        envs: vec![k8s_cri::v1::KeyValue {
+            key: "GREETING".to_owned(),
+            value: "hi from a pod".to_owned(),
+        }],
+        ..crate::kubernetes::container_config("env", &image)
+    };
+    let id = node
+        .create_from(&pod, &sandbox, config)
+        .unwrap_or_else(|e| panic!("CreateContainer env: {e}"));
+    node.start(&id);
+    let status = node.wait_exited(&id);
+    let lines = crate::kubernetes::cri_log_lines(&node.log_file("p3", "env"));
+    assert_eq!(status.exit_code, 0, "{lines:?}");
+    assert!(
+        lines.contains(&("stdout".to_owned(), "GREETING=hi from a pod".to_owned())),
+        "{lines:?}"
+    );
     node.stop_and_remove_pod(&pod);
 }
