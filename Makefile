@@ -24,7 +24,7 @@ setup: ## Install everything build, demo, test and bench need (scripts/setup.sh 
 build: demo-images ## Build the wasmcell command and the demo images (debug).
 	$(CARGO) build --workspace --locked
 
-demo-images: ## Build demo-app and demo-http and write their five OCI tars to target/oci/ (one cargo build).
+demo-images: ## Build demo-app and its guests (demo-http, demo-p3, demo-p3-http); their nine OCI tars go to target/oci/.
 	@scripts/setup.sh build
 	$(CARGO) build -p demo-app --locked
 	@ls -l target/oci/*.tar
