@@ -899,6 +899,8 @@ fn worlds_name_what_the_linkers_provide() -> Result<(), Box<dyn std::error::Erro
         [
             "wasi:cli/command@0.2.12",
             "wasi:http/proxy@0.2.12",
+            "wasi:cli/command@0.3.0",
+            "wasi:http/service@0.3.0",
             "wasi_snapshot_preview1"
         ]
     );
@@ -921,8 +923,23 @@ fn worlds_name_what_the_linkers_provide() -> Result<(), Box<dyn std::error::Erro
             "wasi:http/types@0.2.12"
         ]
     );
+    // A 0.3 command also gets 0.2's interfaces (a component may import both), and the 0.3
+    // service world adds 0.3's wasi:http to that.
+    let command_p3 = &worlds[2].provides;
+    assert!(command_p3.iter().any(|i| i == "wasi:cli/environment@0.3.0"));
+    assert!(worlds[0].provides.iter().all(|i| command_p3.contains(i)));
+    assert!(!command_p3.iter().any(|i| i.starts_with("wasi:http/")));
+    let service_only: Vec<&String> = worlds[3]
+        .provides
+        .iter()
+        .filter(|i| !command_p3.contains(i) && !i.ends_with("@0.2.12"))
+        .collect();
+    assert_eq!(
+        service_only,
+        ["wasi:http/client@0.3.0", "wasi:http/types@0.3.0"]
+    );
     assert!(
-        worlds[2]
+        worlds[4]
             .provides
             .iter()
             .any(|f| f == "wasi_snapshot_preview1.fd_write")
