@@ -111,28 +111,9 @@ fn p3_commands_run_like_p2_ones(version: Version) {
         "{err}"
     );
 
-    let limit = (64u64 << 20).to_string();
-    let out = run_p3(
-        &containerd,
-        "memlimit",
-        &["--memory-limit", &limit],
-        &["alloc", "256"],
-        b"",
-    );
-    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("exceeded its memory limit"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = run_p3(
-        &containerd,
-        "memok",
-        &["--memory-limit", &limit],
-        &["alloc", "16"],
-        b"",
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    crate::shim::assert_memory_limit_enforced(&|id, extra, args| {
+        run_p3(&containerd, id, extra, args, b"")
+    });
 
     // SIGTERM ends a guest waiting on the 0.3 clock, as it ends any container: 128 + 15.
     let mut run = vec![

@@ -660,30 +660,9 @@ fn memory_limit_stops_a_growing_guest(version: Version) {
     let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
-    let limit = (64u64 << 20).to_string();
-    let out = run_demo(
-        &containerd,
-        IMAGE,
-        "memlimit",
-        &["--memory-limit", &limit],
-        &["alloc", "256"],
-        b"",
-    );
-    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("exceeded its memory limit"),
-        "{}",
-        text(&out.stderr)
-    );
-    let fits = run_demo(
-        &containerd,
-        IMAGE,
-        "memok",
-        &["--memory-limit", &limit],
-        &["alloc", "16"],
-        b"",
-    );
-    assert_eq!(fits.status.code(), Some(0), "{}", text(&fits.stderr));
+    assert_memory_limit_enforced(&|id, extra, args| {
+        run_demo(&containerd, IMAGE, id, extra, args, b"")
+    });
 }
 
 fn a_tampered_wasm_layer_is_refused(version: Version) {
@@ -1017,6 +996,22 @@ fn bind_mounts_appear_at_their_destination_honouring_read_only(version: Version)
 
 /// Runs a container: `(id, ctr_run_flags, program_args)` → its output.
 pub(crate) type RunWith<'a> = dyn Fn(&str, &[&str], &[&str]) -> Output + 'a;
+
+/// `--memory-limit 64 MiB` as a program with demo-app's `alloc MIB` sees it through
+/// `run(id, ctr_run_flags, args)`: growing to 256 MiB ends the task with 137 and says why;
+/// 16 MiB fits.
+pub(crate) fn assert_memory_limit_enforced(run: &RunWith<'_>) {
+    let limit = (64u64 << 20).to_string();
+    let out = run("memlimit", &["--memory-limit", &limit], &["alloc", "256"]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exceeded its memory limit"),
+        "{}",
+        text(&out.stderr)
+    );
+    let fits = run("memok", &["--memory-limit", &limit], &["alloc", "16"]);
+    assert_eq!(fits.status.code(), Some(0), "{}", text(&fits.stderr));
+}
 
 /// A bind mount at `/data` as a program with demo-app's `cat FILE` and `write FILE TEXT` sees
 /// it through `run(id, ctr_run_flags, args)`: readable, and writable only when mounted `rw`.
