@@ -619,15 +619,20 @@ impl Server {
         };
         let times = self.instantiate.clone();
         let deadline = Instant::now() + limits.request_timeout;
+        let held = HeldInstance {
+            store,
+            _permit: permit,
+        };
         let task = tokio::spawn(tokio::time::timeout_at(deadline.into(), async move {
-            let _permit = permit;
-            start_running(&mut store);
+            let mut held = held;
+            let store = &mut held.store;
+            start_running(&mut *store);
             let started = Instant::now();
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let proxy = pre.instantiate_async(&mut *store).await?;
             times.record(started.elapsed());
             proxy
                 .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
+                .call_handle(&mut *store, req, out)
                 .await
         }));
         match tokio::time::timeout_at(deadline.into(), receiver).await {
@@ -664,6 +669,14 @@ impl Server {
             }
         }
     }
+}
+
+/// A 0.2 request's store and its concurrency permit, dropped in that order (fields drop in
+/// declaration order): the instance's pool slot is back before the permit lets the next
+/// request instantiate, so the pool, sized to the permits, is never found full.
+struct HeldInstance {
+    store: Store<RequestState>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A store for one request whose guest yields to the runtime at every epoch tick once it has
