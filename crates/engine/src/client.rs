@@ -4,6 +4,9 @@
 //! not pay a connect (and a TLS handshake) each time.
 //!
 //! Defaults, per server:
+//! - a connection is back in the pool the moment its response body has been read to the end
+//!   (a guest that answers its own client right after does not race hyper's bookkeeping into a
+//!   second connection); a body dropped early closes the connection instead;
 //! - at most [`MAX_IDLE_PER_DESTINATION`] idle connections per scheme and authority; a
 //!   connection beyond them is closed when its response ends;
 //! - an idle connection unused for [`IDLE_TIMEOUT`] is closed when next looked at;
@@ -30,6 +33,11 @@ pub const MAX_IDLE_PER_DESTINATION: usize = 16;
 
 /// How long an idle connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a pooled connection whose response was read may take to be ready for the next
+/// request (hyper finishes with the old one on the connection's own task) before a new
+/// connection is opened instead.
+const READY_WAIT: Duration = Duration::from_millis(200);
 
 /// What the guest's timeouts default to when it sets none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -101,7 +109,7 @@ impl OutboundClient {
         *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
 
         let sent = async {
-            if let Some(mut sender) = self.take_idle(&destination) {
+            if let Some(mut sender) = self.reuse_idle(&destination).await {
                 match sender.try_send_request(request).await {
                     Ok(response) => return Ok((sender, response)),
                     Err(mut failed) => match failed.take_message() {
@@ -116,25 +124,42 @@ impl OutboundClient {
             let response = sender.send_request(request).await.map_err(Error::from)?;
             Ok((sender, response))
         };
-        let (mut sender, response) = tokio::time::timeout(first_byte_timeout, sent)
+        let (sender, response) = tokio::time::timeout(first_byte_timeout, sent)
             .await
             .map_err(|_| Error::ConnectionReadTimeout)??;
-        // The connection is free again once the guest has read the whole body; if it drops
-        // the body early, hyper closes the connection and it is not kept.
-        let pool = self.idle.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                keep_idle(&pool, destination, sender);
-            }
-        });
+        let returning = ReturningConnection {
+            pool: self.idle.clone(),
+            destination,
+            sender,
+        };
         Ok(response.map(|incoming| {
+            let mut returning = Some(returning);
+            // A response without a body (a 204, a HEAD) frees the connection at once.
+            if http_body::Body::is_end_stream(&incoming)
+                && let Some(returning) = returning.take()
+            {
+                returning.give_back();
+            }
             TimedBody {
                 incoming,
                 between_bytes: between_bytes_timeout.max(Duration::from_nanos(1)),
                 timer: None,
+                returning,
             }
             .boxed_unsync()
         }))
+    }
+
+    /// An idle connection to `destination` that is ready for a request, if the pool has one.
+    async fn reuse_idle(&self, destination: &Destination) -> Option<SendRequest<WasiBody>> {
+        while let Some(mut sender) = self.take_idle(destination) {
+            // Back in the pool as soon as its body was read, it is ready once hyper has seen
+            // the end of the response on the connection's task: a moment later.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
+                return Some(sender);
+            }
+        }
+        None
     }
 
     fn take_idle(&self, destination: &Destination) -> Option<SendRequest<WasiBody>> {
@@ -142,10 +167,7 @@ impl OutboundClient {
         let list = idle.get_mut(destination)?;
         // The most recently used first: the likeliest to be alive.
         while let Some(connection) = list.pop() {
-            if connection.since.elapsed() < IDLE_TIMEOUT
-                && connection.sender.is_ready()
-                && !connection.sender.is_closed()
-            {
+            if connection.since.elapsed() < IDLE_TIMEOUT && !connection.sender.is_closed() {
                 return Some(connection.sender);
             }
         }
@@ -248,11 +270,26 @@ fn server_name(authority: &str) -> Result<rustls::pki_types::ServerName<'static>
     ServerName::try_from(host.to_owned()).map_err(Error::InvalidDnsNameError)
 }
 
-/// A response body whose frames must come within the between-bytes timeout.
+/// A connection whose response is being read; it goes back to the pool when the body ends.
+struct ReturningConnection {
+    pool: Arc<Mutex<HashMap<Destination, Vec<IdleConnection>>>>,
+    destination: Destination,
+    sender: SendRequest<WasiBody>,
+}
+
+impl ReturningConnection {
+    fn give_back(self) {
+        keep_idle(&self.pool, self.destination, self.sender);
+    }
+}
+
+/// A response body whose frames must come within the between-bytes timeout; read to the end,
+/// it gives its connection back to the pool.
 struct TimedBody {
     incoming: hyper::body::Incoming,
     between_bytes: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    returning: Option<ReturningConnection>,
 }
 
 impl http_body::Body for TimedBody {
@@ -266,6 +303,17 @@ impl http_body::Body for TimedBody {
         match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.timer = None;
+                let ended = match &frame {
+                    None => true,
+                    Some(Ok(_)) => self.incoming.is_end_stream(),
+                    Some(Err(_)) => {
+                        self.returning = None;
+                        false
+                    }
+                };
+                if ended && let Some(returning) = self.returning.take() {
+                    returning.give_back();
+                }
                 Poll::Ready(frame.map(|f| {
                     f.map_err(|e| {
                         if e.is_timeout() {
@@ -355,17 +403,20 @@ mod tests {
         )
     }
 
-    /// Sends `count` requests one after the other, reading each body, and returns the
-    /// connections the client opened.
-    async fn send_in_turn(port: u16, count: usize) -> Result<u64, Box<dyn std::error::Error>> {
+    /// Sends `count` requests one after the other, reading each body and waiting `pause`
+    /// before the next, and returns the connections the client opened.
+    async fn send_in_turn(
+        port: u16,
+        count: usize,
+        pause: Duration,
+    ) -> Result<u64, Box<dyn std::error::Error>> {
         let client = OutboundClient::default();
         for _ in 0..count {
             let response = client.send(get(port)?, None).await?;
             assert_eq!(response.status(), 200);
             let body = response.into_body().collect().await?.to_bytes();
             assert_eq!(&body[..], b"ok");
-            // Let the connection go back to the pool.
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::time::sleep(pause).await;
         }
         Ok(client.connections_opened())
     }
@@ -373,7 +424,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_to_one_destination_are_reused() -> TestResult {
         let (port, accepted) = server(keep_alive)?;
-        assert_eq!(send_in_turn(port, 5).await?, 1);
+        // No pause: the next request comes the moment the body ends, as a guest's does.
+        assert_eq!(send_in_turn(port, 5, Duration::ZERO).await?, 1);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         Ok(())
     }
@@ -381,7 +433,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_that_closed_the_idle_connection_costs_a_new_one_not_an_error() -> TestResult {
         let (port, accepted) = server(one_and_close)?;
-        assert_eq!(send_in_turn(port, 3).await?, 3);
+        // The pause lets the peer's close reach us before the connection is reused.
+        assert_eq!(send_in_turn(port, 3, Duration::from_millis(30)).await?, 3);
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
         Ok(())
     }
