@@ -39,7 +39,8 @@
 # BENCH_REJECT_RUNS=3, BENCH_COLD_RUNS=5, BENCH_SIGNAL_RUNS=10, BENCH_THROUGHPUT_TASKS=100,
 # BENCH_PARALLEL="2 10", BENCH_POD_CONTAINERS=10 (0: no pod figure), BENCH_HTTP_SECONDS=10 (0: no
 # HTTP figures), BENCH_SKIP_BUILD=1 to reuse
-# target/release as it is.
+# target/release as it is, BENCH_PROFILE=1 to record the API throughput runs with `perf record -a`
+# (cpu-clock) and write where the CPU went, by command and object, to raw/VERSION/profile-*.txt.
 #
 # Needs root and what scripts/setup.sh bench installs (make bench runs it). Everything it starts — containerd,
 # shims, guests, runc containers, mounts, cgroups, its /tmp/wcb.* directory — is removed on exit,
@@ -703,8 +704,16 @@ bench_one() {
     for kind in $kinds; do
       log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, API"
       before=$(cpu_snapshot)
-      us=$("$STRESS" "$ADDR" "$NS" "tpl-$kind" "$BENCH_THROUGHPUT_TASKS" "$par") \
-        || die "$kind: the API throughput run failed"
+      if [ "${BENCH_PROFILE:-0}" = 1 ]; then
+        us=$(perf record -q -a -g -e cpu-clock -o "$RAW/perf-$kind-$par.data" -- \
+          "$STRESS" "$ADDR" "$NS" "tpl-$kind" "$BENCH_THROUGHPUT_TASKS" "$par") \
+          || die "$kind: the API throughput run failed"
+        perf report -i "$RAW/perf-$kind-$par.data" --no-children --sort comm,dso --stdio \
+          2>/dev/null | grep -v '^$' >"$RAW/profile-$kind-$par.txt" || true
+      else
+        us=$("$STRESS" "$ADDR" "$NS" "tpl-$kind" "$BENCH_THROUGHPUT_TASKS" "$par") \
+          || die "$kind: the API throughput run failed"
+      fi
       after=$(cpu_snapshot)
       # shim + guest = containerd's cgroup - containerd itself + the containers' cgroups
       read -r -a b <<<"$before"
