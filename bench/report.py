@@ -200,6 +200,8 @@ def figures(meta, lat, pss, reject, signals, throughput, cold, cpu):
         ceiling = throughput.get(("null", "api", 10))
         fig["containerd_ceiling_tasks_per_s"] = r2(ceiling)
         fig["throughput_fraction_of_containerd_ceiling"] = ratio(rate, ceiling)
+        fig["throughput_fraction_of_containerd_ceiling_grouped"] = ratio(
+            throughput.get(("grouped", "api", 10)), ceiling)
     for (runtime, client, par), rate in sorted(throughput.items()):
         suffix = "" if client == "api" else "_ctr_run"
         fig[f"throughput_tasks_per_s_parallel{par}{suffix}_{runtime}"] = r2(rate)
@@ -310,6 +312,13 @@ def table(fig):
                     f"{fmt(fig['throughput_fraction_of_containerd_ceiling'])} | ≥ 0.9 |")
         rows.append(f"| … the null shim's own CPU per task, 10 in parallel (ms) | "
                     f"{fmt(fig.get('shim_guest_cpu_ms_per_task_parallel10_null'))} | — | — | |")
+    if fig.get("throughput_tasks_per_s_parallel10_grouped"):
+        rows.append(f"| with `group = \"namespace\"` (one shim for every task), API, 10 in parallel "
+                    f"(tasks/s); as a fraction of the ceiling | "
+                    f"{fmt(fig['throughput_tasks_per_s_parallel10_grouped'])} | — | "
+                    f"{fmt(fig.get('throughput_fraction_of_containerd_ceiling_grouped'))} | |")
+        rows.append(f"| … its shim + guest CPU per task, 10 in parallel (ms) | "
+                    f"{fmt(fig.get('shim_guest_cpu_ms_per_task_parallel10_grouped'))} | — | — | |")
     if fig.get("containerd_cpu_bound_tasks_per_s"):
         rows.append(f"| containerd's CPU bound (CPUs × 1000 / its CPU ms per task) (tasks/s); "
                     f"throughput as a fraction of it | {fmt(fig['containerd_cpu_bound_tasks_per_s'])} | — | "

@@ -28,6 +28,7 @@
 #      (containerd 2.x): the same API runs under a null shim whose tasks do nothing
 #      (test/examples/null_shim.rs), i.e. what containerd and the shim protocol alone sustain on
 #      this machine; containerd's own CPU per task also gives a CPU bound (every core to itself).
+#      wasmcell's API runs once more with `group = "namespace"` (one shim for every task).
 #   3. Import validation: `ctr run --rm` of an artifact with a BENCH_BIG_MIB MiB wasm layer
 #      that imports wasi:keyvalue (refused by the pre-flight from its config) against a first
 #      run, empty compile cache, of its satisfiable twin (same code) and a warm run of it;
@@ -194,6 +195,9 @@ fi
 for tool in runc gcc python3; do
   command -v "$tool" >/dev/null || die "$tool missing: run scripts/setup.sh bench (make bench does)"
 done
+if [ "${BENCH_PROFILE:-0}" = 1 ] && ! command -v perf >/dev/null; then
+  die "BENCH_PROFILE=1 needs perf (Debian: apt-get install linux-perf)"
+fi
 PLOT_PYTHON=python3
 python3 -c 'import matplotlib' 2>/dev/null || PLOT_PYTHON=/usr/bin/python3
 RUNC_VERSION=$(runc --version | head -1)
@@ -715,10 +719,16 @@ bench_one() {
     ctr_ container create --runtime "$NULL_RUNTIME" "$NATIVE_IMAGE" tpl-null /hello hello
     kinds="wasmcell runc null"
   fi
+  # wasmcell again with `group = "namespace"`: one shim serves every task, so a task costs no
+  # shim server start (the shim config is read by `start`, i.e. per task).
+  ctr_ container create --runtime "$WASM_RUNTIME" "$WASM_IMAGE" tpl-grouped /demo-app.wasm echo hello
+  kinds="$kinds grouped"
+  echo "wasmcell-namespace-$NS" >>"$IDS_FILE"
   local par
   for par in $BENCH_PARALLEL; do
     for kind in $kinds; do
       log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, API"
+      if [ "$kind" = grouped ]; then echo 'group = "namespace"' >"$DIR/wasmcell.toml"; fi
       before=$(cpu_snapshot)
       if [ "${BENCH_PROFILE:-0}" = 1 ]; then
         us=$(perf record -q -a -g -e cpu-clock -o "$RAW/perf-$kind-$par.data" -- \
@@ -737,13 +747,14 @@ bench_one() {
       printf '%s\t%s\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" \
         $((a[0] - b[0])) $(((a[1] - b[1]) - (a[0] - b[0]) + (a[2] - b[2]))) >>"$RAW/cpu.tsv"
       printf '%s\tapi\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" >>"$RAW/throughput.tsv"
-      [ "$kind" = null ] && continue
+      rm -f "$DIR/wasmcell.toml"
+      [ "$kind" = null ] || [ "$kind" = grouped ] && continue
       log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, ctr run"
       us=$(throughput "$kind" "$par")
       printf '%s\tctr\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" >>"$RAW/throughput.tsv"
     done
   done
-  ctr_ container delete tpl-wasmcell tpl-runc >/dev/null
+  ctr_ container delete tpl-wasmcell tpl-runc tpl-grouped >/dev/null
   if [ "${ver%%.*}" -ge 2 ]; then ctr_ container delete tpl-null >/dev/null; fi
 
   # 7. HTTP
