@@ -37,9 +37,12 @@ const TASK_V3: &str = "containerd.task.v3.Task";
 /// Runs the action containerd asked for.
 pub async fn run() -> anyhow::Result<()> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let flags = containerd_shim::parse(args.get(1..).unwrap_or_default())
-        .context("parsing the shim flags")?;
-    let bundle = bundle_of(&flags)?;
+    let flags = containerd_shim::parse(&args[1..]).context("parsing the shim flags")?;
+    let bundle = if flags.bundle.is_empty() {
+        std::env::current_dir().context("reading the bundle directory")?
+    } else {
+        flags.bundle.clone().into()
+    };
     match flags.action.as_str() {
         "start" => start(&flags, &bundle).await,
         "delete" => {
@@ -57,125 +60,15 @@ pub async fn run() -> anyhow::Result<()> {
             std::io::stdout().write_all(&info.write_to_bytes()?)?;
             Ok(())
         }
-        _ => serve(&flags, Grouping::from_env()).await,
+        _ => serve(&flags).await,
     }
-}
-
-/// What `main` does once [`before_runtime`] has looked at the action.
-pub enum Early {
-    /// Anything but `start` with a shim per pod: run the action on the runtime ([`run`]).
-    Async,
-    /// The `start` process, done: it printed the address, or failed with this error.
-    Answered(anyhow::Result<()>),
-    /// The server `start` forked: [`serve`] these flags on a runtime of its own.
-    Serve(Box<containerd_shim::Flags>),
-}
-
-/// `start` with a shim per pod, run before any runtime or thread exists so that it can fork
-/// the server instead of executing this binary again. containerd runs `start` for every
-/// container, and with a shim per pod nearly every one starts a server: the fork saves the
-/// server an exec, the dynamic loader's start-up and the page faults of a fresh image. A
-/// shared shim (`group = "namespace"`) starts rarely and keeps the exec, as its `start` holds
-/// the hand-over lock, which a forked child would inherit.
-pub fn before_runtime() -> Early {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let Ok(flags) = containerd_shim::parse(args.get(1..).unwrap_or_default()) else {
-        return Early::Async;
-    };
-    if flags.action != "start" || !matches!(Grouping::configured(), Ok(Grouping::Pod)) {
-        return Early::Async;
-    }
-    match start_per_pod(flags) {
-        Ok(Some(server)) => Early::Serve(Box::new(server)),
-        Ok(None) => Early::Answered(Ok(())),
-        Err(e) => Early::Answered(Err(e)),
-    }
-}
-
-/// The per-pod `start`: returns the server's flags in the forked child, `None` in `start`
-/// once it has answered.
-fn start_per_pod(
-    mut flags: containerd_shim::Flags,
-) -> anyhow::Result<Option<containerd_shim::Flags>> {
-    let bundle = bundle_of(&flags)?;
-    read_legacy_options();
-    let group = Grouping::Pod.group_of(&bundle, &flags.id, &flags.namespace);
-    let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &group);
-    if std::os::unix::net::UnixStream::connect(socket_path(&address)).is_err() {
-        let (ready, notify) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .context("creating the shim server's start-up pipe")?;
-        // SAFETY: main calls this before it builds a runtime, and nothing before it starts a
-        // thread: the process is single-threaded, so the child may do anything the parent
-        // could (allocate, take locks) without finding state another thread left half-done.
-        #[allow(unsafe_code)]
-        let forked = unsafe { nix::unistd::fork() }.context("forking the shim server")?;
-        match forked {
-            nix::unistd::ForkResult::Child => {
-                drop(ready);
-                detach_into_server(notify, &bundle)?;
-                flags.socket = address;
-                flags.action.clear();
-                return Ok(Some(flags));
-            }
-            nix::unistd::ForkResult::Parent { .. } => {
-                drop(notify);
-                // The server closes its end once it listens (or found a peer listening).
-                let mut sink = Vec::new();
-                let _ = std::fs::File::from(ready).read_to_end(&mut sink);
-            }
-        }
-    }
-    answer_start(&bundle, &address)?;
-    Ok(None)
-}
-
-/// In the forked server: stdin and stderr from/to /dev/null, stdout the start-up pipe (which
-/// [`signal_started`] closes), the bundle as working directory — what the exec'd server gets.
-fn detach_into_server(notify: std::os::fd::OwnedFd, bundle: &Path) -> anyhow::Result<()> {
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .context("opening /dev/null")?;
-    nix::unistd::dup2_stdin(&null).context("redirecting the server's stdin")?;
-    nix::unistd::dup2_stderr(&null).context("redirecting the server's stderr")?;
-    nix::unistd::dup2_stdout(&notify).context("redirecting the server's stdout")?;
-    std::env::set_current_dir(bundle)
-        .with_context(|| format!("entering the bundle {}", bundle.display()))?;
-    Ok(())
-}
-
-/// The bundle directory: `-bundle`, or the working directory containerd started us in.
-fn bundle_of(flags: &containerd_shim::Flags) -> anyhow::Result<std::path::PathBuf> {
-    if flags.bundle.is_empty() {
-        std::env::current_dir().context("reading the bundle directory")
-    } else {
-        Ok(flags.bundle.clone().into())
-    }
-}
-
-/// Legacy `start` passes runtime options on stdin; wasmcell has none to read yet.
-fn read_legacy_options() {
-    let mut ignored = Vec::new();
-    let _ = std::io::stdin().take(1 << 20).read_to_end(&mut ignored);
-}
-
-/// `start`'s answer: the address, in the bundle's `address` file and on stdout.
-fn answer_start(bundle: &Path, address: &str) -> anyhow::Result<()> {
-    std::fs::write(bundle.join("address"), address).context("writing the address file")?;
-    let mut stdout = std::io::stdout();
-    stdout.write_all(address.as_bytes())?;
-    stdout.flush()?;
-    Ok(())
-}
-
-fn socket_path(address: &str) -> &str {
-    address.strip_prefix("unix://").unwrap_or(address)
 }
 
 /// `start`: find or spawn the shim serving this container's group and print its address.
 async fn start(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<()> {
-    read_legacy_options();
+    // Legacy start passes runtime options on stdin; wasmcell has none to read yet.
+    let mut ignored = Vec::new();
+    let _ = std::io::stdin().take(1 << 20).read_to_end(&mut ignored);
     let grouping = Grouping::configured()?;
     let group = grouping.group_of(bundle, &flags.id, &flags.namespace);
     let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &group);
@@ -219,18 +112,24 @@ async fn start(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<
             let _ = tokio::io::AsyncReadExt::read_to_end(&mut out, &mut sink).await;
         }
     }
-    answer_start(bundle, &address)
+    std::fs::write(bundle.join("address"), &address).context("writing the address file")?;
+    let mut stdout = std::io::stdout();
+    stdout.write_all(address.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
 }
 
 async fn socket_answers(address: &str) -> bool {
-    tokio::net::UnixStream::connect(socket_path(address))
-        .await
-        .is_ok()
+    let path = address
+        .strip_prefix("unix://")
+        .unwrap_or(address)
+        .to_owned();
+    tokio::net::UnixStream::connect(path).await.is_ok()
 }
 
 /// Binds the shim socket; `None` when another shim already serves it.
 async fn listen(address: &str) -> anyhow::Result<Option<UnixListener>> {
-    let path = Path::new(socket_path(address));
+    let path = Path::new(address.strip_prefix("unix://").unwrap_or(address));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -257,8 +156,8 @@ fn signal_started() {
     }
 }
 
-/// The long-running server, serving a group of the given kind.
-pub async fn serve(flags: &containerd_shim::Flags, grouping: Grouping) -> anyhow::Result<()> {
+/// The long-running server.
+async fn serve(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
     if flags.socket.is_empty() {
         bail!("no -socket given: containerd starts the server through `start`");
     }
@@ -292,7 +191,8 @@ pub async fn serve(flags: &containerd_shim::Flags, grouping: Grouping) -> anyhow
         address: flags.address.clone(),
         cache_dir: shim::cache_dir(),
         exe: std::env::current_exe().context("locating this binary")?,
-        handover: (grouping == Grouping::Namespace).then(|| Handover::for_address(&flags.socket)),
+        handover: (Grouping::from_env() == Grouping::Namespace)
+            .then(|| Handover::for_address(&flags.socket)),
     };
     let service = Service::new(publisher, config, exit.clone())
         .await
@@ -315,7 +215,12 @@ pub async fn serve(flags: &containerd_shim::Flags, grouping: Grouping) -> anyhow
     exit.wait().await;
     info!("shim shutting down");
     let _ = server.shutdown().await;
-    let _ = std::fs::remove_file(socket_path(&flags.socket));
+    let _ = std::fs::remove_file(
+        flags
+            .socket
+            .strip_prefix("unix://")
+            .unwrap_or(&flags.socket),
+    );
     Ok(())
 }
 

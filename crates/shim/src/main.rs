@@ -1,7 +1,7 @@
 //! `containerd-shim-wasmcell-v1`: containerd's shim for wasm containers.
 //!
 //! One binary, three modes. Started by containerd it is the shim (task service over ttrpc, on a
-//! single-threaded tokio runtime; a per-pod `start` forks the server before any runtime exists). Exec'd by the shim with `__wasmcell-guest PLAN` it is a guest
+//! single-threaded tokio runtime). Exec'd by the shim with `__wasmcell-guest PLAN` it is a guest
 //! process that runs exactly one wasm program; exec'd by a guest with `__wasmcell-compile …` it
 //! compiles that program into the cache and exits; started by the shim with
 //! `__wasmcell-optimize …` it compiles a cold-started program's optimized code in the
@@ -63,16 +63,6 @@ fn main() {
         let args: Vec<_> = std::env::args_os().skip(2).collect();
         std::process::exit(compiler::optimize_main(&args));
     }
-    // A per-pod `start` forks its server here, before the runtime exists.
-    let forked_server = match bootstrap::before_runtime() {
-        bootstrap::Early::Async => None,
-        bootstrap::Early::Answered(Ok(())) => std::process::exit(0),
-        bootstrap::Early::Answered(Err(e)) => {
-            eprintln!("{}: {e:#}", shim::RUNTIME_ID);
-            std::process::exit(1);
-        }
-        bootstrap::Early::Serve(flags) => Some(flags),
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -83,13 +73,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let action = async {
-        match forked_server {
-            Some(flags) => bootstrap::serve(&flags, group::Grouping::Pod).await,
-            None => bootstrap::run().await,
-        }
-    };
-    if let Err(e) = runtime.block_on(action) {
+    if let Err(e) = runtime.block_on(bootstrap::run()) {
         eprintln!("{}: {e:#}", shim::RUNTIME_ID);
         std::process::exit(1);
     }
