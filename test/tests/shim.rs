@@ -32,6 +32,7 @@ on_2_1_and_1_7!(
     a_full_or_read_only_cache_runs_uncached_with_one_warning,
     a_storm_of_sigterms_ends_a_guest_once,
     a_guest_killed_while_compiling_leaves_nothing_behind,
+    guests_come_from_the_launcher_and_outlive_it,
 );
 
 pub(crate) fn text(bytes: &[u8]) -> String {
@@ -1105,6 +1106,81 @@ pub(crate) fn parent_of(pid: u32) -> Option<u32> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// The command line of `pid`, NULs as spaces.
+fn cmdline_of(pid: u32) -> String {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).replace('\0', " ")
+}
+
+/// The children of `pid` whose command line contains `needle`.
+fn children_with(pid: u32, needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| parent_of(p) == Some(pid) && cmdline_of(p).contains(needle))
+        .collect()
+}
+
+/// A shared shim forks its guests from its single-threaded launcher: a guest is the shim's
+/// child, shows `__wasmcell-guest PLAN` in `ps`, and holds none of the shim's fds (no socket,
+/// no log FIFO). With the launcher SIGKILLed, the shim falls back to exec'ing guests: the
+/// running guest is untouched and new containers still run.
+fn guests_come_from_the_launcher_and_outlive_it(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    std::fs::write(containerd.shim_config(), "group = \"namespace\"\n").unwrap();
+    let first = run_demo_detached(&containerd, "launched", &["sleep", "600"]);
+    let shim = parent_of(first).expect("the guest's parent");
+    let launchers = children_with(shim, "__wasmcell-zygote");
+    assert_eq!(launchers.len(), 1, "one launcher under shim {shim}");
+    let guest_cmdline = cmdline_of(first);
+    assert!(
+        guest_cmdline.contains("__wasmcell-guest") && guest_cmdline.contains("launched"),
+        "the guest's command line: {guest_cmdline:?}"
+    );
+    let fds_of = |pid: u32| -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .map(|target| target.display().to_string())
+            .collect()
+    };
+    let (guest_fds, shim_fds) = (fds_of(first), fds_of(shim));
+    let shared: Vec<&String> = guest_fds
+        .iter()
+        .filter(|t| t.starts_with("socket:") && shim_fds.contains(t) || t.ends_with("/log"))
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "the guest holds the shim's {shared:?} (guest: {guest_fds:?})"
+    );
+    nix_kill(launchers[0]);
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "after-launcher",
+        &[],
+        &["echo", "exec'd"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "exec'd\n", "{}", text(&out.stderr));
+    let second = run_demo_detached(&containerd, "exec-sleeper", &["sleep", "600"]);
+    assert_eq!(parent_of(second), Some(shim), "the same shared shim");
+    assert!(
+        std::path::Path::new(&format!("/proc/{first}")).exists(),
+        "the first guest outlives its launcher"
+    );
+    for id in ["launched", "exec-sleeper"] {
+        containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
+        wait_for_status(&containerd, id, "STOPPED");
+        containerd.ctr_ok(&["task", "delete", id]);
+        containerd.ctr_ok(&["container", "delete", id]);
+    }
 }
 
 /// A shim killed with SIGKILL (as the OOM killer would) takes its guests with it, and

@@ -35,7 +35,7 @@ const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
 
 /// Runs the action containerd asked for.
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(zygote: Option<crate::zygote::Zygote>) -> anyhow::Result<()> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let flags = containerd_shim::parse(&args[1..]).context("parsing the shim flags")?;
     let bundle = if flags.bundle.is_empty() {
@@ -60,7 +60,7 @@ pub async fn run() -> anyhow::Result<()> {
             std::io::stdout().write_all(&info.write_to_bytes()?)?;
             Ok(())
         }
-        _ => serve(&flags).await,
+        _ => serve(&flags, zygote).await,
     }
 }
 
@@ -157,7 +157,10 @@ fn signal_started() {
 }
 
 /// The long-running server.
-async fn serve(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
+async fn serve(
+    flags: &containerd_shim::Flags,
+    zygote: Option<crate::zygote::Zygote>,
+) -> anyhow::Result<()> {
     if flags.socket.is_empty() {
         bail!("no -socket given: containerd starts the server through `start`");
     }
@@ -193,6 +196,7 @@ async fn serve(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
         exe: std::env::current_exe().context("locating this binary")?,
         handover: (Grouping::from_env() == Grouping::Namespace)
             .then(|| Handover::for_address(&flags.socket)),
+        zygote: zygote.map(Arc::new),
     };
     let service = Service::new(publisher, config, exit.clone())
         .await

@@ -1,8 +1,9 @@
-//! The guest process: one per container, a fresh exec of the shim binary with
-//! `__wasmcell-guest PLAN`, so wasmtime never runs in a process forked from the multi-threaded
-//! shim and kill, OOM, stats and isolation follow Linux process semantics.
+//! The guest process: one per container, forked by the shim's single-threaded launcher
+//! ([`crate::zygote`]) or else a fresh exec of the shim binary, shown as `__wasmcell-guest
+//! PLAN` either way, so wasmtime never runs in a process forked from the multi-threaded shim
+//! and kill, OOM, stats and isolation follow Linux process semantics.
 //!
-//! Handshake with the shim over two pipes the shim installs as fds 3 and 4:
+//! Handshake with the shim over two pipes installed as fds 3 and 4:
 //! 1. wait for `c` on fd 3 (the shim has put this process in the container's cgroup);
 //! 2. load the plan, compile or load the program from the cache, confine this process
 //!    ([`crate::confine`]), report `ok …` or `error …` as one line on fd 4 (after any

@@ -29,6 +29,7 @@ mod shim;
 mod shim_log;
 mod signatures;
 mod stdio;
+mod zygote;
 
 use std::path::Path;
 
@@ -63,6 +64,13 @@ fn main() {
         let args: Vec<_> = std::env::args_os().skip(2).collect();
         std::process::exit(compiler::optimize_main(&args));
     }
+    let zygote = serving().then(|| match zygote::Zygote::fork() {
+        Ok(zygote) => Some(zygote),
+        Err(e) => {
+            eprintln!("{}: {e}; guests will be exec'd", shim::RUNTIME_ID);
+            None
+        }
+    });
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -73,8 +81,16 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(bootstrap::run()) {
+    if let Err(e) = runtime.block_on(bootstrap::run(zygote.flatten())) {
         eprintln!("{}: {e:#}", shim::RUNTIME_ID);
         std::process::exit(1);
     }
+}
+
+/// Whether containerd started this process as the long-running server (not `start`, `delete`
+/// or `-info`): only the server forks guests, so only it wants a [`zygote`].
+fn serving() -> bool {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    containerd_shim::parse(&args)
+        .is_ok_and(|flags| flags.action.is_empty() && !flags.info && !flags.socket.is_empty())
 }

@@ -1,7 +1,7 @@
-//! Starting a guest process: a fresh exec of this binary in guest mode, with the container's
-//! stdio, network and PID namespaces and cgroup, and the setup handshake described in
-//! [`crate::guest`]. The rest of the confinement the guest applies to itself
-//! ([`crate::confine`]).
+//! Starting a guest process — forked by the [`crate::zygote`], or else a fresh exec of this
+//! binary in guest mode — with the container's stdio, network and PID namespaces and cgroup,
+//! and the setup handshake described in [`crate::guest`]. The rest of the confinement the
+//! guest applies to itself ([`crate::confine`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -10,6 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use log::warn;
 use nix::fcntl::OFlag;
 
 use crate::cgroup::ContainerCgroup;
@@ -18,6 +19,7 @@ use crate::confine::namespaces::PidNamespaceForChildren;
 use crate::guest::{CONTROL_FD, GUEST_ARG, STATUS_FD};
 use crate::plan::NetworkMode;
 use crate::stdio::GuestStdio;
+use crate::zygote::{GuestFds, Zygote, ZygoteError};
 
 /// Why a guest process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +56,13 @@ fn nix_io(what: &str) -> impl FnOnce(nix::Error) -> SpawnError + '_ {
     }
 }
 
-/// The one long-lived thread that forks every guest. A parent-death signal is tied to the
+/// The one long-lived thread that starts every guest. A parent-death signal is tied to the
 /// thread that forked the child, and blocking-pool threads exit when idle, so forking from
 /// them would kill guests at random; forking from one thread that lives as long as the shim
-/// kills them exactly when the shim dies. Only the fork runs here: the handshake, which waits
-/// for a compile, runs on the blocking pool.
+/// kills them exactly when the shim dies. (A guest from the [`crate::zygote`] has the shim's
+/// main thread as its parent, which lives as long; this thread then only serializes the
+/// zygote's requests.) Only the fork runs here: the handshake, which waits for a compile, runs
+/// on the blocking pool.
 #[derive(Debug)]
 pub struct Spawner {
     jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
@@ -115,10 +119,11 @@ impl PreparedGuest {
     }
 }
 
-/// Forks and execs the guest for `plan_path`. Runs on the [`Spawner`] thread; the guest's
-/// setup handshake is [`ForkedGuest::prepare`], which may block for a compile and runs
-/// elsewhere.
+/// Starts the guest for `plan_path`: through `zygote` when there is one that works, else by
+/// fork and exec. Runs on the [`Spawner`] thread; the guest's setup handshake is
+/// [`ForkedGuest::prepare`], which may block for a compile and runs elsewhere.
 pub fn fork_guest(
+    zygote: Option<&Zygote>,
     exe: &Path,
     plan_path: &Path,
     stdio: GuestStdio,
@@ -129,6 +134,29 @@ pub fn fork_guest(
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_io("pipe"))?;
     let (status_read, status_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_io("pipe"))?;
+    if let Some(zygote) = zygote {
+        let fds = GuestFds {
+            control: control_read.try_clone().map_err(io("duplicating a pipe"))?,
+            status: status_write.try_clone().map_err(io("duplicating a pipe"))?,
+            stdio: [
+                duplicate(stdio.stdin.as_ref())?,
+                duplicate(stdio.stdout.as_ref())?,
+                duplicate(stdio.stderr.as_ref())?,
+            ],
+        };
+        match zygote.launch(exe, plan_path, network, pid_namespace, fds) {
+            Ok(pid) => {
+                return Ok(ForkedGuest {
+                    pid,
+                    control: File::from(control_write),
+                    status: File::from(status_read),
+                });
+            }
+            Err(ZygoteError::Refused(message)) => return Err(SpawnError::Setup(message)),
+            Err(ZygoteError::Gone) => {}
+            Err(e) => warn!("{e}; starting guests by exec from now on"),
+        }
+    }
     let netns: Option<OwnedFd> = match network {
         NetworkMode::Join(path) => Some(
             File::open(path)
@@ -197,6 +225,12 @@ pub fn fork_guest(
         control: File::from(control_write),
         status: File::from(status_read),
     })
+}
+
+fn duplicate(file: Option<&File>) -> Result<Option<OwnedFd>, SpawnError> {
+    file.map(|f| f.try_clone().map(OwnedFd::from))
+        .transpose()
+        .map_err(io("duplicating the guest's stdio"))
 }
 
 /// A guest process that exists but has not been released into its setup yet.

@@ -63,6 +63,8 @@ pub struct ServiceConfig {
     /// For a shim shared by a whole namespace, how it leaves without stranding a `start`
     /// ([`crate::group`]); `None` for pod and single-container shims.
     pub handover: Option<crate::group::Handover>,
+    /// Forks guests without an exec ([`crate::zygote`]); `None`: every guest is exec'd.
+    pub zygote: Option<Arc<crate::zygote::Zygote>>,
 }
 
 /// The task service.
@@ -369,9 +371,19 @@ impl Service {
         let exe = self.config.exe.clone();
         let network = plan.network.clone();
         let pid_namespace = plan.confinement.namespaces.pid.clone();
+        let zygote = self.config.zygote.clone();
         let forked = self
             .spawner
-            .run(move || fork_guest(&exe, &plan_path, stdio, &network, &pid_namespace))
+            .run(move || {
+                fork_guest(
+                    zygote.as_deref(),
+                    &exe,
+                    &plan_path,
+                    stdio,
+                    &network,
+                    &pid_namespace,
+                )
+            })
             .await;
         let (prepared, cgroup) = match forked {
             Ok(forked) => tokio::task::spawn_blocking(move || {

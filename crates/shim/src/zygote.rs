@@ -1,0 +1,578 @@
+//! The guest launcher ("zygote"): a single-threaded copy of the shim server, forked in `main`
+//! before the async runtime exists, that forks every guest on the server's behalf.
+//!
+//! Why: a guest used to be a fresh exec of this binary, and on a VM an exec with the dynamic
+//! loader's start-up costs more CPU than everything else a short guest does but its run. A fork
+//! of a small process that has already been loaded costs a tenth of that. Forking guests from
+//! the server itself is not an option: it is multi-threaded, and a fork of a multi-threaded
+//! process may inherit locks held by threads that do not exist in the child. The zygote has
+//! only ever had one thread, so what runs in its children (wasmtime included) starts from a
+//! consistent state — the same invariant the exec gave.
+//!
+//! Protocol, over a `SOCK_SEQPACKET` pair: the server sends one [`LaunchRequest`] (JSON) with
+//! the guest's control and status pipe ends and its stdio as `SCM_RIGHTS`; the zygote answers
+//! `pid N` or `error MESSAGE`. One request at a time: the server's spawner thread serializes
+//! them. Each guest is cloned with `CLONE_PARENT`, so it is the *server's* child: the server's
+//! reaper sees its exit and its parent-death signal follows the server, exactly as for an exec'd
+//! guest. What the exec'd guest got from `Command` (fds 0–4 and nothing else, an empty
+//! environment, `/` as working directory, its network namespace, a `__wasmcell-guest PLAN`
+//! command line) the child sets up itself before it enters [`crate::guest::main`]; a failure
+//! there is reported on the status pipe as the guest's setup error.
+//!
+//! When the zygote cannot be forked or has died, the server falls back to exec'ing guests.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::confine::NsAction;
+use crate::confine::namespaces::PidNamespaceForChildren;
+use crate::guest::{CONTROL_FD, EXIT_SETUP, GUEST_ARG, STATUS_FD};
+use crate::plan::NetworkMode;
+
+/// The zygote's own command line marker, so `ps` tells it from the server.
+pub const ZYGOTE_ARG: &str = "__wasmcell-zygote";
+
+/// Largest request the zygote accepts (a plan path and two namespace paths).
+const MAX_REQUEST: usize = 64 * 1024;
+/// fds that travel with a request: control, status, stdin, stdout, stderr.
+const MAX_FDS: usize = 5;
+
+/// Why the zygote could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ZygoteError {
+    /// An OS call failed.
+    #[error("{what}: {source}")]
+    Os {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: nix::Error,
+    },
+    /// The zygote is gone or answered nonsense: the caller falls back to exec.
+    #[error("the guest launcher is unavailable: {0}")]
+    Unavailable(String),
+    /// The zygote was found unavailable before (the fallback was logged then).
+    #[error("the guest launcher exited earlier")]
+    Gone,
+    /// The zygote could not fork the guest (it is still usable).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What the server asks for: one guest.
+#[derive(Debug, Serialize, Deserialize)]
+struct LaunchRequest {
+    /// This binary, for the guest's command line.
+    exe: PathBuf,
+    /// The guest's plan.
+    plan: PathBuf,
+    network: NetworkMode,
+    pid_namespace: NsAction,
+    /// Which of stdin, stdout, stderr travel as fds (after control and status); the others are
+    /// `/dev/null`.
+    stdio: [bool; 3],
+}
+
+/// The fds a guest starts with.
+pub struct GuestFds {
+    /// The read end of the control pipe (becomes fd 3).
+    pub control: OwnedFd,
+    /// The write end of the status pipe (becomes fd 4).
+    pub status: OwnedFd,
+    /// stdin, stdout, stderr (`None` = `/dev/null`).
+    pub stdio: [Option<OwnedFd>; 3],
+}
+
+/// The server's end of the zygote.
+#[derive(Debug)]
+pub struct Zygote {
+    socket: Mutex<Option<OwnedFd>>,
+}
+
+impl Zygote {
+    /// Forks the zygote. Call only while this process has a single thread (from `main`, before
+    /// any runtime or thread exists): the child carries on with whatever state the fork caught.
+    pub fn fork() -> Result<Zygote, ZygoteError> {
+        let (server_end, zygote_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|source| ZygoteError::Os {
+            what: "creating the guest launcher's socket",
+            source,
+        })?;
+        let server = nix::unistd::getpid();
+        // SAFETY: the caller guarantees this process is single-threaded, so the child owns a
+        // consistent copy of every lock and allocator state; it never returns from `serve`.
+        #[allow(unsafe_code)]
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(server_end);
+                serve(zygote_end, server)
+            }
+            Ok(nix::unistd::ForkResult::Parent { .. }) => Ok(Zygote {
+                socket: Mutex::new(Some(server_end)),
+            }),
+            Err(source) => Err(ZygoteError::Os {
+                what: "forking the guest launcher",
+                source,
+            }),
+        }
+    }
+
+    /// Has the zygote fork a guest; returns its pid (a child of this process).
+    pub fn launch(
+        &self,
+        exe: &Path,
+        plan: &Path,
+        network: &NetworkMode,
+        pid_namespace: &NsAction,
+        fds: GuestFds,
+    ) -> Result<u32, ZygoteError> {
+        let mut socket = self
+            .socket
+            .lock()
+            .map_err(|_| ZygoteError::Unavailable("its lock is poisoned".into()))?;
+        let Some(fd) = socket.as_ref().map(AsRawFd::as_raw_fd) else {
+            return Err(ZygoteError::Gone);
+        };
+        let request = LaunchRequest {
+            exe: exe.to_owned(),
+            plan: plan.to_owned(),
+            network: network.clone(),
+            pid_namespace: pid_namespace.clone(),
+            stdio: [0, 1, 2].map(|i| fds.stdio[i].is_some()),
+        };
+        let body = serde_json::to_vec(&request)
+            .map_err(|e| ZygoteError::Unavailable(format!("encoding the request: {e}")))?;
+        let mut raw = vec![fds.control.as_raw_fd(), fds.status.as_raw_fd()];
+        raw.extend(fds.stdio.iter().flatten().map(AsRawFd::as_raw_fd));
+        let sent = sendmsg::<()>(
+            fd,
+            &[IoSlice::new(&body)],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        );
+        // Our copies close here; the zygote holds its own until the guest has them.
+        drop(fds);
+        let answer = sent.and_then(|_| {
+            let mut buf = [0u8; 4096];
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let n = recvmsg::<()>(fd, &mut iov, None, MsgFlags::empty())?.bytes;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        });
+        let answer = match answer {
+            Ok(answer) if !answer.is_empty() => answer,
+            Ok(_) => {
+                *socket = None;
+                return Err(ZygoteError::Unavailable("it exited".into()));
+            }
+            Err(e) => {
+                *socket = None;
+                return Err(ZygoteError::Unavailable(e.to_string()));
+            }
+        };
+        if let Some(pid) = answer.strip_prefix("pid ") {
+            return pid
+                .parse()
+                .map_err(|_| ZygoteError::Unavailable(format!("it answered {answer:?}")));
+        }
+        Err(ZygoteError::Refused(
+            answer.strip_prefix("error ").unwrap_or(&answer).to_owned(),
+        ))
+    }
+}
+
+/// The zygote's life: answer requests until the server's end closes.
+fn serve(socket: OwnedFd, server: nix::unistd::Pid) -> ! {
+    // The zygote dies with the server (its main thread, which forked us, lives as long as it).
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+    if nix::unistd::getppid() != server {
+        std::process::exit(0);
+    }
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let (exe, flags) = args
+        .split_first()
+        .map_or((OsString::new(), &[][..]), |(e, f)| (e.clone(), f));
+    let mut title = vec![exe, ZYGOTE_ARG.into()];
+    title.extend(flags.iter().cloned());
+    let area = CommandLineArea::of_this_process();
+    detach_from_server(&socket);
+    if let Some(area) = &area {
+        area.write(&title);
+    }
+    loop {
+        let mut body = vec![0u8; MAX_REQUEST];
+        let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let mut iov = [IoSliceMut::new(&mut body)];
+        let (n, fds) = match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(received) = c {
+                            // SAFETY: SCM_RIGHTS installed these fds in this process just now
+                            // and nothing else refers to them.
+                            #[allow(unsafe_code)]
+                            fds.extend(
+                                received
+                                    .into_iter()
+                                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                            );
+                        }
+                    }
+                }
+                (msg.bytes, fds)
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => std::process::exit(0),
+        };
+        if n == 0 {
+            std::process::exit(0); // the server closed its end
+        }
+        let answer = match serde_json::from_slice::<LaunchRequest>(&body[..n]) {
+            Ok(request) => launch(&request, fds, area.as_ref()),
+            Err(e) => Err(format!("bad launch request: {e}")),
+        };
+        let answer = match answer {
+            Ok(pid) => format!("pid {pid}"),
+            Err(message) => format!("error {message}"),
+        };
+        if nix::sys::socket::send(
+            socket.as_raw_fd(),
+            answer.as_bytes(),
+            MsgFlags::MSG_NOSIGNAL,
+        )
+        .is_err()
+        {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Gives the zygote what an exec'd guest gets from `Command`: `/dev/null` for stdio (the
+/// server's stdout is `start`'s pipe until it is serving, and `start` waits for its EOF), no
+/// other fd of the server's, an empty environment, `/` as working directory.
+fn detach_from_server(socket: &OwnedFd) {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for target in 0..3 {
+            // SAFETY: dup2 onto the standard fds, which only this thread uses.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::dup2(null.as_raw_fd(), target);
+            }
+        }
+    }
+    let keep = socket.as_raw_fd();
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2 && fd != keep)
+        .collect();
+    for fd in open {
+        // SAFETY: closing fds of the server's that nothing in this process uses (the listing's
+        // own fd is already closed, and EBADF is harmless).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::close(fd);
+        }
+    }
+    let names: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for name in names {
+        // SAFETY: this process has a single thread, so nothing reads the environment while it
+        // changes.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::remove_var(name);
+        }
+    }
+    let _ = std::env::set_current_dir("/");
+}
+
+/// Forks one guest; in the child, never returns.
+fn launch(
+    request: &LaunchRequest,
+    fds: Vec<OwnedFd>,
+    area: Option<&CommandLineArea>,
+) -> Result<i32, String> {
+    let expected = 2 + request.stdio.iter().filter(|&&s| s).count();
+    if fds.len() != expected {
+        return Err(format!(
+            "launch request came with {} fds, expected {expected}",
+            fds.len()
+        ));
+    }
+    // Only a new process can be in a PID namespace: clone it there (restored on drop).
+    let _pid_namespace = PidNamespaceForChildren::enter(&request.pid_namespace)
+        .map_err(|e| format!("preparing the guest's PID namespace: {e}"))?;
+    // CLONE_PARENT makes the guest the server's child (see the module docs).
+    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: a clone without CLONE_VM and without a new stack is a fork: the child continues
+    // below on a copy of this single-threaded process's memory, so no lock is held by a thread
+    // it lacks. It skips glibc's fork bookkeeping: no atfork handlers are registered here, and
+    // the thread id glibc caches for the main thread is not used to signal or lock the calling
+    // thread (raise() asks the kernel; Rust's locks are futexes keyed by address).
+    #[allow(unsafe_code)]
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if pid < 0 {
+        return Err(format!(
+            "forking the guest: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if pid == 0 {
+        become_guest(request, fds, area);
+    }
+    Ok(pid as i32)
+}
+
+/// In the new child: set up like an exec'd guest, then run as one.
+fn become_guest(request: &LaunchRequest, fds: Vec<OwnedFd>, area: Option<&CommandLineArea>) -> ! {
+    // A copy of the status pipe that survives the fd shuffle, for reporting a failure in it;
+    // `close_from` closes it on success.
+    // SAFETY: F_DUPFD_CLOEXEC on an fd this process owns; the copy is a plain number that only
+    // this function uses.
+    #[allow(unsafe_code)]
+    let status_copy = fds.get(1).map_or(-1, |fd| unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 64)
+    });
+    if let Err(e) = set_up_child(request, fds, status_copy) {
+        let message = format!("error starting the guest process: {e}\n");
+        // SAFETY: write(2) of a buffer we own to an fd we own (or -1: EBADF, harmless).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::write(status_copy, message.as_ptr().cast(), message.len());
+        }
+        std::process::exit(EXIT_SETUP);
+    }
+    if let Some(area) = area {
+        area.write(&[
+            request.exe.clone().into_os_string(),
+            GUEST_ARG.into(),
+            request.plan.clone().into_os_string(),
+        ]);
+    }
+    std::process::exit(crate::guest::main(&request.plan));
+}
+
+/// Puts the received fds at 0–4, closes every other one (`status_copy` last of all, on
+/// success) and enters the guest's network namespace.
+fn set_up_child(
+    request: &LaunchRequest,
+    fds: Vec<OwnedFd>,
+    status_copy: RawFd,
+) -> std::io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    // The guest dies with the server, whose main thread (its parent through CLONE_PARENT) lives
+    // as long as it does. Should the server die before this line, the guest finds its control
+    // pipe closed and exits at its first read.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory.
+    #[allow(unsafe_code)]
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })?;
+    match &request.network {
+        NetworkMode::Join(path) => {
+            let ns = File::open(path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("opening network namespace {}: {e}", path.display()),
+                )
+            })?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        }
+        NetworkMode::Private => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?,
+        NetworkMode::Host => {}
+    }
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let mut received = fds.into_iter();
+    let mut sources: Vec<(OwnedFd, RawFd)> = Vec::new();
+    for target in [CONTROL_FD, STATUS_FD] {
+        if let Some(fd) = received.next() {
+            sources.push((fd, target));
+        }
+    }
+    for (target, present) in request.stdio.iter().enumerate() {
+        let fd = match present.then(|| received.next()).flatten() {
+            Some(fd) => fd,
+            None => null.try_clone()?.into(),
+        };
+        sources.push((fd, target as RawFd));
+    }
+    // Copy every source above the targets, then close the originals, so no dup2 lands on a
+    // source still to come and no close hits a target already in place.
+    let mut high = Vec::new();
+    for (fd, target) in &sources {
+        // SAFETY: F_DUPFD_CLOEXEC on an fd this process owns; the copy is closed by
+        // `close_from` below.
+        #[allow(unsafe_code)]
+        high.push((
+            check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) })?,
+            *target,
+        ));
+    }
+    drop(sources);
+    drop(null);
+    for (fd, target) in high {
+        // SAFETY: dup2 of an fd this process owns onto a standard or handshake fd number,
+        // where the exec'd guest had the same thing; nothing else owns the target.
+        #[allow(unsafe_code)]
+        check(unsafe { libc::dup2(fd, target) })?;
+    }
+    let _ = status_copy; // closed with the rest
+    close_from(STATUS_FD + 1)
+}
+
+/// Closes every fd from `first` up.
+fn close_from(first: RawFd) -> std::io::Result<()> {
+    // SAFETY: close_range takes plain integers; every fd it closes is one this process owns
+    // and no longer uses (the OwnedFds above were dropped first).
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd >= first)
+        .collect();
+    for fd in open {
+        // SAFETY: as above; EBADF for the listing's own, already closed fd is harmless.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// Where the kernel reads this process's command line from (`/proc/PID/cmdline`): the argv
+/// strings and, after them, the environment strings, at the top of the initial stack.
+#[derive(Debug, Clone, Copy)]
+struct CommandLineArea {
+    start: usize,
+    argv_end: usize,
+    end: usize,
+}
+
+impl CommandLineArea {
+    /// Reads the area's bounds from `/proc/self/stat` (fields 48–51).
+    fn of_this_process() -> Option<CommandLineArea> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which may itself contain spaces, start at field 3.
+        let fields: Vec<usize> = stat
+            .rsplit_once(") ")?
+            .1
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let field = |n: usize| fields.get(n - 3).copied();
+        let (start, argv_end, env_start, end) = (field(48)?, field(49)?, field(50)?, field(51)?);
+        (start != 0 && start < argv_end && argv_end == env_start && env_start <= end).then_some(
+            CommandLineArea {
+                start,
+                argv_end,
+                end,
+            },
+        )
+    }
+
+    /// Rewrites the command line `ps` and `/proc/PID/cmdline` show. Fits in the original argv
+    /// strings as NUL-separated arguments when it can; otherwise it runs on into the
+    /// environment strings (cleared by then) as one space-separated string, which is how the
+    /// kernel reads a command line that overflows argv (setproctitle's convention); cut at the
+    /// area's end.
+    fn write(&self, args: &[OsString]) {
+        let separated = |sep: u8| {
+            let mut bytes = Vec::new();
+            for arg in args {
+                bytes.extend_from_slice(arg.as_bytes());
+                bytes.push(sep);
+            }
+            bytes
+        };
+        let mut bytes = separated(0);
+        let fits_argv = bytes.len() <= self.argv_end - self.start;
+        if !fits_argv {
+            bytes = separated(b' ');
+            bytes.pop();
+            bytes.push(0);
+        }
+        let used = bytes.len();
+        let len = self.end - self.start;
+        bytes.truncate(len);
+        if let Some(last) = bytes.last_mut() {
+            *last = 0;
+        }
+        bytes.resize(len, 0);
+        // SAFETY: [start, end) is this process's argv and environment strings on its initial
+        // stack, mapped writable by the kernel. Nothing refers to them any more: the
+        // environment was cleared and argv was parsed before the zygote was forked.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.start as *mut u8, len);
+        }
+        if fits_argv {
+            // End the command line at our last argument rather than show the rest of the old
+            // argv as empty arguments. Needs CAP_SYS_RESOURCE, which a shim has; without it the
+            // padding stays, which is only cosmetic.
+            // SAFETY: prctl(PR_SET_MM) takes plain integers; the kernel checks the address lies
+            // in this process's memory and only uses it to read /proc/PID/cmdline.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::prctl(
+                    libc::PR_SET_MM,
+                    libc::PR_SET_MM_ARG_END as libc::c_ulong,
+                    (self.start + used) as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                );
+            }
+        }
+    }
+}
