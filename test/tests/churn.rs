@@ -12,14 +12,16 @@ use wasmcell_tests::containerd::{Containerd, Version};
 
 use crate::kubernetes::{Node, cri_log_lines, node};
 use crate::shim::{
-    IMAGE, containerd_with_demo, parent_of, run_demo, run_demo_detached, text, wait_for_status,
-    walk,
+    IMAGE, containerd_with_demo, containerd_with_demo_cache, detached_demo_args, parent_of,
+    run_demo, run_demo_detached, text, wait_for_compiling_guest, wait_for_optimized_code,
+    wait_for_status, walk,
 };
 
 on_2_1_and_1_7!(
     containers_churn_without_leaks,
     pods_churn_without_leaks,
     one_shim_serves_a_namespace_through_churn,
+    a_namespace_shim_leaves_soon_after_a_claim_it_waited_for,
 );
 
 /// Containers in the CI churn (five at a time).
@@ -266,6 +268,63 @@ fn one_shim_serves_a_namespace_through_churn(version: Version) {
     // ... and one at a time, so each start meets a shim that is leaving or gone.
     churn_containers(&containerd, "ns-one", 10, 1);
     assert_back_to_baseline(&containerd, &before, "a namespace's shim through churn");
+}
+
+/// A namespace's shim that was asked to leave while another container's create was on its
+/// way (claimed, still compiling) stays for it — and leaves as soon as that container is gone
+/// too, not when the claim would have expired (30 s after it was made).
+fn a_namespace_shim_leaves_soon_after_a_claim_it_waited_for(version: Version) {
+    let Some(containerd) = containerd_with_demo_cache(version, true) else {
+        return;
+    };
+    std::fs::write(containerd.shim_config(), "group = \"namespace\"\n").unwrap();
+    // The first container keeps the shim up while the second one's create compiles: once the
+    // first has compiled the program (and its background optimizer is done), the cache is
+    // emptied so that the second compiles again.
+    let first = run_demo_detached(&containerd, "claim-first", &["sleep", "600"]);
+    let shim = parent_of(first).expect("the guest's parent");
+    wait_for_optimized_code(&containerd);
+    for entry in std::fs::read_dir(containerd.cache_dir()).unwrap().flatten() {
+        std::fs::remove_dir_all(entry.path()).unwrap();
+    }
+    let mut creating = containerd
+        .ctr_base()
+        .args(detached_demo_args("claim-second", &["sleep", "600"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_compiling_guest(&containerd, "claim-second");
+    // The shim is asked to leave while the second container is claimed but not counted.
+    delete_stopped_after_kill(&containerd, "claim-first");
+    assert!(
+        creating.wait().unwrap().success(),
+        "the second create completes"
+    );
+    wait_for_status(&containerd, "claim-second", "RUNNING");
+    delete_stopped_after_kill(&containerd, "claim-second");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{shim}")).exists() && !is_zombie(shim) {
+        assert!(
+            Instant::now() < deadline,
+            "the namespace's shim {shim} stayed 10 s after its last container"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn delete_stopped_after_kill(containerd: &Containerd, id: &str) {
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
+    wait_for_status(containerd, id, "STOPPED");
+    containerd.ctr_ok(&["task", "delete", id]);
+    containerd.ctr_ok(&["container", "delete", id]);
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('Z')))
+        .unwrap_or(true)
 }
 
 /// The kubelet's part of a pod's end that no runtime does: removing the pod-level cgroup it

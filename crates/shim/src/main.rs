@@ -88,8 +88,12 @@ fn main() {
 }
 
 /// Whether containerd started this process as the long-running server (not `start`, `delete`
-/// or `-info`): only the server forks guests, so only it wants a [`zygote`].
+/// or `-info`): only the server forks guests, so only it wants a [`zygote`] — unless
+/// containerd's environment has `WASMCELL_GUEST_START=exec` (every guest a fresh exec).
 fn serving() -> bool {
+    if std::env::var_os(zygote::GUEST_START_ENV).is_some_and(|v| v == "exec") {
+        return false;
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     containerd_shim::parse(&args)
         .is_ok_and(|flags| flags.action.is_empty() && !flags.info && !flags.socket.is_empty())

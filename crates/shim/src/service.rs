@@ -86,6 +86,9 @@ pub struct Service {
     retired: Arc<Mutex<bool>>,
 }
 
+/// How often a namespace's idle shim looks again while a claimed container is on its way.
+const CLAIM_POLL: Duration = Duration::from_millis(100);
+
 fn rpc_error(code: Code, message: impl ToString) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, message))
 }
@@ -163,6 +166,11 @@ impl Service {
             match handover.claim_pending(&lock) {
                 Some(wait) => {
                     drop(lock);
+                    // Asked again soon rather than when the claim expires: once its container
+                    // is counted this loop ends, and that container's own shutdown asks anew.
+                    // (Sleeping the whole wait held `retired` and kept an idle shim for up to
+                    // CLAIM_TTL after its last container.)
+                    let wait = wait.min(CLAIM_POLL);
                     debug!("a container is on its way; asking again in {wait:?}");
                     tokio::time::sleep(wait).await;
                 }

@@ -19,7 +19,8 @@
 //! command line) the child sets up itself before it enters [`crate::guest::main`]; a failure
 //! there is reported on the status pipe as the guest's setup error.
 //!
-//! When the zygote cannot be forked or has died, the server falls back to exec'ing guests.
+//! When the zygote cannot be forked or has died, or [`GUEST_START_ENV`] says `exec`, the server
+//! execs guests.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -39,6 +40,10 @@ use crate::confine::NsAction;
 use crate::confine::namespaces::PidNamespaceForChildren;
 use crate::guest::{CONTROL_FD, EXIT_SETUP, GUEST_ARG, STATUS_FD};
 use crate::plan::NetworkMode;
+
+/// `exec` in containerd's environment: no zygote, every guest is a fresh exec (for comparing
+/// the two, or should a kernel refuse `CLONE_PARENT`).
+pub const GUEST_START_ENV: &str = "WASMCELL_GUEST_START";
 
 /// The zygote's own command line marker, so `ps` tells it from the server.
 pub const ZYGOTE_ARG: &str = "__wasmcell-zygote";
@@ -209,12 +214,7 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid) -> ! {
     if nix::unistd::getppid() != server {
         std::process::exit(0);
     }
-    let args: Vec<OsString> = std::env::args_os().collect();
-    let (exe, flags) = args
-        .split_first()
-        .map_or((OsString::new(), &[][..]), |(e, f)| (e.clone(), f));
-    let mut title = vec![exe, ZYGOTE_ARG.into()];
-    title.extend(flags.iter().cloned());
+    let title = zygote_title(std::env::args_os().collect());
     let area = CommandLineArea::of_this_process();
     detach_from_server(&socket);
     if let Some(area) = &area {
@@ -272,6 +272,23 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid) -> ! {
             std::process::exit(0);
         }
     }
+}
+
+/// The zygote's command line: the server's with `__wasmcell-zygote` after the program and
+/// without `-socket ADDRESS`, so it fits where the server's arguments were and stays a list of
+/// arguments (namespace, id and containerd's address still say whose it is).
+fn zygote_title(args: Vec<OsString>) -> Vec<OsString> {
+    let mut args = args.into_iter();
+    let mut title: Vec<OsString> = args.next().into_iter().collect();
+    title.push(ZYGOTE_ARG.into());
+    while let Some(arg) = args.next() {
+        if arg == "-socket" {
+            args.next();
+        } else {
+            title.push(arg);
+        }
+    }
+    title
 }
 
 /// Gives the zygote what an exec'd guest gets from `Command`: `/dev/null` for stdio (the
@@ -574,5 +591,44 @@ impl CommandLineArea {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zygote_title_names_itself_and_drops_the_socket() {
+        let args = [
+            "/bin/shim",
+            "-namespace",
+            "ns",
+            "-id",
+            "c1",
+            "-socket",
+            "unix:///s",
+            "-debug",
+        ];
+        let title = zygote_title(args.iter().map(OsString::from).collect());
+        assert_eq!(
+            title,
+            [
+                "/bin/shim",
+                ZYGOTE_ARG,
+                "-namespace",
+                "ns",
+                "-id",
+                "c1",
+                "-debug"
+            ]
+            .map(OsString::from)
+        );
+        let joined: usize = title.iter().map(|a| a.len() + 1).sum();
+        let original: usize = args.iter().map(|a| a.len() + 1).sum();
+        assert!(
+            joined <= original,
+            "it fits where the server's arguments were"
+        );
     }
 }
