@@ -729,16 +729,16 @@ bench_one() {
     for kind in $kinds; do
       log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, API"
       if [ "$kind" = grouped ]; then echo 'group = "namespace"' >"$DIR/wasmcell.toml"; fi
-      before=$(cpu_snapshot)
+      local profiler=()
       if [ "${BENCH_PROFILE:-0}" = 1 ]; then
-        us=$(perf record -q -a -g -e cpu-clock -o "$RAW/perf-$kind-$par.data" -- \
-          "$STRESS" "$ADDR" "$NS" "tpl-$kind" "$BENCH_THROUGHPUT_TASKS" "$par") \
-          || die "$kind: the API throughput run failed"
+        profiler=(perf record -q -a -g -e cpu-clock -o "$RAW/perf-$kind-$par.data" --)
+      fi
+      before=$(cpu_snapshot)
+      us=$("${profiler[@]}" "$STRESS" "$ADDR" "$NS" "tpl-$kind" "$BENCH_THROUGHPUT_TASKS" "$par") \
+        || die "$kind: the API throughput run failed"
+      if [ "${BENCH_PROFILE:-0}" = 1 ]; then
         perf report -i "$RAW/perf-$kind-$par.data" --no-children --sort comm,dso --stdio \
           2>/dev/null | grep -v '^$' >"$RAW/profile-$kind-$par.txt" || true
-      else
-        us=$("$STRESS" "$ADDR" "$NS" "tpl-$kind" "$BENCH_THROUGHPUT_TASKS" "$par") \
-          || die "$kind: the API throughput run failed"
       fi
       after=$(cpu_snapshot)
       # shim + guest = containerd's cgroup - containerd itself + the containers' cgroups
@@ -747,7 +747,7 @@ bench_one() {
       printf '%s\t%s\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" \
         $((a[0] - b[0])) $(((a[1] - b[1]) - (a[0] - b[0]) + (a[2] - b[2]))) >>"$RAW/cpu.tsv"
       printf '%s\tapi\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" >>"$RAW/throughput.tsv"
-      rm -f "$DIR/wasmcell.toml"
+      if [ "$kind" = grouped ]; then rm -f "$DIR/wasmcell.toml"; fi
       [ "$kind" = null ] || [ "$kind" = grouped ] && continue
       log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, ctr run"
       us=$(throughput "$kind" "$par")
