@@ -392,6 +392,87 @@ fn signals_and_cleanup(version: Version) {
     }
 }
 
+/// On cgroup v1 a guest joins a cpuset cgroup of its own only when its spec sets CPUs (or memory
+/// nodes): creating and removing one rebuilds the kernel's scheduling domains. Every other
+/// controller is joined as always, and nothing is left behind either way. (`--cpuset-cpus`
+/// needs ctr 2.x.)
+#[test]
+fn a_v1_cpuset_is_joined_only_when_the_spec_sets_cpus() {
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        eprintln!("SKIPPED: cgroup v2 host; this checks cgroup v1's cpuset handling");
+        return;
+    }
+    let Some(containerd) = containerd_with_demo(Version::V2_1) else {
+        return;
+    };
+    let run = |id: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip2/wasm",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, id, "/demo-app.wasm", "sleep", "600"]);
+        containerd.ctr_ok(&args);
+        wait_for_status(&containerd, id, "RUNNING")
+    };
+    let container_cgroup = |controller: &str, id: &str| {
+        std::path::Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(&containerd.namespace)
+            .join(id)
+    };
+    let cgroup_of = |pid: u32, controller: &str| {
+        let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        table
+            .lines()
+            .find_map(|line| {
+                let mut fields = line.splitn(3, ':');
+                let (_, names, path) = (fields.next()?, fields.next()?, fields.next()?);
+                names
+                    .split(',')
+                    .any(|n| n == controller)
+                    .then(|| path.to_owned())
+            })
+            .unwrap_or_else(|| panic!("no {controller} line in /proc/{pid}/cgroup:\n{table}"))
+    };
+
+    let plain = run("plain", &[]);
+    let own = format!("/{}/plain", containerd.namespace);
+    assert_eq!(cgroup_of(plain, "memory"), own);
+    assert_eq!(cgroup_of(plain, "pids"), own);
+    assert_ne!(cgroup_of(plain, "cpuset"), own);
+    assert!(!container_cgroup("cpuset", "plain").exists());
+
+    let pinned = run("pinned", &["--cpuset-cpus", "0"]);
+    let own = format!("/{}/pinned", containerd.namespace);
+    assert_eq!(cgroup_of(pinned, "cpuset"), own);
+    assert_eq!(cgroup_of(pinned, "memory"), own);
+    let cpus = std::fs::read_to_string(container_cgroup("cpuset", "pinned").join("cpuset.cpus"));
+    assert_eq!(cpus.unwrap().trim(), "0");
+    let status = std::fs::read_to_string(format!("/proc/{pinned}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Cpus_allowed_list:", "0"])),
+        "the pinned guest must run on CPU 0 only:\n{status}"
+    );
+
+    for id in ["plain", "pinned"] {
+        containerd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", id]);
+        wait_for_status(&containerd, id, "STOPPED");
+        containerd.ctr_ok(&["task", "delete", id]);
+        containerd.ctr_ok(&["container", "delete", id]);
+        for controller in ["cpuset", "memory", "pids"] {
+            let cgroup = container_cgroup(controller, id);
+            assert!(!cgroup.exists(), "{} left behind", cgroup.display());
+        }
+    }
+}
+
 fn wait_child(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
     let deadline = Instant::now() + limit;
     loop {
