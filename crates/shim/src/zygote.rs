@@ -23,7 +23,6 @@
 //! execs guests.
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -220,8 +219,9 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid) -> ! {
     if let Some(area) = &area {
         area.write(&title);
     }
+    detect_cpu_features();
+    let mut body = vec![0u8; MAX_REQUEST];
     loop {
-        let mut body = vec![0u8; MAX_REQUEST];
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut body)];
         let (n, fds) = match recvmsg::<()>(
@@ -272,6 +272,16 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid) -> ! {
             std::process::exit(0);
         }
     }
+}
+
+/// Fills the CPU-feature caches guests would otherwise each fill with `cpuid` (std's, which
+/// wasmtime asks when it maps compiled code, and sha2's, which the compile cache's digests ask),
+/// so every guest inherits them. Under a hypervisor each `cpuid` traps to it. Nothing random or
+/// secret is made here: a random generator seeded in the zygote would repeat in every guest.
+fn detect_cpu_features() {
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::arch::is_x86_feature_detected!("avx2");
+    let _ = <sha2::Sha256 as sha2::Digest>::digest(b"");
 }
 
 /// The zygote's command line: the server's with `__wasmcell-zygote` after the program and
@@ -383,7 +393,7 @@ fn become_guest(request: &LaunchRequest, fds: Vec<OwnedFd>, area: Option<&Comman
     let status_copy = fds.get(1).map_or(-1, |fd| unsafe {
         libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 64)
     });
-    if let Err(e) = set_up_child(request, fds, status_copy) {
+    if let Err(e) = set_up_child(request, fds) {
         let message = format!("error starting the guest process: {e}\n");
         // SAFETY: write(2) of a buffer we own to an fd we own (or -1: EBADF, harmless).
         #[allow(unsafe_code)]
@@ -402,13 +412,9 @@ fn become_guest(request: &LaunchRequest, fds: Vec<OwnedFd>, area: Option<&Comman
     std::process::exit(crate::guest::main(&request.plan));
 }
 
-/// Puts the received fds at 0–4, closes every other one (`status_copy` last of all, on
-/// success) and enters the guest's network namespace.
-fn set_up_child(
-    request: &LaunchRequest,
-    fds: Vec<OwnedFd>,
-    status_copy: RawFd,
-) -> std::io::Result<()> {
+/// Puts the received fds at 0–4, closes every other one (the caller's copy of the status pipe
+/// among them, so it stays open only when this fails) and enters the guest's network namespace.
+fn set_up_child(request: &LaunchRequest, fds: Vec<OwnedFd>) -> std::io::Result<()> {
     let check = |r: libc::c_int| {
         if r < 0 {
             Err(std::io::Error::last_os_error())
@@ -423,15 +429,11 @@ fn set_up_child(
     #[allow(unsafe_code)]
     check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })?;
     match &request.network {
-        NetworkMode::Join(path) => {
-            let ns = File::open(path).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("opening network namespace {}: {e}", path.display()),
-                )
-            })?;
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        }
+        NetworkMode::Join(path) => crate::confine::namespaces::join_for_launch(
+            path,
+            nix::sched::CloneFlags::CLONE_NEWNET,
+            "network",
+        )?,
         NetworkMode::Private => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?,
         NetworkMode::Host => {}
     }
@@ -473,7 +475,6 @@ fn set_up_child(
         #[allow(unsafe_code)]
         check(unsafe { libc::dup2(fd, target) })?;
     }
-    let _ = status_copy; // closed with the rest
     close_from(STATUS_FD + 1)
 }
 

@@ -219,6 +219,27 @@ fn join(path: &std::path::Path, flag: CloneFlags, name: &str) -> Result<(), Conf
     )))
 }
 
+/// Joins the `name` namespace at `path` (`setns`), for the guest launcher, whose errors are
+/// plain I/O errors: each one names the namespace and the path.
+pub(crate) fn join_for_launch(
+    path: &std::path::Path,
+    flag: CloneFlags,
+    name: &str,
+) -> std::io::Result<()> {
+    let file = File::open(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("opening the {name} namespace {}: {e}", path.display()),
+        )
+    })?;
+    nix::sched::setns(file.as_fd(), flag).map_err(|e| {
+        std::io::Error::other(format!(
+            "joining the {name} namespace {}: {e}",
+            path.display()
+        ))
+    })
+}
+
 fn set_domainname(domain: &str) -> Result<(), ConfineError> {
     // SAFETY: the pointer and length describe `domain`'s bytes, alive for the call; the kernel
     // copies them and keeps no reference.
@@ -264,20 +285,7 @@ impl PidNamespaceForChildren {
         match action {
             NsAction::Host => {}
             NsAction::New => nix::sched::unshare(CloneFlags::CLONE_NEWPID)?,
-            NsAction::Join(path) => {
-                let target = File::open(path).map_err(|e| {
-                    std::io::Error::new(
-                        e.kind(),
-                        format!("opening the PID namespace {}: {e}", path.display()),
-                    )
-                })?;
-                nix::sched::setns(target.as_fd(), CloneFlags::CLONE_NEWPID).map_err(|e| {
-                    std::io::Error::other(format!(
-                        "joining the PID namespace {}: {e}",
-                        path.display()
-                    ))
-                })?;
-            }
+            NsAction::Join(path) => join_for_launch(path, CloneFlags::CLONE_NEWPID, "PID")?,
         }
         Ok(PidNamespaceForChildren { own: Some(own) })
     }
