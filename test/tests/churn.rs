@@ -12,9 +12,9 @@ use wasmcell_tests::containerd::{Containerd, Version};
 
 use crate::kubernetes::{Node, cri_log_lines, node};
 use crate::shim::{
-    IMAGE, containerd_with_demo, containerd_with_demo_cache, detached_demo_args, parent_of,
-    run_demo, run_demo_detached, text, wait_for_compiling_guest, wait_for_optimized_code,
-    wait_for_status, walk,
+    IMAGE, containerd_with_demo, containerd_with_demo_cache, delete_stopped_after_kill,
+    detached_demo_args, parent_of, run_demo, run_demo_detached, text, wait_for_compiling_guest,
+    wait_for_optimized_code, wait_for_status, walk,
 };
 
 on_2_1_and_1_7!(
@@ -233,10 +233,7 @@ fn one_shim_serves_a_namespace_through_churn(version: Version) {
     // containerd reads a shim's log through the FIFO of each container it hands the shim, only
     // while that container exists: with the one that started the shim gone, the shim's lines
     // still reach containerd's log.
-    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "ns-a"]);
-    wait_for_status(&containerd, "ns-a", "STOPPED");
-    containerd.ctr_ok(&["task", "delete", "ns-a"]);
-    containerd.ctr_ok(&["container", "delete", "ns-a"]);
+    delete_stopped_after_kill(&containerd, "ns-a");
     let late = run_demo_detached(&containerd, "ns-late", &["sleep", "60"]);
     assert_eq!(
         Some(&parent_of(late)),
@@ -258,10 +255,7 @@ fn one_shim_serves_a_namespace_through_churn(version: Version) {
         scope.spawn(|| churn_containers(&containerd, "ns-churn", 30, 3));
         scope.spawn(|| {
             for id in sleepers {
-                containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
-                wait_for_status(&containerd, id, "STOPPED");
-                containerd.ctr_ok(&["task", "delete", id]);
-                containerd.ctr_ok(&["container", "delete", id]);
+                delete_stopped_after_kill(&containerd, id);
             }
         });
     });
@@ -311,13 +305,6 @@ fn a_namespace_shim_leaves_soon_after_a_claim_it_waited_for(version: Version) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn delete_stopped_after_kill(containerd: &Containerd, id: &str) {
-    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
-    wait_for_status(containerd, id, "STOPPED");
-    containerd.ctr_ok(&["task", "delete", id]);
-    containerd.ctr_ok(&["container", "delete", id]);
 }
 
 fn is_zombie(pid: u32) -> bool {

@@ -187,6 +187,14 @@ pub(crate) fn run_demo_detached(containerd: &Containerd, id: &str, args: &[&str]
     wait_for_status(containerd, id, "RUNNING")
 }
 
+/// SIGKILLs task `id`, waits until it has stopped, deletes the task and the container.
+pub(crate) fn delete_stopped_after_kill(containerd: &Containerd, id: &str) {
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
+    wait_for_status(containerd, id, "STOPPED");
+    containerd.ctr_ok(&["task", "delete", id]);
+    containerd.ctr_ok(&["container", "delete", id]);
+}
+
 pub(crate) fn wait_for_status(containerd: &Containerd, id: &str, status: &str) -> u32 {
     // Generous: a cold compile in a debug build on a loaded 2-core machine takes a while.
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -462,10 +470,7 @@ fn a_v1_cpuset_is_joined_only_when_the_spec_sets_cpus() {
     );
 
     for id in ["plain", "pinned"] {
-        containerd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", id]);
-        wait_for_status(&containerd, id, "STOPPED");
-        containerd.ctr_ok(&["task", "delete", id]);
-        containerd.ctr_ok(&["container", "delete", id]);
+        delete_stopped_after_kill(&containerd, id);
         for controller in ["cpuset", "memory", "pids"] {
             let cgroup = container_cgroup(controller, id);
             assert!(!cgroup.exists(), "{} left behind", cgroup.display());
@@ -1257,10 +1262,7 @@ fn guests_come_from_the_launcher_and_outlive_it(version: Version) {
         "the first guest outlives its launcher"
     );
     for id in ["launched", "exec-sleeper"] {
-        containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
-        wait_for_status(&containerd, id, "STOPPED");
-        containerd.ctr_ok(&["task", "delete", id]);
-        containerd.ctr_ok(&["container", "delete", id]);
+        delete_stopped_after_kill(&containerd, id);
     }
 }
 
