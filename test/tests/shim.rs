@@ -1212,8 +1212,10 @@ fn children_with(pid: u32, needle: &str) -> Vec<u32> {
 
 /// A shared shim forks its guests from its single-threaded launcher: a guest is the shim's
 /// child, shows `__wasmcell-guest PLAN` in `ps`, and holds none of the shim's fds (no socket,
-/// no log FIFO). With the launcher SIGKILLed, the shim falls back to exec'ing guests: the
-/// running guest is untouched and new containers still run.
+/// no log FIFO). The shim server, itself forked by `start`, shows a server's command line
+/// (`-socket`, not `start`) and keeps containerd's environment. With the launcher SIGKILLed,
+/// the shim falls back to exec'ing guests: the running guest is untouched and new containers
+/// still run.
 fn guests_come_from_the_launcher_and_outlive_it(version: Version) {
     let Some(containerd) = containerd_with_demo(version) else {
         return;
@@ -1223,6 +1225,24 @@ fn guests_come_from_the_launcher_and_outlive_it(version: Version) {
     let shim = parent_of(first).expect("the guest's parent");
     let launchers = children_with(shim, "__wasmcell-zygote");
     assert_eq!(launchers.len(), 1, "one launcher under shim {shim}");
+    let shim_cmdline = cmdline_of(shim);
+    assert!(
+        shim_cmdline.contains(" -socket unix://")
+            && shim_cmdline.contains(" -namespace ")
+            && !shim_cmdline.split(' ').any(|arg| arg == "start"),
+        "the shim server's command line: {shim_cmdline:?}"
+    );
+    let environ = std::fs::read(format!("/proc/{shim}/environ")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&environ).contains("TTRPC_ADDRESS="),
+        "the shim server's environment: {:?}",
+        String::from_utf8_lossy(&environ)
+    );
+    let launcher_cmdline = cmdline_of(launchers[0]);
+    assert!(
+        !launcher_cmdline.contains("-socket"),
+        "the launcher's command line: {launcher_cmdline:?}"
+    );
     let guest_cmdline = cmdline_of(first);
     assert!(
         guest_cmdline.contains("__wasmcell-guest") && guest_cmdline.contains("launched"),

@@ -8,10 +8,15 @@
 //! the two APIs have the same messages — so one binary serves containerd 1.6, 1.7 and 2.x.
 //! The crate still provides flag parsing, the log FIFO, the event publisher, the exit monitor
 //! and the generated protocol.
+//!
+//! `start` runs before any runtime or thread exists and forks the server (see
+//! [`fork_server`]); a server exec'd with `-socket` (by an older `start`) serves the same way.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -34,43 +39,69 @@ use crate::shim;
 const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
 
-/// Runs the action containerd asked for.
-pub async fn run(zygote: Option<crate::zygote::Zygote>) -> anyhow::Result<()> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let flags = containerd_shim::parse(&args[1..]).context("parsing the shim flags")?;
-    let bundle = if flags.bundle.is_empty() {
-        std::env::current_dir().context("reading the bundle directory")?
-    } else {
-        flags.bundle.clone().into()
+/// Runs `start`, `delete` or `-info`, whichever containerd asked for, and returns the exit
+/// code; `None` when this process is to serve. Call first thing in `main`, while this process
+/// has a single thread: `start` may fork the server. None of these needs an async runtime.
+pub fn act_if_asked(args: &[OsString]) -> Option<i32> {
+    let flags = containerd_shim::parse(args.get(1..)?).ok()?;
+    let outcome = match flags.action.as_str() {
+        "start" => start(&flags),
+        "delete" => delete(&flags),
+        _ if flags.info => info(),
+        _ => return None,
     };
-    match flags.action.as_str() {
-        "start" => start(&flags, &bundle).await,
-        "delete" => {
-            let response = shim::delete_leftovers(&bundle);
-            std::io::stdout()
-                .write_all(&response.write_to_bytes()?)
-                .context("writing the delete response")?;
-            Ok(())
+    Some(match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}: {e:#}", shim::RUNTIME_ID);
+            1
         }
-        _ if flags.info => {
-            let info = containerd_shim::protos::types::introspection::RuntimeInfo {
-                name: shim::RUNTIME_ID.to_owned(),
-                ..Default::default()
-            };
-            std::io::stdout().write_all(&info.write_to_bytes()?)?;
-            Ok(())
-        }
-        _ => serve(&flags, zygote).await,
+    })
+}
+
+/// Serves, as the server containerd's `start` asked for.
+pub async fn run(zygote: Option<crate::zygote::Zygote>) -> anyhow::Result<()> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let flags = containerd_shim::parse(&args[1..]).context("parsing the shim flags")?;
+    serve(&flags, zygote).await
+}
+
+/// `delete`: containerd's cleanup after a shim is gone.
+fn delete(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
+    let response = shim::delete_leftovers(&bundle_of(flags)?);
+    std::io::stdout()
+        .write_all(&response.write_to_bytes()?)
+        .context("writing the delete response")
+}
+
+/// `-info`: the runtime's name.
+fn info() -> anyhow::Result<()> {
+    let info = containerd_shim::protos::types::introspection::RuntimeInfo {
+        name: shim::RUNTIME_ID.to_owned(),
+        ..Default::default()
+    };
+    std::io::stdout()
+        .write_all(&info.write_to_bytes()?)
+        .context("writing the runtime info")
+}
+
+/// The bundle directory: `-bundle`, or else the working directory containerd gave us.
+fn bundle_of(flags: &containerd_shim::Flags) -> anyhow::Result<PathBuf> {
+    if flags.bundle.is_empty() {
+        std::env::current_dir().context("reading the bundle directory")
+    } else {
+        Ok(flags.bundle.clone().into())
     }
 }
 
-/// `start`: find or spawn the shim serving this container's group and print its address.
-async fn start(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<()> {
+/// `start`: find or fork the shim serving this container's group and print its address.
+fn start(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
+    let bundle = bundle_of(flags)?;
     // Legacy start passes runtime options on stdin; wasmcell has none to read yet.
     let mut ignored = Vec::new();
     let _ = std::io::stdin().take(1 << 20).read_to_end(&mut ignored);
     let grouping = Grouping::configured()?;
-    let group = grouping.group_of(bundle, &flags.id, &flags.namespace);
+    let group = grouping.group_of(&bundle, &flags.id, &flags.namespace);
     let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &group);
     // A shared shim may be leaving: claim our container under the group's lock first, so it
     // either stays for our create or is gone (its socket removed) before we look.
@@ -78,39 +109,30 @@ async fn start(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<
         Grouping::Pod => None,
         Grouping::Namespace => {
             let handover = Handover::for_address(&address);
-            let id = flags.id.clone();
-            let lock = tokio::task::spawn_blocking(move || {
-                handover.lock().and_then(|lock| {
-                    handover.claim(&lock, &id)?;
+            let lock = handover
+                .lock()
+                .and_then(|lock| {
+                    handover.claim(&lock, &flags.id)?;
                     Ok(lock)
                 })
-            })
-            .await
-            .context("waiting for the shim hand-over lock")?
-            .with_context(|| format!("claiming a place in the shim at {address}"))?;
+                .with_context(|| format!("claiming a place in the shim at {address}"))?;
             Some(lock)
         }
     };
-    if !socket_answers(&address).await {
-        let exe = std::env::current_exe().context("locating this binary")?;
-        let mut command = tokio::process::Command::new(exe);
-        command
-            .current_dir(bundle)
-            .args(["-namespace", &flags.namespace, "-id", &flags.id])
-            .args(["-address", &flags.address, "-socket", &address])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .env(GROUP_ENV, grouping.name());
+    if std::os::unix::net::UnixStream::connect(socket_path(&address)).is_err() {
+        let mut args: Vec<OsString> = std::env::args_os().take(1).collect();
+        for (flag, value) in [
+            ("-namespace", &flags.namespace),
+            ("-id", &flags.id),
+            ("-address", &flags.address),
+            ("-socket", &address),
+        ] {
+            args.extend([flag.into(), value.into()]);
+        }
         if flags.debug {
-            command.arg("-debug");
+            args.push("-debug".into());
         }
-        let mut child = command.spawn().context("spawning the shim server")?;
-        // The server closes its stdout once it listens (or found a peer already listening).
-        if let Some(mut out) = child.stdout.take() {
-            let mut sink = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut out, &mut sink).await;
-        }
+        fork_server(&bundle, args, grouping)?;
     }
     std::fs::write(bundle.join("address"), &address).context("writing the address file")?;
     let mut stdout = std::io::stdout();
@@ -119,17 +141,103 @@ async fn start(flags: &containerd_shim::Flags, bundle: &Path) -> anyhow::Result<
     Ok(())
 }
 
+/// Forks the server (`args` is its command line) and waits until it serves or has failed: it
+/// closes its stdout, our pipe, either way.
+///
+/// Why a fork, not an exec of this binary: an exec costs the dynamic loader's start-up again,
+/// and on a VM that is mostly `cpuid` traps (glibc probes the caches at every start); a fork of
+/// this small, freshly started process costs a fraction of that.
+fn fork_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping) -> anyhow::Result<()> {
+    let (ready_read, ready_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the start pipe")?;
+    // SAFETY: `start` runs from `main` before any runtime or thread exists, so the child owns
+    // a consistent copy of every lock and allocator state; it never returns from
+    // `become_server`.
+    #[allow(unsafe_code)]
+    match unsafe { nix::unistd::fork() }.context("forking the shim server")? {
+        nix::unistd::ForkResult::Child => {
+            drop(ready_read);
+            std::process::exit(become_server(bundle, args, grouping, ready_write))
+        }
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(ready_write);
+            let mut sink = Vec::new();
+            let _ = std::fs::File::from(ready_read).read_to_end(&mut sink);
+            Ok(())
+        }
+    }
+}
+
+/// In the forked child: take what an exec'd server got from `start` — `/dev/null` as stdin and
+/// stderr, the start pipe as stdout, no other fd of start's (the group's lock among them: its
+/// `flock` stays with start), the bundle as working directory, the grouping in the environment,
+/// the server's command line — then serve as an exec'd server does.
+fn become_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping, ready: OwnedFd) -> i32 {
+    let set_up = || -> anyhow::Result<containerd_shim::Flags> {
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .context("opening /dev/null")?;
+        nix::unistd::dup2_stdin(&null).context("redirecting stdin")?;
+        nix::unistd::dup2_stdout(&ready).context("redirecting stdout")?;
+        nix::unistd::dup2_stderr(&null).context("redirecting stderr")?;
+        drop(null);
+        drop(ready);
+        crate::forked::close_from(3).context("closing start's fds")?;
+        std::env::set_current_dir(bundle)
+            .with_context(|| format!("entering {}", bundle.display()))?;
+        // SAFETY: this process has a single thread (see `fork_server`), so nothing reads the
+        // environment while it changes.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(GROUP_ENV, grouping.name());
+        }
+        crate::forked::set_command_line(&args);
+        containerd_shim::parse(&args[1..]).context("parsing the server's flags")
+    };
+    let flags = match set_up() {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("{}: {e:#}", shim::RUNTIME_ID);
+            return 1;
+        }
+    };
+    let zygote = crate::launcher_wanted()
+        .then(|| crate::zygote_or_exec(args))
+        .flatten();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", shim::RUNTIME_ID);
+            return 1;
+        }
+    };
+    match runtime.block_on(serve(&flags, zygote)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}: {e:#}", shim::RUNTIME_ID);
+            1
+        }
+    }
+}
+
+fn socket_path(address: &str) -> &str {
+    address.strip_prefix("unix://").unwrap_or(address)
+}
+
 async fn socket_answers(address: &str) -> bool {
-    let path = address
-        .strip_prefix("unix://")
-        .unwrap_or(address)
-        .to_owned();
-    tokio::net::UnixStream::connect(path).await.is_ok()
+    tokio::net::UnixStream::connect(socket_path(address))
+        .await
+        .is_ok()
 }
 
 /// Binds the shim socket; `None` when another shim already serves it.
 async fn listen(address: &str) -> anyhow::Result<Option<UnixListener>> {
-    let path = Path::new(address.strip_prefix("unix://").unwrap_or(address));
+    let path = Path::new(socket_path(address));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -219,12 +327,7 @@ async fn serve(
     exit.wait().await;
     info!("shim shutting down");
     let _ = server.shutdown().await;
-    let _ = std::fs::remove_file(
-        flags
-            .socket
-            .strip_prefix("unix://")
-            .unwrap_or(&flags.socket),
-    );
+    let _ = std::fs::remove_file(socket_path(&flags.socket));
     Ok(())
 }
 

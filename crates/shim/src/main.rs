@@ -1,12 +1,12 @@
 //! `containerd-shim-wasmcell-v1`: containerd's shim for wasm containers.
 //!
-//! One binary, three modes. Started by containerd it is the shim (task service over ttrpc, on a
-//! single-threaded tokio runtime). Exec'd by the shim with `__wasmcell-guest PLAN` it is a guest
-//! process that runs exactly one wasm program; exec'd by a guest with `__wasmcell-compile …` it
-//! compiles that program into the cache and exits; started by the shim with
-//! `__wasmcell-optimize …` it compiles a cold-started program's optimized code in the
-//! background. The mode is decided before any runtime or
-//! thread exists.
+//! One binary, several modes. Started by containerd it is the shim: `start` forks the server
+//! (task service over ttrpc, on a single-threaded tokio runtime), `delete` cleans up after one.
+//! Forked by the server's launcher, or exec'd with `__wasmcell-guest PLAN`, it is a guest process
+//! that runs exactly one wasm program; exec'd by a guest with `__wasmcell-compile …` it compiles
+//! that program into the cache and exits; started by the shim with `__wasmcell-optimize …` it
+//! compiles a cold-started program's optimized code in the background. The mode is decided
+//! before any runtime or thread exists.
 
 mod bootstrap;
 mod cgroup;
@@ -17,6 +17,7 @@ mod content;
 #[cfg(debug_assertions)]
 mod drill;
 mod footprint;
+mod forked;
 mod group;
 mod guest;
 mod http;
@@ -64,13 +65,11 @@ fn main() {
         let args: Vec<_> = std::env::args_os().skip(2).collect();
         std::process::exit(compiler::optimize_main(&args));
     }
-    let zygote = serving().then(|| match zygote::Zygote::fork() {
-        Ok(zygote) => Some(zygote),
-        Err(e) => {
-            eprintln!("{}: {e}; guests will be exec'd", shim::RUNTIME_ID);
-            None
-        }
-    });
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = bootstrap::act_if_asked(&args) {
+        std::process::exit(code);
+    }
+    let zygote = serving(&args).then(|| zygote_or_exec(args)).flatten();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -81,20 +80,34 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(bootstrap::run(zygote.flatten())) {
+    if let Err(e) = runtime.block_on(bootstrap::run(zygote)) {
         eprintln!("{}: {e:#}", shim::RUNTIME_ID);
         std::process::exit(1);
     }
 }
 
-/// Whether containerd started this process as the long-running server (not `start`, `delete`
-/// or `-info`): only the server forks guests, so only it wants a [`zygote`] — unless
-/// containerd's environment has `WASMCELL_GUEST_START=exec` (every guest a fresh exec).
-fn serving() -> bool {
-    if std::env::var_os(zygote::GUEST_START_ENV).is_some_and(|v| v == "exec") {
-        return false;
+/// Forks the guest launcher for a server whose command line is `server_args`; `None` (guests
+/// will be exec'd) if that fails. Call only while this process has a single thread.
+fn zygote_or_exec(server_args: Vec<std::ffi::OsString>) -> Option<zygote::Zygote> {
+    match zygote::Zygote::fork(server_args) {
+        Ok(zygote) => Some(zygote),
+        Err(e) => {
+            eprintln!("{}: {e}; guests will be exec'd", shim::RUNTIME_ID);
+            None
+        }
     }
-    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    containerd_shim::parse(&args)
-        .is_ok_and(|flags| flags.action.is_empty() && !flags.info && !flags.socket.is_empty())
+}
+
+/// Whether a server forks a launcher for its guests: unless containerd's environment has
+/// `WASMCELL_GUEST_START=exec` (every guest a fresh exec).
+fn launcher_wanted() -> bool {
+    std::env::var_os(zygote::GUEST_START_ENV).is_none_or(|v| v != "exec")
+}
+
+/// Whether this process is a server exec'd with `-socket` (`start` forks its own): only the
+/// server forks guests, so only it wants a [`zygote`], and only if [`launcher_wanted`].
+fn serving(args: &[std::ffi::OsString]) -> bool {
+    launcher_wanted()
+        && containerd_shim::parse(args.get(1..).unwrap_or_default())
+            .is_ok_and(|flags| flags.action.is_empty() && !flags.info && !flags.socket.is_empty())
 }

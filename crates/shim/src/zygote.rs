@@ -1,5 +1,5 @@
-//! The guest launcher ("zygote"): a single-threaded copy of the shim server, forked in `main`
-//! before the async runtime exists, that forks every guest on the server's behalf.
+//! The guest launcher ("zygote"): a single-threaded copy of the shim server, forked before the
+//! server's async runtime exists, that forks every guest on the server's behalf.
 //!
 //! Why: a guest used to be a fresh exec of this binary, and on a VM an exec with the dynamic
 //! loader's start-up costs more CPU than everything else a short guest does but its run. A fork
@@ -25,7 +25,6 @@
 use std::ffi::OsString;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -37,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::confine::NsAction;
 use crate::confine::namespaces::PidNamespaceForChildren;
+use crate::forked::{close_from, set_command_line};
 use crate::guest::{CONTROL_FD, EXIT_SETUP, GUEST_ARG, STATUS_FD};
 use crate::plan::NetworkMode;
 
@@ -108,7 +108,8 @@ pub struct Zygote {
 impl Zygote {
     /// Forks the zygote. Call only while this process has a single thread (from `main`, before
     /// any runtime or thread exists): the child carries on with whatever state the fork caught.
-    pub fn fork() -> Result<Zygote, ZygoteError> {
+    /// `server_args` is the server's command line, from which the zygote's own is made.
+    pub fn fork(server_args: Vec<OsString>) -> Result<Zygote, ZygoteError> {
         let (server_end, zygote_end) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -126,7 +127,7 @@ impl Zygote {
         match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
                 drop(server_end);
-                serve(zygote_end, server)
+                serve(zygote_end, server, server_args)
             }
             Ok(nix::unistd::ForkResult::Parent { .. }) => Ok(Zygote {
                 socket: Mutex::new(Some(server_end)),
@@ -203,7 +204,7 @@ impl Zygote {
 }
 
 /// The zygote's life: answer requests until the server's end closes.
-fn serve(socket: OwnedFd, server: nix::unistd::Pid) -> ! {
+fn serve(socket: OwnedFd, server: nix::unistd::Pid, server_args: Vec<OsString>) -> ! {
     // The zygote dies with the server (its main thread, which forked us, lives as long as it).
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory.
     #[allow(unsafe_code)]
@@ -213,12 +214,9 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid) -> ! {
     if nix::unistd::getppid() != server {
         std::process::exit(0);
     }
-    let title = zygote_title(std::env::args_os().collect());
-    let area = CommandLineArea::of_this_process();
+    let title = zygote_title(server_args);
     detach_from_server(&socket);
-    if let Some(area) = &area {
-        area.write(&title);
-    }
+    set_command_line(&title);
     detect_cpu_features();
     let mut body = vec![0u8; MAX_REQUEST];
     loop {
@@ -255,7 +253,7 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid) -> ! {
             std::process::exit(0); // the server closed its end
         }
         let answer = match serde_json::from_slice::<LaunchRequest>(&body[..n]) {
-            Ok(request) => launch(&request, fds, area.as_ref()),
+            Ok(request) => launch(&request, fds),
             Err(e) => Err(format!("bad launch request: {e}")),
         };
         let answer = match answer {
@@ -347,11 +345,7 @@ fn detach_from_server(socket: &OwnedFd) {
 }
 
 /// Forks one guest; in the child, never returns.
-fn launch(
-    request: &LaunchRequest,
-    fds: Vec<OwnedFd>,
-    area: Option<&CommandLineArea>,
-) -> Result<i32, String> {
+fn launch(request: &LaunchRequest, fds: Vec<OwnedFd>) -> Result<i32, String> {
     let expected = 2 + request.stdio.iter().filter(|&&s| s).count();
     if fds.len() != expected {
         return Err(format!(
@@ -378,13 +372,13 @@ fn launch(
         ));
     }
     if pid == 0 {
-        become_guest(request, fds, area);
+        become_guest(request, fds);
     }
     Ok(pid as i32)
 }
 
 /// In the new child: set up like an exec'd guest, then run as one.
-fn become_guest(request: &LaunchRequest, fds: Vec<OwnedFd>, area: Option<&CommandLineArea>) -> ! {
+fn become_guest(request: &LaunchRequest, fds: Vec<OwnedFd>) -> ! {
     // A copy of the status pipe that survives the fd shuffle, for reporting a failure in it;
     // `close_from` closes it on success.
     // SAFETY: F_DUPFD_CLOEXEC on an fd this process owns; the copy is a plain number that only
@@ -402,13 +396,11 @@ fn become_guest(request: &LaunchRequest, fds: Vec<OwnedFd>, area: Option<&Comman
         }
         std::process::exit(EXIT_SETUP);
     }
-    if let Some(area) = area {
-        area.write(&[
-            request.exe.clone().into_os_string(),
-            GUEST_ARG.into(),
-            request.plan.clone().into_os_string(),
-        ]);
-    }
+    set_command_line(&[
+        request.exe.clone().into_os_string(),
+        GUEST_ARG.into(),
+        request.plan.clone().into_os_string(),
+    ]);
     std::process::exit(crate::guest::main(&request.plan));
 }
 
@@ -476,123 +468,6 @@ fn set_up_child(request: &LaunchRequest, fds: Vec<OwnedFd>) -> std::io::Result<(
         check(unsafe { libc::dup2(fd, target) })?;
     }
     close_from(STATUS_FD + 1)
-}
-
-/// Closes every fd from `first` up.
-fn close_from(first: RawFd) -> std::io::Result<()> {
-    // SAFETY: close_range takes plain integers; every fd it closes is one this process owns
-    // and no longer uses (the OwnedFds above were dropped first).
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            0,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd >= first)
-        .collect();
-    for fd in open {
-        // SAFETY: as above; EBADF for the listing's own, already closed fd is harmless.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::close(fd);
-        }
-    }
-    Ok(())
-}
-
-/// Where the kernel reads this process's command line from (`/proc/PID/cmdline`): the argv
-/// strings and, after them, the environment strings, at the top of the initial stack.
-#[derive(Debug, Clone, Copy)]
-struct CommandLineArea {
-    start: usize,
-    argv_end: usize,
-    end: usize,
-}
-
-impl CommandLineArea {
-    /// Reads the area's bounds from `/proc/self/stat` (fields 48–51).
-    fn of_this_process() -> Option<CommandLineArea> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the command name, which may itself contain spaces, start at field 3.
-        let fields: Vec<usize> = stat
-            .rsplit_once(") ")?
-            .1
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        let field = |n: usize| fields.get(n - 3).copied();
-        let (start, argv_end, env_start, end) = (field(48)?, field(49)?, field(50)?, field(51)?);
-        (start != 0 && start < argv_end && argv_end == env_start && env_start <= end).then_some(
-            CommandLineArea {
-                start,
-                argv_end,
-                end,
-            },
-        )
-    }
-
-    /// Rewrites the command line `ps` and `/proc/PID/cmdline` show. Fits in the original argv
-    /// strings as NUL-separated arguments when it can; otherwise it runs on into the
-    /// environment strings (cleared by then) as one space-separated string, which is how the
-    /// kernel reads a command line that overflows argv (setproctitle's convention); cut at the
-    /// area's end.
-    fn write(&self, args: &[OsString]) {
-        let separated = |sep: u8| {
-            let mut bytes = Vec::new();
-            for arg in args {
-                bytes.extend_from_slice(arg.as_bytes());
-                bytes.push(sep);
-            }
-            bytes
-        };
-        let mut bytes = separated(0);
-        let fits_argv = bytes.len() <= self.argv_end - self.start;
-        if !fits_argv {
-            bytes = separated(b' ');
-            bytes.pop();
-            bytes.push(0);
-        }
-        let used = bytes.len();
-        let len = self.end - self.start;
-        bytes.truncate(len);
-        if let Some(last) = bytes.last_mut() {
-            *last = 0;
-        }
-        bytes.resize(len, 0);
-        // SAFETY: [start, end) is this process's argv and environment strings on its initial
-        // stack, mapped writable by the kernel. Nothing refers to them any more: the
-        // environment was cleared and argv was parsed before the zygote was forked.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.start as *mut u8, len);
-        }
-        if fits_argv {
-            // End the command line at our last argument rather than show the rest of the old
-            // argv as empty arguments. Needs CAP_SYS_RESOURCE, which a shim has; without it the
-            // padding stays, which is only cosmetic.
-            // SAFETY: prctl(PR_SET_MM) takes plain integers; the kernel checks the address lies
-            // in this process's memory and only uses it to read /proc/PID/cmdline.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::prctl(
-                    libc::PR_SET_MM,
-                    libc::PR_SET_MM_ARG_END as libc::c_ulong,
-                    (self.start + used) as libc::c_ulong,
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                );
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,131 @@
+//! What a process of this binary that was forked rather than exec'd sets up for itself: the fds
+//! an exec would have closed, and the command line `ps` shows. Two kinds of process are forked:
+//! the shim server (by `start`, see [`crate::bootstrap`]) and each guest and the launcher
+//! itself (by [`crate::zygote`]).
+//!
+//! A forked process inherits its parent's command line; [`set_command_line`] gives it its own.
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+
+/// Closes every fd from `first` up.
+pub fn close_from(first: RawFd) -> std::io::Result<()> {
+    // SAFETY: close_range takes plain integers; every fd it closes is one this process owns
+    // and no longer uses (callers drop their OwnedFds first).
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd >= first)
+        .collect();
+    for fd in open {
+        // SAFETY: as above; EBADF for the listing's own, already closed fd is harmless.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// Sets the command line `ps` and `/proc/PID/cmdline` show to `args`.
+///
+/// The kernel reads a command line from the range it records for argv, which for a fresh exec
+/// is the argv strings on the initial stack. Here the range is pointed at a copy of `args` on
+/// the heap (kept for the process's life), which needs `CAP_SYS_RESOURCE` — a shim has it —
+/// and leaves the original strings, environment included, untouched. Without the capability
+/// the original argv strings are overwritten as far as they reach (the rest is cut: only
+/// cosmetic); std's `env::args` reads those strings, so they must have been parsed before.
+pub fn set_command_line(args: &[OsString]) {
+    let mut title = Vec::new();
+    for arg in args {
+        title.extend_from_slice(arg.as_bytes());
+        title.push(0);
+    }
+    if title.is_empty() {
+        return;
+    }
+    let title: &'static [u8] = title.leak();
+    let (start, end) = (
+        title.as_ptr() as usize,
+        title.as_ptr() as usize + title.len(),
+    );
+    // The kernel keeps start <= end at every step: when the copy lies above the current range,
+    // move its end first.
+    let mut bounds = [
+        (libc::PR_SET_MM_ARG_START, start),
+        (libc::PR_SET_MM_ARG_END, end),
+    ];
+    if start > current_argv_end().unwrap_or(usize::MAX) {
+        bounds.reverse();
+    }
+    if !bounds
+        .iter()
+        .all(|&(which, address)| set_argv_bound(which, address))
+    {
+        overwrite_original_argv(title);
+    }
+}
+
+/// Where the kernel's argv range ends now (`/proc/self/stat` field 49).
+fn current_argv_end() -> Option<usize> {
+    argv_range().map(|(_, end)| end)
+}
+
+/// The kernel's argv range (`/proc/self/stat` fields 48 and 49).
+fn argv_range() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may itself contain spaces, start at field 3.
+    let mut fields = stat.rsplit_once(") ")?.1.split_whitespace().skip(48 - 3);
+    let start = fields.next()?.parse().ok()?;
+    let end = fields.next()?.parse().ok()?;
+    (start != 0 && start < end).then_some((start, end))
+}
+
+/// Moves one end of the kernel's argv range; whether it did.
+fn set_argv_bound(which: libc::c_int, address: usize) -> bool {
+    // SAFETY: prctl(PR_SET_MM) takes plain integers; the kernel checks the address lies in this
+    // process's memory and only uses it to read /proc/PID/cmdline.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_MM,
+            which as libc::c_ulong,
+            address as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    rc == 0
+}
+
+/// Writes `title` (NUL-separated arguments) over the argv range, cut to fit, padded with NULs.
+fn overwrite_original_argv(title: &[u8]) {
+    let Some((start, end)) = argv_range() else {
+        return;
+    };
+    let mut bytes = title[..title.len().min(end - start)].to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last = 0;
+    }
+    bytes.resize(end - start, 0);
+    // SAFETY: [start, end) is the kernel's argv range, which (the capability being absent) is
+    // still this process's argv strings on its initial stack, mapped writable; nothing reads
+    // them after this (the caller's promise: it parsed them before).
+    #[allow(unsafe_code)]
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), start as *mut u8, bytes.len());
+    }
+}
