@@ -59,11 +59,39 @@ pub fn act_if_asked(args: &[OsString]) -> Option<i32> {
     })
 }
 
-/// Serves, as the server containerd's `start` asked for.
-pub async fn run(zygote: Option<crate::zygote::Zygote>) -> anyhow::Result<()> {
-    let args: Vec<OsString> = std::env::args_os().collect();
-    let flags = containerd_shim::parse(&args[1..]).context("parsing the shim flags")?;
-    serve(&flags, zygote).await
+/// Serves, as a server exec'd with `-socket` (`start` forks its own): the exit code.
+pub fn run(args: &[OsString], zygote: Option<crate::zygote::Zygote>) -> i32 {
+    match containerd_shim::parse(args.get(1..).unwrap_or_default()) {
+        Ok(flags) => serve_on_new_runtime(&flags, zygote),
+        Err(e) => {
+            eprintln!("{}: parsing the shim flags: {e}", shim::RUNTIME_ID);
+            1
+        }
+    }
+}
+
+/// Serves on a fresh single-threaded runtime; the exit code.
+fn serve_on_new_runtime(
+    flags: &containerd_shim::Flags,
+    zygote: Option<crate::zygote::Zygote>,
+) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", shim::RUNTIME_ID);
+            return 1;
+        }
+    };
+    match runtime.block_on(serve(flags, zygote)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{}: {e:#}", shim::RUNTIME_ID);
+            1
+        }
+    }
 }
 
 /// `delete`: containerd's cleanup after a shim is gone.
@@ -206,23 +234,7 @@ fn become_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping, ready: 
     let zygote = crate::launcher_wanted()
         .then(|| crate::zygote_or_exec(args))
         .flatten();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("{}: cannot start the async runtime: {e}", shim::RUNTIME_ID);
-            return 1;
-        }
-    };
-    match runtime.block_on(serve(&flags, zygote)) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{}: {e:#}", shim::RUNTIME_ID);
-            1
-        }
-    }
+    serve_on_new_runtime(&flags, zygote)
 }
 
 fn socket_path(address: &str) -> &str {

@@ -62,26 +62,16 @@ pub fn set_command_line(args: &[OsString]) {
         title.as_ptr() as usize,
         title.as_ptr() as usize + title.len(),
     );
-    // The kernel keeps start <= end at every step: when the copy lies above the current range,
-    // move its end first.
-    let mut bounds = [
-        (libc::PR_SET_MM_ARG_START, start),
-        (libc::PR_SET_MM_ARG_END, end),
-    ];
-    if start > current_argv_end().unwrap_or(usize::MAX) {
-        bounds.reverse();
-    }
-    if !bounds
-        .iter()
-        .all(|&(which, address)| set_argv_bound(which, address))
+    // The kernel keeps start <= end at every step, so moving the start first fails when the
+    // copy lies above the current range: then the end goes first. Trying beats reading the
+    // current range from /proc on every guest's launch.
+    if set_argv_bound(libc::PR_SET_MM_ARG_START, start) {
+        set_argv_bound(libc::PR_SET_MM_ARG_END, end);
+    } else if !(set_argv_bound(libc::PR_SET_MM_ARG_END, end)
+        && set_argv_bound(libc::PR_SET_MM_ARG_START, start))
     {
         overwrite_original_argv(title);
     }
-}
-
-/// Where the kernel's argv range ends now (`/proc/self/stat` field 49).
-fn current_argv_end() -> Option<usize> {
-    argv_range().map(|(_, end)| end)
 }
 
 /// The kernel's argv range (`/proc/self/stat` fields 48 and 49).

@@ -69,21 +69,10 @@ fn main() {
     if let Some(code) = bootstrap::act_if_asked(&args) {
         std::process::exit(code);
     }
-    let zygote = serving(&args).then(|| zygote_or_exec(args)).flatten();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{}: cannot start the async runtime: {e}", shim::RUNTIME_ID);
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = runtime.block_on(bootstrap::run(zygote)) {
-        eprintln!("{}: {e:#}", shim::RUNTIME_ID);
-        std::process::exit(1);
-    }
+    let zygote = serving(&args)
+        .then(|| zygote_or_exec(args.clone()))
+        .flatten();
+    std::process::exit(bootstrap::run(&args, zygote));
 }
 
 /// Forks the guest launcher for a server whose command line is `server_args`; `None` (guests
