@@ -33,6 +33,7 @@ on_2_1_and_1_7!(
     a_storm_of_sigterms_ends_a_guest_once,
     a_guest_killed_while_compiling_leaves_nothing_behind,
     guests_come_from_the_launcher_and_outlive_it,
+    a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code,
 );
 
 pub(crate) fn text(bytes: &[u8]) -> String {
@@ -1353,6 +1354,62 @@ fn guests_die_with_a_killed_shim_and_nothing_is_left(version: Version) {
             .join("orphan");
         assert!(!cgroup.exists(), "{} left behind", cgroup.display());
     }
+}
+
+/// A command guest runs on its one thread: the engine's I/O runtime is driven by the guest's
+/// own thread and nothing else starts one (a second thread would make every unmap, and the
+/// exit, a cross-CPU TLB shootdown). Once it has slept past the settle delay, on that same
+/// thread, it has let go of the shim code that starting it touched.
+fn a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let guest = run_demo_detached(&containerd, "settler", &["sleep", "600"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut code = resident_code_kib(guest);
+    while code > SETTLED_CODE_KIB && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        code = resident_code_kib(guest);
+    }
+    eprintln!("settler: {code} KiB of code resident");
+    assert!(
+        code <= SETTLED_CODE_KIB,
+        "guest {guest} still maps {code} KiB of the shim's code"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{guest}/status")).unwrap_or_default();
+    let threads = status.lines().find_map(|l| l.strip_prefix("Threads:"));
+    assert_eq!(threads.map(str::trim), Some("1"), "guest {guest}: {status}");
+    delete_stopped_after_kill(&containerd, "settler");
+}
+
+/// At most this much of the shim binary's code stays mapped in a settled guest: what sleeping
+/// has touched again since, 64 KiB per fault (a guest that has just started maps ~33 MiB of a
+/// debug build's code, several MiB of a release build's; settled, 2.5 MiB and less).
+const SETTLED_CODE_KIB: u64 = 4096;
+
+/// Resident KiB of `pid`'s executable mappings of the shim binary.
+fn resident_code_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut total = 0;
+    let mut counting = false;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            counting = fields.get(1).is_some_and(|perms| perms.contains('x'))
+                && fields
+                    .last()
+                    .is_some_and(|path| path.ends_with("containerd-shim-wasmcell-v1"));
+        } else if counting && fields.first() == Some(&"Rss:") {
+            total += fields
+                .get(1)
+                .and_then(|kib| kib.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
 }
 
 fn nix_kill(pid: u32) {

@@ -1,7 +1,7 @@
 //! What this host offers guests, and the name-level checks against it.
 //!
 //! - [`WASI_P2_INTERFACES`] at [`WASI_P2_VERSION`] are exactly what the component linker in
-//!   `run.rs` defines (wasmtime-wasi's `p2::add_to_linker_sync`); a test probes every entry
+//!   `run.rs` defines (wasmtime-wasi's `p2::add_to_linker_async`); a test probes every entry
 //!   against that linker so the table cannot drift from it. Preview 1 functions come from the
 //!   module linker itself ([`WasmEngine::preview1_functions`](crate::WasmEngine)).
 //! - [`check_component_names`] checks import names (as found in a wasm config or a binary)

@@ -33,7 +33,7 @@ use cache::{Cache, Kind, Lookup};
 pub use config::Tier;
 pub use error::{BoxError, EngineError};
 pub use host::{HostWorld, Policy, World};
-pub use run::{ExitStatus, Preopen, RunSpec, Stdio};
+pub use run::{ExitStatus, IdleTask, Preopen, RunSpec, Stdio};
 pub use serve::{EPOCH_TICK, ServeLimits, ServeSpec, ServeSummary};
 pub use serve_p3::InstanceReuse;
 

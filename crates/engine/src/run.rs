@@ -1,19 +1,23 @@
 //! Running a program: [`RunSpec`] → WASI context → instantiate → call → [`ExitStatus`].
 //!
-//! Core modules get `wasi_snapshot_preview1`; components get the WASI 0.2 command world. Both
-//! use wasmtime-wasi's synchronous bindings, which drive I/O on a tokio runtime; [`run`] starts
-//! a one-worker runtime for the duration of the run (wasmtime-wasi would otherwise start its
-//! own with one worker per CPU) and shuts it down afterwards without waiting for stuck
-//! blocking reads.
+//! Core modules get `wasi_snapshot_preview1`; components get the WASI 0.2 or 0.3 command
+//! world. All run through wasmtime-wasi's async bindings on a current-thread tokio runtime
+//! driven by the calling thread, so a run starts no thread of its own: the guest's timers and
+//! sockets are polled whenever the wasm waits on them. (The synchronous bindings would need a
+//! runtime whose I/O another thread drives — one worker thread per run, which also makes every
+//! later unmap of the process a cross-CPU TLB shootdown.) Threads start only for host work
+//! that cannot run inline (name lookups, reading stdin). The runtime is shut down afterwards
+//! without waiting for stuck blocking reads.
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store, Trap, WasmBacktrace};
 use wasmtime_wasi::cli::{InputFile, OutputFile};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::bindings::sync::Command;
+use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::EngineError;
@@ -21,7 +25,7 @@ use crate::host::{self, HostWorld, Policy};
 
 /// What to run a program with. `RunSpec::default()` is: no arguments, empty environment, no
 /// preopens, no cwd, unlimited memory, no network, `_start` (modules) or `wasi:cli/run`
-/// (components), inherited stdio.
+/// (components), inherited stdio, no idle task.
 #[derive(Debug, Default)]
 pub struct RunSpec {
     /// argv as the guest sees it (`args[0]` is the program name).
@@ -48,6 +52,20 @@ pub struct RunSpec {
     pub entry: Option<String>,
     /// Where the guest's stdin/stdout/stderr go. Default: the process's fds 0, 1 and 2.
     pub stdio: Stdio,
+    /// Work for the host to do once during the run, on the run's own thread. Default `None`.
+    pub idle_task: Option<IdleTask>,
+}
+
+/// A function the run calls once, on its own thread, the first time the guest waits (on a
+/// timer, a socket or another host future) after it has run for `after`. A guest that finishes
+/// sooner, or computes without ever waiting, never calls it. For what a long-lived process does
+/// to its own footprint once it has started; the function must be quick, the guest waits on it.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleTask {
+    /// How long after the run starts the task becomes due.
+    pub after: Duration,
+    /// What it does.
+    pub action: fn(),
 }
 
 /// A host directory made visible to the guest.
@@ -93,10 +111,10 @@ pub(crate) fn run_module(
     module: &Module,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
-    in_wasi_runtime(|| run_module_inner(engine, module, spec))
+    on_wasi_runtime(spec, run_module_inner(engine, module, spec))
 }
 
-fn run_module_inner(
+async fn run_module_inner(
     engine: &Engine,
     module: &Module,
     spec: &RunSpec,
@@ -110,7 +128,7 @@ fn run_module_inner(
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
 
-    let instance = match linker.instantiate(&mut store, module) {
+    let instance = match linker.instantiate_async(&mut store, module).await {
         Ok(instance) => instance,
         Err(e) => return guest_failure(e, &store.data().limits, KIND),
     };
@@ -136,7 +154,7 @@ fn run_module_inner(
                 name: name.to_owned(),
                 source: e.into(),
             })?;
-        if let Err(e) = func.call(&mut store, ()) {
+        if let Err(e) = func.call_async(&mut store, ()).await {
             return Ok(exit_status(e, &store.data().limits));
         }
     }
@@ -152,13 +170,13 @@ pub(crate) fn run_component(
     if spec.entry.is_none() && component_world_of(engine, component)? == HostWorld::CommandP3 {
         return run_p3_command(engine, component, spec);
     }
-    in_wasi_runtime(|| run_component_inner(engine, component, spec))
+    on_wasi_runtime(spec, run_component_inner(engine, component, spec))
 }
 
 /// The preview1 linker every module runs with.
 fn module_linker(engine: &Engine) -> Result<Linker<ModuleState>, EngineError> {
     let mut linker: Linker<ModuleState> = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi).map_err(|e| {
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi).map_err(|e| {
         EngineError::Link {
             world: "preview1",
             source: e.into(),
@@ -172,7 +190,7 @@ fn component_linker(
     engine: &Engine,
 ) -> Result<wasmtime::component::Linker<ComponentState>, EngineError> {
     let mut linker = wasmtime::component::Linker::<ComponentState>::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| EngineError::Link {
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| EngineError::Link {
         world: "0.2",
         source: e.into(),
     })?;
@@ -196,43 +214,46 @@ fn command_p3_linker(
 
 /// Runs a WASI 0.3 command: its async `wasi:cli/run` is called inside the store's event loop
 /// (`run_concurrent`), which also drives the streams and futures it hands the host, on the
-/// same one-worker runtime as 0.2 commands. The run ends when `run` returns; a task the guest
-/// left running after that is not waited for.
+/// same current-thread runtime as 0.2 commands. The run ends when `run` returns; a task the
+/// guest left running after that is not waited for.
 fn run_p3_command(
     engine: &Engine,
     component: &Component,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
+    on_wasi_runtime(spec, run_p3_command_inner(engine, component, spec))
+}
+
+async fn run_p3_command_inner(
+    engine: &Engine,
+    component: &Component,
+    spec: &RunSpec,
+) -> Result<ExitStatus, EngineError> {
     const KIND: &str = "component";
-    let runtime = wasi_runtime()?;
     let linker = command_p3_linker(engine)?;
     let state = ComponentState {
         wasi: wasi_builder(spec)?.build(),
         table: ResourceTable::new(),
         limits: GuestLimits::new(spec.memory_limit_bytes),
     };
-    let status = runtime.block_on(async {
-        let mut store = Store::new(engine, state);
-        store.limiter(|s| &mut s.limits);
-        let command = match wasmtime_wasi::p3::bindings::Command::instantiate_async(
-            &mut store, component, &linker,
-        )
-        .await
-        {
-            Ok(command) => command,
-            Err(e) => return guest_failure(e, &store.data().limits, KIND),
-        };
-        let ran = store
-            .run_concurrent(async |store| command.wasi_cli_run().call_run(store).await)
-            .await;
-        Ok(match ran.and_then(|returned| returned) {
-            Ok(Ok(())) => ExitStatus::Exited(0),
-            Ok(Err(())) => ExitStatus::Exited(1),
-            Err(e) => exit_status(e, &store.data().limits),
-        })
-    });
-    runtime.shutdown_background();
-    status
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    let command = match wasmtime_wasi::p3::bindings::Command::instantiate_async(
+        &mut store, component, &linker,
+    )
+    .await
+    {
+        Ok(command) => command,
+        Err(e) => return guest_failure(e, &store.data().limits, KIND),
+    };
+    let ran = store
+        .run_concurrent(async |store| command.wasi_cli_run().call_run(store).await)
+        .await;
+    Ok(match ran.and_then(|returned| returned) {
+        Ok(Ok(())) => ExitStatus::Exited(0),
+        Ok(Err(())) => ExitStatus::Exited(1),
+        Err(e) => exit_status(e, &store.data().limits),
+    })
 }
 
 /// Checks every import of `program` against what the host provides and `policy`: first by
@@ -359,20 +380,29 @@ fn preview1_functions_of(engine: &Engine, linker: &Linker<ModuleState>) -> Vec<S
     names
 }
 
-/// Runs `run` inside a fresh wasi runtime (see [`wasi_runtime`]), shut down without waiting.
-fn in_wasi_runtime(
-    run: impl FnOnce() -> Result<ExitStatus, EngineError>,
+/// Drives `run` to completion on a fresh wasi runtime (see [`wasi_runtime`]) with `spec`'s idle
+/// task beside it, then shuts the runtime down without waiting.
+fn on_wasi_runtime(
+    spec: &RunSpec,
+    run: impl Future<Output = Result<ExitStatus, EngineError>>,
 ) -> Result<ExitStatus, EngineError> {
     let runtime = wasi_runtime()?;
-    let status = {
-        let _entered = runtime.enter();
-        run()
-    };
+    let status = runtime.block_on(async {
+        if let Some(task) = spec.idle_task {
+            // Polled only while `run` is pending, i.e. while the guest waits: never in the way
+            // of wasm that is computing.
+            tokio::spawn(async move {
+                tokio::time::sleep(task.after).await;
+                (task.action)();
+            });
+        }
+        run.await
+    });
     runtime.shutdown_background();
     status
 }
 
-fn run_component_inner(
+async fn run_component_inner(
     engine: &Engine,
     component: &Component,
     spec: &RunSpec,
@@ -388,17 +418,17 @@ fn run_component_inner(
     store.limiter(|s| &mut s.limits);
 
     let Some(name) = spec.entry.as_deref() else {
-        let command = match Command::instantiate(&mut store, component, &linker) {
+        let command = match Command::instantiate_async(&mut store, component, &linker).await {
             Ok(command) => command,
             Err(e) => return guest_failure(e, &store.data().limits, KIND),
         };
-        return Ok(match command.wasi_cli_run().call_run(&mut store) {
+        return Ok(match command.wasi_cli_run().call_run(&mut store).await {
             Ok(Ok(())) => ExitStatus::Exited(0),
             Ok(Err(())) => ExitStatus::Exited(1),
             Err(e) => exit_status(e, &store.data().limits),
         });
     };
-    let instance = match linker.instantiate(&mut store, component) {
+    let instance = match linker.instantiate_async(&mut store, component).await {
         Ok(instance) => instance,
         Err(e) => return guest_failure(e, &store.data().limits, KIND),
     };
@@ -413,18 +443,17 @@ fn run_component_inner(
             name: name.to_owned(),
             source: e.into(),
         })?;
-    Ok(match func.call(&mut store, ()) {
+    Ok(match func.call_async(&mut store, ()).await {
         Ok(()) => ExitStatus::Exited(0),
         Err(e) => exit_status(e, &store.data().limits),
     })
 }
 
-/// One worker thread drives WASI's timers and sockets; blocking work (files behind p2
-/// streams, name lookups) goes to tokio's blocking pool, whose threads start on demand and
-/// exit after 10 s idle.
+/// The calling thread drives WASI's timers and sockets while the guest waits; blocking work
+/// (name lookups) goes to tokio's blocking pool, whose threads start on demand and exit after
+/// 10 s idle, and wasmtime-wasi reads stdin on a thread of its own, started at the first read.
 fn wasi_runtime() -> Result<tokio::runtime::Runtime, EngineError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    tokio::runtime::Builder::new_current_thread()
         .thread_name("wasi-io")
         .enable_io()
         .enable_time()

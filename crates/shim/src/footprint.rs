@@ -6,12 +6,18 @@
 //! then sleeps or waits for I/O would keep ~7 MiB of the binary's text mapped, and its share of
 //! it counted against the pod, for its whole life. Loading also leaves freed heap behind.
 //!
-//! So, once the program has run for [`SETTLE_DELAY`], a short-lived thread:
+//! So, once the program has run for [`SETTLE_DELAY`], the guest ([`settle`]):
 //! - drops the guest's mappings of the binary's read-only segments (`MADV_DONTNEED` on the
 //!   `PT_LOAD` segments without write permission: code and read-only data, clean and backed by
 //!   the file; the relocated, writable ones are left alone). Nothing is lost: the pages stay in
 //!   the page cache, and whatever the guest runs next is mapped again by a minor fault;
 //! - returns the heap's free pages to the kernel (`malloc_trim`).
+//!
+//! A command does it on its own thread the first time it waits after that (the engine's
+//! [`IdleTask`](wasmcell_engine::IdleTask)): a command that ends sooner never pays for it, and
+//! the guest stays single-threaded (a second thread would make every unmap and the exit
+//! itself a cross-CPU TLB shootdown). A server, which has worker threads anyway, starts a
+//! short-lived thread for it ([`settle_later`]).
 //!
 //! The long-lived shim does the same each time it goes idle after work
 //! ([`settle_when_idle`]).
@@ -26,15 +32,20 @@ use std::time::Duration;
 /// that the start-up path is over, short against a long-lived container's life.
 pub const SETTLE_DELAY: Duration = Duration::from_millis(500);
 
-/// Starts the thread that settles the guest after [`SETTLE_DELAY`]; the thread then exits.
+/// Lets go of the start-up code and free heap ([`release_code_pages`], [`release_free_heap`]).
+pub fn settle() {
+    release_code_pages();
+    release_free_heap();
+}
+
+/// Starts the thread that [`settle`]s the guest after [`SETTLE_DELAY`]; the thread then exits.
 pub fn settle_later() {
     let spawned = std::thread::Builder::new()
         .name("settle".to_owned())
         .stack_size(64 << 10)
         .spawn(|| {
             std::thread::sleep(SETTLE_DELAY);
-            release_code_pages();
-            release_free_heap();
+            settle();
         });
     if let Err(e) = spawned {
         log::debug!("no settle thread: {e}");
@@ -59,8 +70,7 @@ pub async fn settle_when_idle() {
         let now = cpu_time();
         let idle = now.saturating_sub(last) < IDLE_CPU;
         if idle && settled_at != Some(now) {
-            release_code_pages();
-            release_free_heap();
+            settle();
             settled_at = Some(cpu_time());
         }
         last = cpu_time();

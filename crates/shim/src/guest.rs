@@ -26,7 +26,7 @@ use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 use wasmcell_engine::{
-    EngineOptions, ExitStatus, LoadOutcome, Policy, Preopen, RunSpec, Tier, WasmEngine,
+    EngineOptions, ExitStatus, IdleTask, LoadOutcome, Policy, Preopen, RunSpec, Tier, WasmEngine,
 };
 
 use crate::compiler::Purpose;
@@ -110,14 +110,22 @@ pub fn main(plan_path: &Path) -> i32 {
         return 0; // deleted before it was started
     }
     drop(control);
-    crate::footprint::settle_later();
     #[cfg(debug_assertions)]
     if let Some(drill) = crate::drill::requested(&_plan.env) {
         return crate::drill::run(&drill);
     }
     let spec = match work {
-        Work::Run(spec) => spec,
-        Work::Serve(setup) => return crate::http::serve(&engine, &program, setup),
+        Work::Run(spec) => RunSpec {
+            idle_task: Some(IdleTask {
+                after: crate::footprint::SETTLE_DELAY,
+                action: crate::footprint::settle,
+            }),
+            ..spec
+        },
+        Work::Serve(setup) => {
+            crate::footprint::settle_later();
+            return crate::http::serve(&engine, &program, setup);
+        }
     };
     match engine.run(&program, &spec) {
         Ok(ExitStatus::Exited(code)) => code,
@@ -136,6 +144,20 @@ pub fn main(plan_path: &Path) -> i32 {
             eprintln!("wasmcell: guest failed: {e}");
             EXIT_SETUP
         }
+    }
+}
+
+/// Ends the guest process with `code` once its standard streams are flushed, skipping exit
+/// handlers and the loader's finalizers: nothing of a guest outlives it, and the kernel frees
+/// its memory at once, where running the finalizers would first copy-on-write pages shared
+/// with the launcher.
+pub fn exit(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit ends the process; nothing runs after it.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::_exit(code)
     }
 }
 
@@ -210,8 +232,7 @@ fn hold_sandbox(mut control: File, mut status: File) -> i32 {
     }
     drop(control);
     // Nothing runs here any more: let go of what starting touched, now.
-    crate::footprint::release_code_pages();
-    crate::footprint::release_free_heap();
+    crate::footprint::settle();
     loop {
         nix::unistd::pause();
     }

@@ -49,7 +49,7 @@ fn main() {
                 guest::EXIT_SETUP
             }
         };
-        std::process::exit(code);
+        guest::exit(code);
     }
     if std::env::args_os()
         .nth(1)

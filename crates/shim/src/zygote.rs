@@ -401,7 +401,7 @@ fn become_guest(request: &LaunchRequest, fds: Vec<OwnedFd>) -> ! {
         GUEST_ARG.into(),
         request.plan.clone().into_os_string(),
     ]);
-    std::process::exit(crate::guest::main(&request.plan));
+    crate::guest::exit(crate::guest::main(&request.plan));
 }
 
 /// Puts the received fds at 0–4, closes every other one (the caller's copy of the status pipe
