@@ -26,12 +26,12 @@ use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::shim_async::create_task;
 use containerd_shim::protos::ttrpc::r#async::Server;
 use containerd_shim::protos::ttrpc::r#async::transport::Listener;
-use containerd_shim::publisher::RemotePublisher;
 use log::{debug, info, warn};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::events::EventPublisher;
 use crate::group::{GROUP_ENV, Grouping, Handover};
 use crate::service::{Service, ServiceConfig};
 use crate::shim;
@@ -305,9 +305,7 @@ async fn serve(
         return Ok(());
     };
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").context("TTRPC_ADDRESS is not set")?;
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .await
-        .context("connecting the event publisher")?;
+    let publisher = EventPublisher::connect(&ttrpc_address)?;
     let exit = Arc::new(ExitSignal::default());
     let config = ServiceConfig {
         namespace: flags.namespace.clone(),

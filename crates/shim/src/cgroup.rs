@@ -177,6 +177,30 @@ impl ContainerCgroup {
         }
     }
 
+    /// Removes the cgroup if the kernel lets go of it at once: one `rmdir` per hierarchy, no
+    /// retries, so it can run on the async runtime. `false` when any directory remains, for
+    /// [`ContainerCgroup::delete`] (which retries with sleeps) to finish.
+    pub fn remove_now(&self) -> bool {
+        let mut dirs: Vec<&std::path::Path> = self
+            .cgroup
+            .subsystems()
+            .iter()
+            .map(|subsystem| subsystem.to_controller().path())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        // Every directory is tried, also after one that stays.
+        let remaining = dirs
+            .into_iter()
+            .filter(|dir| match std::fs::remove_dir(dir) {
+                Ok(()) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+            })
+            .count();
+        remaining == 0
+    }
+
+    /// Removes the cgroup, retrying (and sleeping) while the kernel still holds it.
     pub fn delete(&self) -> Result<(), CgroupError> {
         self.cgroup.delete().map_err(|e| CgroupError::Setup {
             path: self.path.clone(),

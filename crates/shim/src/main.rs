@@ -16,6 +16,7 @@ mod container;
 mod content;
 #[cfg(debug_assertions)]
 mod drill;
+mod events;
 mod footprint;
 mod forked;
 mod group;

@@ -1,14 +1,17 @@
 //! Starting a guest process — forked by the [`crate::zygote`], or else a fresh exec of this
 //! binary in guest mode — with the container's stdio, network and PID namespaces and cgroup,
 //! and the setup handshake described in [`crate::guest`]. The rest of the confinement the
-//! guest applies to itself ([`crate::confine`]).
+//! guest applies to itself ([`crate::confine`]). With the zygote, all of it runs on the shim's
+//! async runtime and the shim starts no thread for it.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
+
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use tokio::io::AsyncBufReadExt;
 
 use log::warn;
 use nix::fcntl::OFlag;
@@ -56,44 +59,52 @@ fn nix_io(what: &str) -> impl FnOnce(nix::Error) -> SpawnError + '_ {
     }
 }
 
-/// The one long-lived thread that starts every guest. A parent-death signal is tied to the
-/// thread that forked the child, and blocking-pool threads exit when idle, so forking from
-/// them would kill guests at random; forking from one thread that lives as long as the shim
-/// kills them exactly when the shim dies. (A guest from the [`crate::zygote`] has the shim's
-/// main thread as its parent, which lives as long; this thread then only serializes the
-/// zygote's requests.) Only the fork runs here: the handshake, which waits for a compile, runs
-/// on the blocking pool.
-#[derive(Debug)]
+/// The one long-lived thread that execs guests when there is no [`crate::zygote`]. A
+/// parent-death signal is tied to the thread that forked the child, and blocking-pool threads
+/// exit when idle, so forking from them would kill guests at random; forking from one thread
+/// that lives as long as the shim kills them exactly when the shim dies. It starts with the
+/// first exec: a guest from the zygote has the shim's main thread as its parent, which lives
+/// as long, and is asked for on the async runtime ([`launch_by_zygote`]), so a shim whose
+/// launcher works never starts this thread. Only the fork runs here.
+#[derive(Debug, Default)]
 pub struct Spawner {
-    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 impl Spawner {
-    /// Starts the thread.
-    pub fn start() -> std::io::Result<Spawner> {
-        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+    /// Runs `fork` on the spawner thread (started now if it is not running) and returns its
+    /// result.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        fork: impl FnOnce() -> Result<R, SpawnError> + Send + 'static,
+    ) -> Result<R, SpawnError> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.sender()?
+            .send(Box::new(move || {
+                let _ = reply.send(fork());
+            }))
+            .map_err(|_| SpawnError::SpawnerGone)?;
+        result.await.map_err(|_| SpawnError::SpawnerGone)?
+    }
+
+    fn sender(&self) -> Result<std::sync::mpsc::Sender<Job>, SpawnError> {
+        let mut jobs = self.jobs.lock().map_err(|_| SpawnError::SpawnerGone)?;
+        if let Some(sender) = jobs.as_ref() {
+            return Ok(sender.clone());
+        }
+        let (sender, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("guest-spawner".into())
             .spawn(move || {
                 for job in queue {
                     job();
                 }
-            })?;
-        Ok(Spawner { jobs })
-    }
-
-    /// Runs `fork` on the spawner thread and returns its result.
-    pub async fn run<R: Send + 'static>(
-        &self,
-        fork: impl FnOnce() -> Result<R, SpawnError> + Send + 'static,
-    ) -> Result<R, SpawnError> {
-        let (reply, result) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
-                let _ = reply.send(fork());
-            }))
-            .map_err(|_| SpawnError::SpawnerGone)?;
-        result.await.map_err(|_| SpawnError::SpawnerGone)?
+            })
+            .map_err(io("starting the guest spawner thread"))?;
+        *jobs = Some(sender.clone());
+        Ok(sender)
     }
 }
 
@@ -119,11 +130,56 @@ impl PreparedGuest {
     }
 }
 
-/// Starts the guest for `plan_path`: through `zygote` when there is one that works, else by
-/// fork and exec. Runs on the [`Spawner`] thread; the guest's setup handshake is
-/// [`ForkedGuest::prepare`], which may block for a compile and runs elsewhere.
-pub fn fork_guest(
-    zygote: Option<&Zygote>,
+/// What asking the zygote for a guest came to.
+#[derive(Debug)]
+pub enum Launched {
+    /// The guest exists.
+    Forked(ForkedGuest),
+    /// The zygote is gone: the guest is to be exec'd ([`fork_exec_guest`]), with this stdio.
+    NeedsExec(GuestStdio),
+}
+
+/// Has `zygote` fork the guest for `plan_path`; the guest's setup handshake is
+/// [`ForkedGuest::prepare`]. Takes as long as the zygote's fork: call it on the runtime.
+pub fn launch_by_zygote(
+    zygote: &Zygote,
+    exe: &Path,
+    plan_path: &Path,
+    stdio: GuestStdio,
+    network: &NetworkMode,
+    pid_namespace: &NsAction,
+) -> Result<Launched, SpawnError> {
+    let (control_read, control_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_io("pipe"))?;
+    let (status_read, status_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_io("pipe"))?;
+    let fds = GuestFds {
+        control: control_read,
+        status: status_write,
+        stdio: [
+            duplicate(stdio.stdin.as_ref())?,
+            duplicate(stdio.stdout.as_ref())?,
+            duplicate(stdio.stderr.as_ref())?,
+        ],
+    };
+    match zygote.launch(exe, plan_path, network, pid_namespace, fds) {
+        Ok(pid) => Ok(Launched::Forked(ForkedGuest {
+            pid,
+            control: File::from(control_write),
+            status: status_read,
+        })),
+        Err(ZygoteError::Refused(message)) => Err(SpawnError::Setup(message)),
+        Err(ZygoteError::Gone) => Ok(Launched::NeedsExec(stdio)),
+        Err(e) => {
+            warn!("{e}; starting guests by exec from now on");
+            Ok(Launched::NeedsExec(stdio))
+        }
+    }
+}
+
+/// Forks and execs this binary as the guest for `plan_path`. Runs on the [`Spawner`] thread;
+/// the guest's setup handshake is [`ForkedGuest::prepare`].
+pub fn fork_exec_guest(
     exe: &Path,
     plan_path: &Path,
     stdio: GuestStdio,
@@ -134,29 +190,6 @@ pub fn fork_guest(
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_io("pipe"))?;
     let (status_read, status_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(nix_io("pipe"))?;
-    if let Some(zygote) = zygote {
-        let fds = GuestFds {
-            control: control_read.try_clone().map_err(io("duplicating a pipe"))?,
-            status: status_write.try_clone().map_err(io("duplicating a pipe"))?,
-            stdio: [
-                duplicate(stdio.stdin.as_ref())?,
-                duplicate(stdio.stdout.as_ref())?,
-                duplicate(stdio.stderr.as_ref())?,
-            ],
-        };
-        match zygote.launch(exe, plan_path, network, pid_namespace, fds) {
-            Ok(pid) => {
-                return Ok(ForkedGuest {
-                    pid,
-                    control: File::from(control_write),
-                    status: File::from(status_read),
-                });
-            }
-            Err(ZygoteError::Refused(message)) => return Err(SpawnError::Setup(message)),
-            Err(ZygoteError::Gone) => {}
-            Err(e) => warn!("{e}; starting guests by exec from now on"),
-        }
-    }
     let netns: Option<OwnedFd> = match network {
         NetworkMode::Join(path) => Some(
             File::open(path)
@@ -223,7 +256,7 @@ pub fn fork_guest(
     Ok(ForkedGuest {
         pid,
         control: File::from(control_write),
-        status: File::from(status_read),
+        status: status_read,
     })
 }
 
@@ -238,19 +271,42 @@ fn duplicate(file: Option<&File>) -> Result<Option<OwnedFd>, SpawnError> {
 pub struct ForkedGuest {
     pid: u32,
     control: File,
-    status: File,
+    status: OwnedFd,
 }
 
 impl ForkedGuest {
-    /// Places the guest in `cgroup`, lets it load and confine itself, and waits for its
-    /// report. Blocks for as long as a compile takes.
-    pub fn prepare(self, cgroup: Option<&ContainerCgroup>) -> Result<PreparedGuest, SpawnError> {
+    /// Places the guest in `cgroup`, lets it load and confine itself, and waits (without
+    /// blocking the runtime) for its report, for as long as a compile takes.
+    pub async fn prepare(
+        self,
+        cgroup: Option<&ContainerCgroup>,
+    ) -> Result<PreparedGuest, SpawnError> {
         let ForkedGuest {
             pid,
             mut control,
             status,
         } = self;
-        prepare(pid, &mut control, status, cgroup).map(|report| PreparedGuest {
+        let abort = |e: SpawnError| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            e
+        };
+        if let Some(cgroup) = cgroup {
+            cgroup
+                .add(pid)
+                .map_err(|e| abort(SpawnError::Setup(e.to_string())))?;
+        }
+        // One byte into an empty pipe: never blocks.
+        control.write_all(b"c").map_err(|e| {
+            abort(SpawnError::Io {
+                what: "signalling the guest".into(),
+                source: e,
+            })
+        })?;
+        let report = read_report(status).await.map_err(abort)?;
+        Ok(PreparedGuest {
             pid,
             load_outcome: report.outcome,
             warnings: report.warnings,
@@ -267,43 +323,21 @@ struct SetupReport {
     optimize: Option<std::path::PathBuf>,
 }
 
-/// Waits for the guest's setup report.
-fn prepare(
-    pid: u32,
-    control: &mut File,
-    status: File,
-    cgroup: Option<&ContainerCgroup>,
-) -> Result<SetupReport, SpawnError> {
-    let abort = |e: SpawnError| {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        e
+/// Reads the guest's setup report from its status pipe: `warn`/`optimize` lines, then `ok` or
+/// `error`; EOF first means it died.
+async fn read_report(status: OwnedFd) -> Result<SetupReport, SpawnError> {
+    let reading = |e: std::io::Error| SpawnError::Io {
+        what: "reading the guest's status".into(),
+        source: e,
     };
-    if let Some(cgroup) = cgroup {
-        cgroup
-            .add(pid)
-            .map_err(|e| abort(SpawnError::Setup(e.to_string())))?;
-    }
-    control.write_all(b"c").map_err(|e| {
-        abort(SpawnError::Io {
-            what: "signalling the guest".into(),
-            source: e,
-        })
-    })?;
-    let mut status = BufReader::new(status);
+    let status = tokio::net::unix::pipe::Receiver::from_owned_fd(status).map_err(reading)?;
+    let mut status = tokio::io::BufReader::new(status);
     let mut warnings = Vec::new();
     let mut optimize = None;
     let mut line = String::new();
     loop {
         line.clear();
-        status.read_line(&mut line).map_err(|e| {
-            abort(SpawnError::Io {
-                what: "reading the guest's status".into(),
-                source: e,
-            })
-        })?;
+        status.read_line(&mut line).await.map_err(reading)?;
         let text = line.trim_end();
         if let Some(warning) = text.strip_prefix("warn ") {
             warnings.push(warning.to_owned());
@@ -321,8 +355,8 @@ fn prepare(
             optimize,
         })
     } else if let Some(message) = line.strip_prefix("error ") {
-        Err(abort(SpawnError::Setup(message.to_owned())))
+        Err(SpawnError::Setup(message.to_owned()))
     } else {
-        Err(abort(SpawnError::DiedDuringSetup))
+        Err(SpawnError::DiedDuringSetup)
     }
 }

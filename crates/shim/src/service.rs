@@ -22,7 +22,6 @@ use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::ttrpc::{self, Code};
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{TtrpcContext, TtrpcResult};
 use log::{debug, info, warn};
 use oci_spec::runtime::Spec;
@@ -34,9 +33,10 @@ use crate::content::{ContentError, DeclaredConfig, image_of_container, resolve_w
 use wasmcell_engine::host::SignaturePolicy;
 use wasmcell_engine::{Policy, host};
 
+use crate::events::EventPublisher;
 use crate::plan::{GuestPlan, PLAN_FILE, PROGRAM_FILE, PlanError, ProgramSource};
 use crate::policy;
-use crate::process::{Spawner, fork_guest};
+use crate::process::{Launched, Spawner, fork_exec_guest, launch_by_zygote};
 use crate::shim;
 use crate::signatures;
 use crate::stdio::{OutputDrain, StdinRelay, open_stdio};
@@ -74,7 +74,7 @@ pub struct Service {
     /// Exits seen for pids no container has claimed yet (the guest can exit before `create`
     /// records its pid).
     unclaimed_exits: Arc<Mutex<HashMap<u32, Exit>>>,
-    publisher: Arc<RemotePublisher>,
+    publisher: Arc<EventPublisher>,
     config: Arc<ServiceConfig>,
     exit_signal: Arc<ExitSignal>,
     /// cgroup removals still retrying in the background; the shim outlives them.
@@ -188,9 +188,9 @@ impl Service {
         }
     }
 
-    /// A service publishing through `publisher`; starts the exit monitor and the spawner.
+    /// A service publishing through `publisher`; starts the exit monitor.
     pub async fn new(
-        publisher: RemotePublisher,
+        publisher: EventPublisher,
         config: ServiceConfig,
         exit_signal: Arc<ExitSignal>,
     ) -> std::io::Result<Service> {
@@ -201,7 +201,7 @@ impl Service {
             config: Arc::new(config),
             exit_signal,
             pending_cleanups: Arc::default(),
-            spawner: Arc::new(Spawner::start()?),
+            spawner: Arc::default(),
             retired: Arc::default(),
         };
         match monitor_subscribe(Topic::Pid).await {
@@ -280,10 +280,9 @@ impl Service {
     }
 
     async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let ctx = ttrpc::context::with_timeout(0);
         if let Err(e) = self
             .publisher
-            .publish(ctx, topic, &self.config.namespace, event)
+            .publish(topic, &self.config.namespace, event)
             .await
         {
             warn!("publishing {topic}: {e}");
@@ -307,7 +306,7 @@ impl Service {
         let rootfs = bundle.join("rootfs");
         let mut rootfs_mounted = false;
         for mount in &req.rootfs {
-            containerd_shim::asynchronous::util::mount_rootfs(mount, &rootfs)
+            mount_rootfs(mount, &rootfs)
                 .await
                 .map_err(|e| format!("mounting the rootfs ({}): {e}", mount.type_))?;
             rootfs_mounted = true;
@@ -379,28 +378,26 @@ impl Service {
         let exe = self.config.exe.clone();
         let network = plan.network.clone();
         let pid_namespace = plan.confinement.namespaces.pid.clone();
-        let zygote = self.config.zygote.clone();
-        let forked = self
-            .spawner
-            .run(move || {
-                fork_guest(
-                    zygote.as_deref(),
-                    &exe,
-                    &plan_path,
-                    stdio,
-                    &network,
-                    &pid_namespace,
-                )
-            })
-            .await;
-        let (prepared, cgroup) = match forked {
-            Ok(forked) => tokio::task::spawn_blocking(move || {
-                let result = forked.prepare(cgroup.as_ref());
-                (result, cgroup)
-            })
-            .await
-            .map_err(|e| format!("guest setup task failed: {e}"))?,
-            Err(e) => (Err(e), cgroup),
+        // The launcher answers as soon as it has forked, so asking it runs here; only an exec
+        // (no launcher, or it is gone) needs the spawner thread.
+        let launched = match self.config.zygote.as_deref() {
+            Some(zygote) => {
+                launch_by_zygote(zygote, &exe, &plan_path, stdio, &network, &pid_namespace)
+            }
+            None => Ok(Launched::NeedsExec(stdio)),
+        };
+        let forked = match launched {
+            Ok(Launched::Forked(forked)) => Ok(forked),
+            Ok(Launched::NeedsExec(stdio)) => {
+                self.spawner
+                    .run(move || fork_exec_guest(&exe, &plan_path, stdio, &network, &pid_namespace))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let prepared = match forked {
+            Ok(forked) => forked.prepare(cgroup.as_ref()).await,
+            Err(e) => Err(e),
         };
         match prepared {
             Ok(prepared) => {
@@ -529,7 +526,7 @@ impl Service {
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
         };
-        if attempt(cgroup.clone()).await.is_ok() {
+        if cgroup.remove_now() || attempt(cgroup.clone()).await.is_ok() {
             return;
         }
         let pending = self.pending_cleanups.clone();
@@ -1002,3 +999,24 @@ impl Task for Service {
         Err(not_supported("resize_pty (terminals)"))
     }
 }
+
+/// Mounts one of containerd's rootfs mounts at `rootfs`. A mount whose options fit in a page is
+/// done here, on the runtime (one `mount` call, no thread to start); one with a longer overlay
+/// lower-dir list is done on the blocking pool, because containerd-shim then shortens it with a
+/// working directory set on the calling thread.
+async fn mount_rootfs(
+    mount: &containerd_shim::protos::api::Mount,
+    rootfs: &Path,
+) -> containerd_shim::Result<()> {
+    let options_len: usize = mount.options.iter().map(|o| o.len() + 1).sum();
+    if options_len >= MOUNT_OPTIONS_INLINE {
+        return containerd_shim::asynchronous::util::mount_rootfs(mount, rootfs).await;
+    }
+    let fs_type = Some(mount.type_.as_str()).filter(|t| !t.is_empty());
+    let source = Some(mount.source.as_str()).filter(|s| !s.is_empty());
+    containerd_shim::mount::mount_rootfs(fs_type, source, &mount.options, rootfs)
+}
+
+/// Option bytes below which containerd-shim mounts without changing directory: its limit is a
+/// page less 512 bytes; this stays under it for any page size Linux uses.
+const MOUNT_OPTIONS_INLINE: usize = 3 * 1024;
