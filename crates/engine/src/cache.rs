@@ -1,8 +1,10 @@
 //! The on-disk compile cache, and [`deserialize`], the crate's one `unsafe` function.
 //!
 //! Layout: `<cache_dir>/<fingerprint>/<wasm-sha256>.cwasm` holds the output of
-//! `Engine::precompile_*`, and `<wasm-sha256>.sha256` beside it holds the hex sha256 of those
-//! bytes; `<wasm-sha256>.lock` is an empty file whose `flock` serialises compiles of one wasm;
+//! `Engine::precompile_*`, and `<wasm-sha256>.blake3` beside it holds the hex BLAKE3 hash of
+//! those bytes (every start hashes the code it maps: BLAKE3 does it in a quarter of sha256's time
+//! here, SIMD against the CPU's SHA extensions; the key stays the wasm's sha256, its OCI
+//! digest); `<wasm-sha256>.lock` is an empty file whose `flock` serialises compiles of one wasm;
 //! `<wasm-sha256>.wasm`, while it exists, is a copy of the wasm waiting for a background compile
 //! of this directory's entry (a cold start ran baseline code meanwhile). Directories are mode
 //! 0700 and must belong to this process's effective uid; files are 0600.
@@ -21,11 +23,10 @@
 //! [`COMPILE_LOCK_WAIT`] and compiles itself.
 
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -78,7 +79,7 @@ impl Cache {
     }
 
     fn sidecar_path(&self, key: &str) -> PathBuf {
-        self.dir.join(format!("{key}.sha256"))
+        self.dir.join(format!("{key}.blake3"))
     }
 
     /// Opens the entry for `key` (the wasm's hex sha256) and checks the `.cwasm` against its
@@ -92,9 +93,9 @@ impl Cache {
         };
         let expected = match fs::read_to_string(self.sidecar_path(key)) {
             Ok(text) => text.trim().to_owned(),
-            Err(e) => return corrupt(path, format!("cannot read the .sha256 sidecar: {e}")),
+            Err(e) => return corrupt(path, format!("cannot read the .blake3 sidecar: {e}")),
         };
-        match sha256_of(&mut file) {
+        match blake3_of(&mut file) {
             Ok(actual) if actual == expected => Lookup::Verified { path, file },
             Ok(actual) => corrupt(
                 path,
@@ -106,7 +107,7 @@ impl Cache {
 
     /// Atomically stores `code` as the entry for `key` and returns the `.cwasm` path.
     pub(crate) fn store(&self, key: &str, code: &[u8]) -> io::Result<PathBuf> {
-        let sum = format!("{}\n", hex::encode(Sha256::digest(code)));
+        let sum = format!("{}\n", blake3::hash(code).to_hex());
         self.write_atomically(&self.sidecar_path(key), sum.as_bytes())?;
         let path = self.cwasm_path(key);
         self.write_atomically(&path, code)?;
@@ -238,16 +239,10 @@ fn corrupt(path: PathBuf, reason: String) -> Lookup {
     Lookup::Corrupt { path, reason }
 }
 
-fn sha256_of(file: &mut File) -> io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
+fn blake3_of(file: &mut File) -> io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(file)?;
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// Creates `dir` with mode 0700 if missing; otherwise requires it to be a directory owned by the

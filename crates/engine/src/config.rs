@@ -15,7 +15,7 @@ use wasmtime::{Config, Engine, OptLevel, Strategy, WasmBacktraceDetails};
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
 /// Bumped whenever the cache layout or the meaning of an entry changes.
-const CACHE_FORMAT: &str = "wasmcell-engine cache v1";
+const CACHE_FORMAT: &str = "wasmcell-engine cache v2";
 
 /// The engine configuration. Settings, with wasmtime's defaults where not stated otherwise:
 ///

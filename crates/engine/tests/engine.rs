@@ -416,7 +416,7 @@ fn cache_compiles_once_detects_corruption_and_is_private() -> TestResult {
     assert_eq!(engine.load(&wasm)?.1, LoadOutcome::CacheHit);
 
     // A missing sidecar also counts as corrupt; a loosened directory mode is tightened.
-    fs::remove_file(cwasm.with_extension("sha256"))?;
+    fs::remove_file(cwasm.with_extension("blake3"))?;
     fs::set_permissions(&cache_dir, fs::Permissions::from_mode(0o755))?;
     let engine = WasmEngine::new(options)?;
     assert_eq!(
