@@ -316,9 +316,7 @@ async fn serve(
             .then(|| Handover::for_address(&flags.socket)),
         zygote: zygote.map(Arc::new),
     };
-    let service = Service::new(publisher, config, exit.clone())
-        .await
-        .context("starting the guest spawner thread")?;
+    let service = Service::new(publisher, config, exit.clone()).await;
     tokio::spawn(reap_children());
     tokio::spawn(crate::footprint::settle_when_idle());
 

@@ -193,7 +193,7 @@ impl Service {
         publisher: EventPublisher,
         config: ServiceConfig,
         exit_signal: Arc<ExitSignal>,
-    ) -> std::io::Result<Service> {
+    ) -> Service {
         let service = Service {
             containers: Arc::default(),
             unclaimed_exits: Arc::default(),
@@ -217,7 +217,7 @@ impl Service {
             }
             Err(e) => warn!("cannot watch guest exits: {e}"),
         }
-        Ok(service)
+        service
     }
 
     async fn on_exit(&self, pid: u32, code: u32) {

@@ -11,10 +11,11 @@
 //!
 //! Protocol, over a `SOCK_SEQPACKET` pair: the server sends one [`LaunchRequest`] (JSON) with
 //! the guest's control and status pipe ends and its stdio as `SCM_RIGHTS`; the zygote answers
-//! `pid N` or `error MESSAGE`. One request at a time: the server's spawner thread serializes
-//! them. Each guest is cloned with `CLONE_PARENT`, so it is the *server's* child: the server's
-//! reaper sees its exit and its parent-death signal follows the server, exactly as for an exec'd
-//! guest. What the exec'd guest got from `Command` (fds 0–4 and nothing else, an empty
+//! `pid N` or `error MESSAGE`. One request at a time: the server asks from its runtime, under
+//! a lock on the socket, and waits for the answer. Each guest is cloned with `CLONE_PARENT`, so
+//! it is the *server's* child: the server's reaper sees its exit and its parent-death signal
+//! follows the server, exactly as for an exec'd guest. What the exec'd guest got from
+//! `Command` (fds 0–4 and nothing else, an empty
 //! environment, `/` as working directory, its network namespace, a `__wasmcell-guest PLAN`
 //! command line) the child sets up itself before it enters [`crate::guest::main`]; a failure
 //! there is reported on the status pipe as the guest's setup error.

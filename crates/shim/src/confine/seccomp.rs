@@ -414,7 +414,7 @@ impl SeccompFilters {
     /// wasmcell's default filter, used when the spec has no `linux.seccomp`.
     ///
     /// Default action: **allow**. It removes kernel surface a wasmtime guest never needs
-    /// (wasmtime, wasmtime-wasi and a one-worker tokio runtime: threads, futexes, memory mapping,
+    /// (wasmtime, wasmtime-wasi and a current-thread tokio runtime: threads, futexes, memory mapping,
     /// signals, epoll, timers, files on its preopens, TCP/UDP/UNIX sockets, clocks). Every denial
     /// returns `EPERM` except `clone3`:
     ///
