@@ -231,13 +231,7 @@ async fn run_p3_command_inner(
 ) -> Result<ExitStatus, EngineError> {
     const KIND: &str = "component";
     let linker = command_p3_linker(engine)?;
-    let state = ComponentState {
-        wasi: wasi_builder(spec)?.build(),
-        table: ResourceTable::new(),
-        limits: GuestLimits::new(spec.memory_limit_bytes),
-    };
-    let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.limits);
+    let mut store = component_store(engine, spec)?;
     let command = match wasmtime_wasi::p3::bindings::Command::instantiate_async(
         &mut store, component, &linker,
     )
@@ -402,13 +396,8 @@ fn on_wasi_runtime(
     status
 }
 
-async fn run_component_inner(
-    engine: &Engine,
-    component: &Component,
-    spec: &RunSpec,
-) -> Result<ExitStatus, EngineError> {
-    const KIND: &str = "component";
-    let linker = component_linker(engine)?;
+/// A component's store: its WASI context from `spec`, under `spec`'s memory limit.
+fn component_store(engine: &Engine, spec: &RunSpec) -> Result<Store<ComponentState>, EngineError> {
     let state = ComponentState {
         wasi: wasi_builder(spec)?.build(),
         table: ResourceTable::new(),
@@ -416,6 +405,17 @@ async fn run_component_inner(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
+    Ok(store)
+}
+
+async fn run_component_inner(
+    engine: &Engine,
+    component: &Component,
+    spec: &RunSpec,
+) -> Result<ExitStatus, EngineError> {
+    const KIND: &str = "component";
+    let linker = component_linker(engine)?;
+    let mut store = component_store(engine, spec)?;
 
     let Some(name) = spec.entry.as_deref() else {
         let command = match Command::instantiate_async(&mut store, component, &linker).await {
