@@ -163,6 +163,7 @@ pub struct WasmEngine {
     fingerprint: String,
     cache: Option<Cache>,
     tier: Tier,
+    linkers: run::CommandLinkers,
 }
 
 impl fmt::Debug for WasmEngine {
@@ -200,6 +201,7 @@ impl WasmEngine {
             } else {
                 options.tier
             },
+            linkers: run::CommandLinkers::default(),
         })
     }
 
@@ -438,7 +440,7 @@ impl WasmEngine {
     /// with the same linker [`WasmEngine::run`] uses (semver-aware for components: an import
     /// of `@0.2.0` is satisfied by the host's `@0.2.x`). Nothing is instantiated.
     pub fn check_imports(&self, program: &Program, policy: &Policy) -> Result<(), EngineError> {
-        run::check_imports(&self.engine, program, policy)
+        run::check_imports(&self.engine, &self.linkers, program, policy)
     }
 
     /// The name-level part of [`WasmEngine::check_imports`] for import names decoded without
@@ -464,7 +466,7 @@ impl WasmEngine {
             )
             .map_err(refused);
         }
-        let provided = run::preview1_functions(&self.engine)?;
+        let provided = run::preview1_functions(&self.engine, &self.linkers)?;
         let split = imports
             .iter()
             .map(|i| i.split_once('.').unwrap_or((i.as_str(), "")));
@@ -498,7 +500,7 @@ impl WasmEngine {
     /// [`WasmEngine::serve`] use: the command and HTTP worlds of WASI 0.2 and 0.3
     /// ([`HostWorld::ALL`]) for components, and `wasi_snapshot_preview1` for modules.
     pub fn worlds(&self) -> Result<Vec<World>, EngineError> {
-        let preview1 = run::preview1_functions(&self.engine)?;
+        let preview1 = run::preview1_functions(&self.engine, &self.linkers)?;
         let components = HostWorld::ALL.iter().map(|world| world.world());
         Ok(components
             .chain([World {
@@ -517,8 +519,10 @@ impl WasmEngine {
     /// entry point, ...).
     pub fn run(&self, program: &Program, spec: &RunSpec) -> Result<ExitStatus, EngineError> {
         match program {
-            Program::Module(module) => run::run_module(&self.engine, module, spec),
-            Program::Component(component) => run::run_component(&self.engine, component, spec),
+            Program::Module(module) => run::run_module(&self.engine, &self.linkers, module, spec),
+            Program::Component(component) => {
+                run::run_component(&self.engine, &self.linkers, component, spec)
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use wasmtime::component::{Component, ResourceTable};
@@ -108,19 +109,21 @@ pub enum ExitStatus {
 /// Runs `module` under preview1.
 pub(crate) fn run_module(
     engine: &Engine,
+    linkers: &CommandLinkers,
     module: &Module,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
-    on_wasi_runtime(spec, run_module_inner(engine, module, spec))
+    on_wasi_runtime(spec, run_module_inner(engine, linkers, module, spec))
 }
 
 async fn run_module_inner(
     engine: &Engine,
+    linkers: &CommandLinkers,
     module: &Module,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
     const KIND: &str = "module";
-    let linker = module_linker(engine)?;
+    let linker = linkers.module(engine)?;
     let state = ModuleState {
         wasi: wasi_builder(spec)?.build_p1(),
         limits: GuestLimits::new(spec.memory_limit_bytes),
@@ -164,13 +167,59 @@ async fn run_module_inner(
 /// Runs `component` as a WASI 0.2 or 0.3 command, by its exports (or calls `spec.entry`).
 pub(crate) fn run_component(
     engine: &Engine,
+    linkers: &CommandLinkers,
     component: &Component,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
     if spec.entry.is_none() && component_world_of(engine, component)? == HostWorld::CommandP3 {
-        return run_p3_command(engine, component, spec);
+        return run_p3_command(engine, linkers, component, spec);
     }
-    on_wasi_runtime(spec, run_component_inner(engine, component, spec))
+    on_wasi_runtime(spec, run_component_inner(engine, linkers, component, spec))
+}
+
+/// The linkers commands run with, built once per [`WasmEngine`](crate::WasmEngine) on first
+/// use: checking a program's imports and running it then share one. Each takes a few hundred
+/// host functions, so building it twice cost a guest measurably at start.
+#[derive(Default)]
+pub(crate) struct CommandLinkers {
+    module: OnceLock<Linker<ModuleState>>,
+    component: OnceLock<wasmtime::component::Linker<ComponentState>>,
+    command_p3: OnceLock<wasmtime::component::Linker<ComponentState>>,
+}
+
+impl CommandLinkers {
+    /// The preview1 linker ([`module_linker`]).
+    fn module(&self, engine: &Engine) -> Result<&Linker<ModuleState>, EngineError> {
+        once(&self.module, || module_linker(engine))
+    }
+
+    /// The WASI 0.2 command linker ([`component_linker`]).
+    fn component(
+        &self,
+        engine: &Engine,
+    ) -> Result<&wasmtime::component::Linker<ComponentState>, EngineError> {
+        once(&self.component, || component_linker(engine))
+    }
+
+    /// The WASI 0.3 command linker ([`command_p3_linker`]).
+    fn command_p3(
+        &self,
+        engine: &Engine,
+    ) -> Result<&wasmtime::component::Linker<ComponentState>, EngineError> {
+        once(&self.command_p3, || command_p3_linker(engine))
+    }
+}
+
+/// `cell`'s value, built by `build` if it has none yet.
+fn once<T>(
+    cell: &OnceLock<T>,
+    build: impl FnOnce() -> Result<T, EngineError>,
+) -> Result<&T, EngineError> {
+    if let Some(value) = cell.get() {
+        return Ok(value);
+    }
+    let built = build()?;
+    Ok(cell.get_or_init(|| built))
 }
 
 /// The preview1 linker every module runs with.
@@ -218,22 +267,24 @@ fn command_p3_linker(
 /// guest left running after that is not waited for.
 fn run_p3_command(
     engine: &Engine,
+    linkers: &CommandLinkers,
     component: &Component,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
-    on_wasi_runtime(spec, run_p3_command_inner(engine, component, spec))
+    on_wasi_runtime(spec, run_p3_command_inner(engine, linkers, component, spec))
 }
 
 async fn run_p3_command_inner(
     engine: &Engine,
+    linkers: &CommandLinkers,
     component: &Component,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
     const KIND: &str = "component";
-    let linker = command_p3_linker(engine)?;
+    let linker = linkers.command_p3(engine)?;
     let mut store = component_store(engine, spec)?;
     let command = match wasmtime_wasi::p3::bindings::Command::instantiate_async(
-        &mut store, component, &linker,
+        &mut store, component, linker,
     )
     .await
     {
@@ -255,6 +306,7 @@ async fn run_p3_command_inner(
 /// (`instantiate_pre`, semver-aware for components), without instantiating anything.
 pub(crate) fn check_imports(
     engine: &Engine,
+    linkers: &CommandLinkers,
     program: &crate::Program,
     policy: &Policy,
 ) -> Result<(), EngineError> {
@@ -266,8 +318,8 @@ pub(crate) fn check_imports(
     };
     match program {
         crate::Program::Module(module) => {
-            let linker = module_linker(engine)?;
-            let provided = preview1_functions_of(engine, &linker);
+            let linker = linkers.module(engine)?;
+            let provided = preview1_functions_of(engine, linker);
             let imports: Vec<(&str, &str)> =
                 module.imports().map(|i| (i.module(), i.name())).collect();
             host::check_module_names(imports, &provided, policy).map_err(|refusal| {
@@ -295,7 +347,8 @@ pub(crate) fn check_imports(
                 refusal,
             })?;
             match world {
-                HostWorld::Command => component_linker(engine)?
+                HostWorld::Command => linkers
+                    .component(engine)?
                     .instantiate_pre(component)
                     .map(drop),
                 HostWorld::Proxy => {
@@ -303,7 +356,8 @@ pub(crate) fn check_imports(
                         .instantiate_pre(component)
                         .map(drop)
                 }
-                HostWorld::CommandP3 => command_p3_linker(engine)?
+                HostWorld::CommandP3 => linkers
+                    .command_p3(engine)?
                     .instantiate_pre(component)
                     .map(drop),
                 HostWorld::ServiceP3 => {
@@ -351,8 +405,11 @@ pub(crate) fn component_import_names(engine: &Engine, component: &Component) -> 
 }
 
 /// The preview 1 function names the module linker defines, sorted.
-pub(crate) fn preview1_functions(engine: &Engine) -> Result<Vec<String>, EngineError> {
-    Ok(preview1_functions_of(engine, &module_linker(engine)?))
+pub(crate) fn preview1_functions(
+    engine: &Engine,
+    linkers: &CommandLinkers,
+) -> Result<Vec<String>, EngineError> {
+    Ok(preview1_functions_of(engine, linkers.module(engine)?))
 }
 
 fn preview1_functions_of(engine: &Engine, linker: &Linker<ModuleState>) -> Vec<String> {
@@ -410,15 +467,16 @@ fn component_store(engine: &Engine, spec: &RunSpec) -> Result<Store<ComponentSta
 
 async fn run_component_inner(
     engine: &Engine,
+    linkers: &CommandLinkers,
     component: &Component,
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
     const KIND: &str = "component";
-    let linker = component_linker(engine)?;
+    let linker = linkers.component(engine)?;
     let mut store = component_store(engine, spec)?;
 
     let Some(name) = spec.entry.as_deref() else {
-        let command = match Command::instantiate_async(&mut store, component, &linker).await {
+        let command = match Command::instantiate_async(&mut store, component, linker).await {
             Ok(command) => command,
             Err(e) => return guest_failure(e, &store.data().limits, KIND),
         };
@@ -822,9 +880,30 @@ mod tests {
     }
 
     #[test]
+    fn each_command_linker_is_built_once_per_engine() -> Result<(), String> {
+        let engine = Engine::new(&crate::config::engine_config()).map_err(|e| e.to_string())?;
+        let linkers = CommandLinkers::default();
+        let error = |e: EngineError| e.to_string();
+        assert!(std::ptr::eq(
+            linkers.module(&engine).map_err(error)?,
+            linkers.module(&engine).map_err(error)?
+        ));
+        assert!(std::ptr::eq(
+            linkers.component(&engine).map_err(error)?,
+            linkers.component(&engine).map_err(error)?
+        ));
+        assert!(std::ptr::eq(
+            linkers.command_p3(&engine).map_err(error)?,
+            linkers.command_p3(&engine).map_err(error)?
+        ));
+        Ok(())
+    }
+
+    #[test]
     fn preview1_functions_come_from_the_linker() -> Result<(), String> {
         let engine = Engine::new(&crate::config::engine_config()).map_err(|e| e.to_string())?;
-        let names = preview1_functions(&engine).map_err(|e| e.to_string())?;
+        let names =
+            preview1_functions(&engine, &CommandLinkers::default()).map_err(|e| e.to_string())?;
         for expected in [
             "fd_write",
             "proc_exit",
