@@ -1540,9 +1540,9 @@ mod tests {
         }))
     }
 
-    /// The program `assemble` built before it had a dispatch: the stitched sub-programs over
-    /// every rule. What the dispatch must agree with.
-    fn stitched_reference(plan: Plan) -> Vec<Insn> {
+    /// `plan`'s default action, its action groups in the order `assemble` runs them, and its
+    /// allow rules.
+    fn ordered(plan: Plan) -> (SeccompAction, Vec<(SeccompAction, Rules)>, Rules) {
         let Plan {
             default,
             mut groups,
@@ -1550,6 +1550,13 @@ mod tests {
             ..
         } = plan;
         groups.sort_by_key(|(action, _)| precedence(action));
+        (default, groups, allow)
+    }
+
+    /// The program `assemble` built before it had a dispatch: the stitched sub-programs over
+    /// every rule. What the dispatch must agree with.
+    fn stitched_reference(plan: Plan) -> Vec<Insn> {
+        let (default, groups, allow) = ordered(plan);
         let arch = target_arch().unwrap_or_else(|e| panic!("{e}"));
         stitch(groups, allow, default, arch).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -1654,13 +1661,7 @@ mod tests {
     #[test]
     fn the_dispatch_decides_a_syscall_in_a_few_instructions() {
         for (name, [plan, again]) in plans() {
-            let Plan {
-                default,
-                mut groups,
-                allow,
-                ..
-            } = again;
-            groups.sort_by_key(|(action, _)| precedence(action));
+            let (default, groups, allow) = ordered(again);
             let conditional: Vec<u32> = constant_verdicts(&groups, &allow, &default)
                 .into_iter()
                 .filter_map(|(nr, verdict)| verdict.is_none().then_some(nr))
