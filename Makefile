@@ -12,10 +12,6 @@ CONTAINERD_VERSIONS ?= 2.1 1.7 1.6
 BENCH_CONTAINERD ?= 2.1 1.6
 
 PREFIX ?= /usr/local
-# The shipped binaries, the shim and `wasmcell`, are static musl executables (.cargo/config.toml
-# says why); the integration tests and make bench run these, from target/$(SHIP_TARGET)/.
-SHIP_TARGET ?= $(shell uname -m)-unknown-linux-musl
-SHIP := -p wasmcell-shim -p wasmcell --bins --target $(SHIP_TARGET)
 
 .PHONY: help setup build demo-images demo install test soak lint fmt clean containerd bench
 
@@ -25,9 +21,8 @@ help: ## Show this help.
 setup: ## Install everything build, demo, test and bench need (scripts/setup.sh all).
 	scripts/setup.sh all
 
-build: demo-images ## Build the shim, the wasmcell command and the demo images (debug).
+build: demo-images ## Build the wasmcell command and the demo images (debug).
 	$(CARGO) build --workspace --locked
-	$(CARGO) build --locked $(SHIP)
 
 demo-images: ## Build demo-app and its guests (demo-http, demo-p3, demo-p3-http); their nine OCI tars go to target/oci/.
 	@scripts/setup.sh build
@@ -39,9 +34,9 @@ demo: ## The quickstart: build, start a private containerd, run the demo images,
 
 install: ## Install containerd-shim-wasmcell-v1 and wasmcell into $(PREFIX)/bin (release build).
 	@scripts/setup.sh build
-	$(CARGO) build --release --locked $(SHIP)
-	install -D -m 0755 target/$(SHIP_TARGET)/release/containerd-shim-wasmcell-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-wasmcell-v1
-	install -D -m 0755 target/$(SHIP_TARGET)/release/wasmcell $(DESTDIR)$(PREFIX)/bin/wasmcell
+	$(CARGO) build --release --locked -p wasmcell-shim -p wasmcell
+	install -D -m 0755 target/release/containerd-shim-wasmcell-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-wasmcell-v1
+	install -D -m 0755 target/release/wasmcell $(DESTDIR)$(PREFIX)/bin/wasmcell
 
 containerd: ## Fetch private containerd binaries (2.1, 1.7, 1.6) into the user cache; no system change.
 	@CONTAINERD_VERSIONS="$(CONTAINERD_VERSIONS)" scripts/setup.sh test
@@ -49,15 +44,13 @@ containerd: ## Fetch private containerd binaries (2.1, 1.7, 1.6) into the user c
 test: ## Unit and integration tests (installs what they need; they start their own containerd).
 	@scripts/setup.sh test
 	$(MAKE) --no-print-directory demo-images
-	$(CARGO) build --workspace --bins --locked
-	$(CARGO) build --locked $(SHIP)   # the integration tests run the shipped binaries
+	$(CARGO) build --workspace --bins --locked   # the integration tests run the real binaries
 	$(CARGO) test --workspace --locked
 
 soak: ## Churn 2,000 containers and 200 pods with faults injected; target/soak/report.{md,json} (root).
 	@scripts/setup.sh test
 	$(MAKE) --no-print-directory demo-images
 	$(CARGO) build --workspace --bins --locked
-	$(CARGO) build --locked $(SHIP)
 	$(CARGO) test -p wasmcell-tests --test integration --locked -- churn::soak --exact --ignored --nocapture
 
 lint: ## rustfmt check and clippy with warnings as errors.
@@ -65,7 +58,6 @@ lint: ## rustfmt check and clippy with warnings as errors.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path demo-app/guests/Cargo.toml --all -- --check   # its own workspace (wasm32 only)
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	$(CARGO) clippy --locked $(SHIP) -- -D warnings   # the musl-only code
 
 fmt: ## Format the code.
 	$(CARGO) fmt --all

@@ -40,7 +40,7 @@
 # BENCH_REJECT_RUNS=3, BENCH_COLD_RUNS=5, BENCH_SIGNAL_RUNS=10, BENCH_THROUGHPUT_TASKS=100,
 # BENCH_PARALLEL="2 10", BENCH_POD_CONTAINERS=10 (0: no pod figure), BENCH_HTTP_SECONDS=10 (0: no
 # HTTP figures), BENCH_SKIP_BUILD=1 to reuse
-# the release builds as they are, BENCH_PROFILE=1 to record the API throughput runs with `perf record -a`
+# target/release as it is, BENCH_PROFILE=1 to record the API throughput runs with `perf record -a`
 # (cpu-clock) and write where the CPU went, by command and object, to raw/VERSION/profile-*.txt.
 #
 # Needs root and what scripts/setup.sh bench installs (make bench runs it). Everything it starts — containerd,
@@ -64,8 +64,6 @@ BENCH_HTTP_SECONDS=${BENCH_HTTP_SECONDS:-10}
 BENCH_REJECT_RUNS=${BENCH_REJECT_RUNS:-3}
 BENCH_COLD_RUNS=${BENCH_COLD_RUNS:-5}
 CARGO=${CARGO:-cargo}
-# The shipped binaries' target (the Makefile's SHIP_TARGET).
-SHIP_TARGET=${SHIP_TARGET:-$(uname -m)-unknown-linux-musl}
 export WASMCELL_OCI_OUT=${WASMCELL_OCI_OUT:-$ROOT/target/oci}
 
 OUT=$ROOT/target/bench
@@ -171,19 +169,15 @@ trap 'exit 143' TERM
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building release binaries and demo images"
   # One cargo call, so the bench helpers compile alongside wasmtime instead of after it.
-  "$CARGO" build --release --locked -p demo-app -p wasmcell-tests --bins --examples
-  # The shipped binaries, and the null shim built the same way (static musl), so the ceiling
-  # is containerd's and not a C library's start-up.
-  "$CARGO" build --release --locked --target "$SHIP_TARGET" -p wasmcell-shim -p wasmcell --bins
-  "$CARGO" build --release --locked --target "$SHIP_TARGET" -p wasmcell-tests --example null_shim
+  "$CARGO" build --release --locked -p wasmcell-shim -p wasmcell -p demo-app -p wasmcell-tests \
+    --bins --examples
 fi
-SHIP_DIR=$ROOT/target/$SHIP_TARGET/release
-SHIM=$SHIP_DIR/containerd-shim-wasmcell-v1
-WASMCELL=$SHIP_DIR/wasmcell
+SHIM=$ROOT/target/release/containerd-shim-wasmcell-v1
+WASMCELL=$ROOT/target/release/wasmcell
 BIG_COMPONENT=$ROOT/target/release/examples/big_component
 CRI_POD_PSS=$ROOT/target/release/examples/cri_pod_pss
 STRESS=$ROOT/target/release/examples/stress
-NULL_SHIM=$SHIP_DIR/examples/null_shim
+NULL_SHIM=$ROOT/target/release/examples/null_shim
 NULL_RUNTIME=io.containerd.wcnull.v1
 DEMO_TAR=$WASMCELL_OCI_OUT/demo-app-image.tar
 for exe in "$SHIM" "$WASMCELL" "$BIG_COMPONENT" "$CRI_POD_PSS" "$STRESS" "$NULL_SHIM"; do
@@ -599,7 +593,7 @@ bench_one() {
   mkdir -p "$CTRD_CGROUP"
   # In a cgroup of its own (its shims and their runc calls follow it), for the CPU figures.
   # The shim config file: absent (defaults) except for the grouped memory figure.
-  PATH="$SHIP_DIR:$DIR/bin:$BIN:$PATH" WASMCELL_CACHE_DIR="$DIR/cache" WASMCELL_CONFIG="$DIR/wasmcell.toml" \
+  PATH="$ROOT/target/release:$DIR/bin:$BIN:$PATH" WASMCELL_CACHE_DIR="$DIR/cache" WASMCELL_CONFIG="$DIR/wasmcell.toml" \
     bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CTRD_CGROUP" \
     "$BIN/containerd" --config "$DIR/config.toml" </dev/null >"$DIR/containerd.log" 2>&1 &
   CTRD_PID=$!
@@ -804,10 +798,10 @@ pod_pss() {
   for kind in wasmcell runc; do
     log "containerd 2.1 with CRI: a pod of $BENCH_POD_CONTAINERS $kind containers"
     if [ "$kind" = wasmcell ]; then
-      WASMCELL_BIN_DIR=$SHIP_DIR "$CRI_POD_PSS" wasmcell "$DEMO_TAR" "$BUILD/pause-image.tar" \
+      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" wasmcell "$DEMO_TAR" "$BUILD/pause-image.tar" \
         "$BENCH_POD_CONTAINERS" "$OUT/raw/pod/pss-wasmcell.json" -- /demo-app.wasm sleep 600
     else
-      WASMCELL_BIN_DIR=$SHIP_DIR "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
+      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
         "$BENCH_POD_CONTAINERS" "$OUT/raw/pod/pss-runc.json" -- /sleep 600
     fi
   done
@@ -816,10 +810,10 @@ pod_pss() {
   for kind in wasmcell runc; do
     log "containerd 2.1 with CRI: one $kind container, pulled and started cold"
     if [ "$kind" = wasmcell ]; then
-      WASMCELL_BIN_DIR=$SHIP_DIR "$CRI_POD_PSS" wasmcell "$DEMO_TAR" "$BUILD/pause-image.tar" \
+      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" wasmcell "$DEMO_TAR" "$BUILD/pause-image.tar" \
         1 "$OUT/raw/pod/cold-wasmcell.json" -- /demo-app.wasm sleep 600
     else
-      WASMCELL_BIN_DIR=$SHIP_DIR "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
+      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
         1 "$OUT/raw/pod/cold-runc.json" -- /sleep 600
     fi
   done

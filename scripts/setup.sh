@@ -19,8 +19,7 @@ die() { log "$*"; exit 1; }
 # Per purpose: Debian packages, with why each is there.
 #   protobuf-compiler  containerd-client's and k8s-cri's protos are compiled at build time
 #   gcc libc6-dev make the build itself (-sys crates, build scripts) and bench's static programs
-#   musl-tools         musl-gcc, for the C in the shipped (static musl) binaries' dependencies
-pkgs_build=(protobuf-compiler gcc libc6-dev make musl-tools)
+pkgs_build=(protobuf-compiler gcc libc6-dev make)
 #   curl python3       make demo's HTTP requests and its free-port pick
 pkgs_demo=(curl python3)
 #   skopeo             an independent OCI client (push, inspect) in the tests
@@ -34,9 +33,8 @@ pkgs_test=(skopeo docker-registry apache2-utils containernetworking-plugins ipro
 #   wrk curl           the HTTP load generator and readiness checks
 pkgs_bench=(runc python3 python3-matplotlib wrk curl)
 
-# Rustup targets: demo-app's guest (wasip2), the preview 1 fixtures in the tests (wasip1), and
-# the shipped binaries (the Makefile's SHIP_TARGET: static musl, see .cargo/config.toml).
-targets_build=(wasm32-wasip1 wasm32-wasip2 "$(uname -m)-unknown-linux-musl")
+# Rustup targets: demo-app's guest (wasip2), the preview 1 fixtures in the tests (wasip1).
+targets_build=(wasm32-wasip1 wasm32-wasip2)
 
 # containerd release lines each purpose runs against (test/fetch-debian.sh's names).
 containerd_demo=("${DEMO_CONTAINERD:-2.1}")

@@ -4,8 +4,6 @@
 //! relocated read-only data in each process, leaving those pages private and dirty — about
 //! 0.9 MiB of every container's footprint across its two processes (measured with `make
 //! bench`). Linked without PIE, the addresses are fixed at link time and the pages stay shared.
-//! The shipped static musl build gets the same from `-C relocation-model=static`
-//! (`.cargo/config.toml`), without which rustc would make it a static PIE.
 
 fn main() {
     println!("cargo:rustc-link-arg-bins=-no-pie");

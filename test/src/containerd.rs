@@ -231,10 +231,10 @@ fn spawn_daemon(bin: &Path, dir: &Path, cache: &Path) -> Result<Child, String> {
         .append(true)
         .open(dir.join("containerd.log"))
         .map_err(|e| e.to_string())?;
-    let shim_dir = crate::shim_bin()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    // WASMCELL_BIN_DIR lets `make bench` run the release shim through this harness.
+    let shim_dir = std::env::var_os("WASMCELL_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::target_dir().join("debug"));
     let path = format!(
         "{}:{}",
         shim_dir.display(),

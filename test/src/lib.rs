@@ -106,38 +106,15 @@ pub const DEMO_IMAGES: [(&str, &str); 9] = [
     ),
 ];
 
-/// Where the binaries under test are: the shipped build, the static musl one the Makefile makes
-/// (`target/<arch>-unknown-linux-musl/debug`), unless `WASMCELL_BIN_DIR` names another
-/// directory (`make bench` runs the release build through these helpers).
-pub fn shipped_bin_dir() -> PathBuf {
-    std::env::var_os("WASMCELL_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            target_dir()
-                .join(format!("{}-unknown-linux-musl", std::env::consts::ARCH))
-                .join("debug")
-        })
-}
-
-/// The shipped binary `name`, which must exist.
-fn shipped_bin(name: &str) -> PathBuf {
-    let bin = shipped_bin_dir().join(name);
+/// The `wasmcell` binary cargo built for these tests.
+pub fn wasmcell_bin() -> PathBuf {
+    let bin = target_dir().join("debug/wasmcell");
     assert!(
         bin.is_file(),
-        "{} missing: `make test` builds the shipped binaries before the tests (make build)",
+        "{} missing: `make test` builds the binaries before the tests (cargo build --workspace --bins)",
         bin.display()
     );
     bin
-}
-
-/// The `wasmcell` binary under test.
-pub fn wasmcell_bin() -> PathBuf {
-    shipped_bin("wasmcell")
-}
-
-/// The shim binary under test.
-pub fn shim_bin() -> PathBuf {
-    shipped_bin("containerd-shim-wasmcell-v1")
 }
 
 /// Runs `program` with `args`, returning its output (never fails on a non-zero exit).

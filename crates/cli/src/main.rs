@@ -57,12 +57,6 @@ enum Command {
     ContainerdConfig(containerd_config::ContainerdConfigArgs),
 }
 
-/// The shipped build is static musl (see `.cargo/config.toml`), whose own allocator is several
-/// times slower than glibc's on wasmtime's and serde's many small allocations; mimalloc is not.
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -38,11 +38,6 @@ const CACHE_FORMAT: &str = "wasmcell-engine cache v2";
 /// - Signals-based traps (default): wasmtime installs SIGSEGV/SIGBUS/SIGILL/SIGFPE handlers in
 ///   the process when the first engine is created.
 /// - No epoch interruption or fuel: a guest is stopped by signalling its process.
-/// - `native_unwind_info(false)`: compiled code carries no `.eh_frame` for the system's
-///   unwinder. wasmtime's own wasm backtraces and its handling of host panics do not need it;
-///   registering it costs every load and unload, and with LLVM's libunwind (the static musl
-///   build's) unregistering is quadratic in the program's functions: about 0.9 ms of every
-///   demo guest's exit.
 pub fn engine_config() -> Config {
     let mut config = Config::new();
     config
@@ -53,8 +48,7 @@ pub fn engine_config() -> Config {
         .wasm_component_model_async(true)
         .memory_init_cow(true)
         .wasm_backtrace_max_frames(NonZeroUsize::new(20))
-        .wasm_backtrace_details(WasmBacktraceDetails::Disable)
-        .native_unwind_info(false);
+        .wasm_backtrace_details(WasmBacktraceDetails::Disable);
     config
 }
 

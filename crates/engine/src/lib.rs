@@ -54,20 +54,6 @@ pub fn cache_dir_from_env() -> Option<PathBuf> {
     }
 }
 
-/// Runs the CPU feature detection of every hash and code generator a guest uses (std's, and
-/// the caches of `sha2` and `blake3`), so that processes forked from the caller inherit the
-/// answers. Each detection is a handful of `cpuid` instructions, and on a VM every one traps to
-/// the hypervisor (about 8 µs each here): done once before the shim forks its server, instead of
-/// again in the launcher and in every guest. Nothing random or secret is made here: a random
-/// generator seeded before the fork would repeat in every guest.
-pub fn detect_cpu_features() {
-    // Any query fills std's whole cache; wasmtime asks it for the native ISA flags.
-    #[cfg(target_arch = "x86_64")]
-    let _ = std::is_x86_feature_detected!("avx2");
-    let _ = Sha256::digest([]);
-    let _ = blake3::hash(&[]);
-}
-
 /// Writes `line` and a newline to stderr in one `write`: `eprintln!` writes each piece of its
 /// format separately on the unbuffered stderr, so a line could be split by output another
 /// writer (the handlers' stdout, going to the same log) put between the pieces.

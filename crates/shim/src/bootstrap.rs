@@ -160,8 +160,6 @@ fn start(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
         if flags.debug {
             args.push("-debug".into());
         }
-        // The server, its launcher and every guest are forks of this process: detect once.
-        wasmcell_engine::detect_cpu_features();
         fork_server(&bundle, args, grouping)?;
     }
     std::fs::write(bundle.join("address"), &address).context("writing the address file")?;

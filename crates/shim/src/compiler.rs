@@ -170,10 +170,7 @@ pub fn optimize_main(args: &[std::ffi::OsString]) -> i32 {
     // Its own session, so a signal to the shim's process group does not reach it, and idle
     // priority, so it only ever uses CPU that starting and running containers leave.
     let _ = nix::unistd::setsid();
-    // SAFETY: sched_param is plain integers (musl adds sporadic-server fields); all zero is
-    // priority 0, the only one SCHED_IDLE takes.
-    #[allow(unsafe_code)]
-    let idle: libc::sched_param = unsafe { std::mem::zeroed() };
+    let idle = libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler reads the one sched_param we pass by reference for the
     // duration of the call; pid 0 is this process.
     #[allow(unsafe_code)]

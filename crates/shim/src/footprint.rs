@@ -96,24 +96,12 @@ fn cpu_time() -> Duration {
 }
 
 /// Gives the heap pages the allocator holds free back to the kernel.
-#[cfg(target_env = "gnu")]
 pub fn release_free_heap() {
     // SAFETY: malloc_trim only returns free pages of the allocator's own arenas; it touches no
     // memory this program uses.
     #[allow(unsafe_code)]
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// Gives the heap pages the allocator (mimalloc in the musl build) holds free back to the kernel.
-#[cfg(target_env = "musl")]
-pub fn release_free_heap() {
-    // SAFETY: mi_collect only returns mimalloc's own free pages; it touches no memory this
-    // program uses.
-    #[allow(unsafe_code)]
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
     }
 }
 

@@ -35,18 +35,6 @@ mod zygote;
 
 use std::path::Path;
 
-/// The shipped build is static musl (see `.cargo/config.toml`), whose own allocator is several
-/// times slower than glibc's on wasmtime's and serde's many small allocations; mimalloc is not.
-/// It is compiled with `MI_DEFAULT_ALLOW_THP=0` (same file), so when it starts, before it
-/// reserves anything, it turns transparent huge pages off for this process and every process
-/// forked from it (`PR_SET_THP_DISABLE`). mimalloc's arenas are 2 MiB-aligned: under the
-/// common `transparent_hugepage=always` the first touch of each would fault in and zero a whole
-/// 2 MiB page — in a guest, more CPU than its run and megabytes resident for kilobytes of heap.
-/// A guest's linear memory then also costs only the pages it touches.
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let mut args = std::env::args_os().skip(1);
     if let Some(first) = args.next()
@@ -91,8 +79,6 @@ fn main() {
 /// Forks the guest launcher for a server whose command line is `server_args`; `None` (guests
 /// will be exec'd) if that fails. Call only while this process has a single thread.
 fn zygote_or_exec(server_args: Vec<std::ffi::OsString>) -> Option<zygote::Zygote> {
-    // The launcher and its guests inherit the answers (a no-op when `start` already asked).
-    wasmcell_engine::detect_cpu_features();
     match zygote::Zygote::fork(server_args) {
         Ok(zygote) => Some(zygote),
         Err(e) => {

@@ -121,7 +121,6 @@ impl Zygote {
             what: "creating the guest launcher's socket",
             source,
         })?;
-        libc_tid_cache().map_err(ZygoteError::Unavailable)?;
         let server = nix::unistd::getpid();
         // SAFETY: the caller guarantees this process is single-threaded, so the child owns a
         // consistent copy of every lock and allocator state; it never returns from `serve`.
@@ -219,6 +218,7 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid, server_args: Vec<OsString>) 
     let title = zygote_title(server_args);
     detach_from_server(&socket);
     set_command_line(&title);
+    detect_cpu_features();
     let mut body = vec![0u8; MAX_REQUEST];
     loop {
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
@@ -271,6 +271,16 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid, server_args: Vec<OsString>) 
             std::process::exit(0);
         }
     }
+}
+
+/// Fills the CPU-feature caches guests would otherwise each fill with `cpuid` (std's, which
+/// wasmtime asks when it maps compiled code, and sha2's, which the compile cache's digests ask),
+/// so every guest inherits them. Under a hypervisor each `cpuid` traps to it. Nothing random or
+/// secret is made here: a random generator seeded in the zygote would repeat in every guest.
+fn detect_cpu_features() {
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::arch::is_x86_feature_detected!("avx2");
+    let _ = <sha2::Sha256 as sha2::Digest>::digest(b"");
 }
 
 /// The zygote's command line: the server's with `__wasmcell-zygote` after the program and
@@ -335,41 +345,6 @@ fn detach_from_server(socket: &OwnedFd) {
     let _ = std::env::set_current_dir("/");
 }
 
-/// Where the C library caches the calling thread's id, if a fork made by a raw `clone` must
-/// give the child its own id there: `Ok(None)` with glibc, which needs none (see [`launch`]).
-#[cfg(not(target_env = "musl"))]
-fn libc_tid_cache() -> Result<Option<*mut libc::c_int>, String> {
-    Ok(None)
-}
-
-/// Where the C library caches the calling thread's id, if a fork made by a raw `clone` must
-/// give the child its own id there: musl's `raise()` and `abort()` signal that id, so a guest
-/// with its launcher's id would signal the launcher. musl 1.2 keeps it in `struct pthread`
-/// after six pointer-sized fields; that is checked against `gettid()` each time, and an error
-/// (the launcher is not used) if it does not hold.
-#[cfg(target_env = "musl")]
-fn libc_tid_cache() -> Result<Option<*mut libc::c_int>, String> {
-    const TID_OFFSET: usize = 6 * std::mem::size_of::<usize>();
-    // SAFETY: pthread_self() has no preconditions; the slot lies inside musl's `struct pthread`
-    // (hundreds of bytes) of the calling thread, which lives as long as the thread.
-    #[allow(unsafe_code)]
-    let (slot, cached, actual) = unsafe {
-        let slot = libc::pthread_self()
-            .cast::<u8>()
-            .add(TID_OFFSET)
-            .cast::<libc::c_int>();
-        (slot, slot.read(), libc::gettid())
-    };
-    if cached == actual {
-        Ok(Some(slot))
-    } else {
-        Err(format!(
-            "musl's thread-id cache is not where wasmcell expects it (found {cached}, the thread \
-             is {actual})"
-        ))
-    }
-}
-
 /// Forks one guest; in the child, never returns.
 fn launch(request: &LaunchRequest, fds: Vec<OwnedFd>) -> Result<i32, String> {
     let expected = 2 + request.stdio.iter().filter(|&&s| s).count();
@@ -383,21 +358,14 @@ fn launch(request: &LaunchRequest, fds: Vec<OwnedFd>) -> Result<i32, String> {
     let _pid_namespace = PidNamespaceForChildren::enter(&request.pid_namespace)
         .map_err(|e| format!("preparing the guest's PID namespace: {e}"))?;
     // CLONE_PARENT makes the guest the server's child (see the module docs).
-    let mut flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
-    let cached_tid = libc_tid_cache()?;
-    if cached_tid.is_some() {
-        flags |= libc::CLONE_CHILD_SETTID as libc::c_ulong;
-    }
-    let child_tid = cached_tid.map_or(0usize, |tid| tid as usize);
+    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: a clone without CLONE_VM and without a new stack is a fork: the child continues
     // below on a copy of this single-threaded process's memory, so no lock is held by a thread
-    // it lacks. It skips the C library's fork bookkeeping: no atfork handlers are registered
-    // here; glibc does not use the thread id it caches to signal or lock the calling thread
-    // (raise() asks the kernel; Rust's locks are futexes keyed by address), and musl's cached
-    // id, which raise() and abort() do use, is overwritten with the child's by the kernel
-    // (CLONE_CHILD_SETTID on the copy at the address `libc_tid_cache` checked).
+    // it lacks. It skips glibc's fork bookkeeping: no atfork handlers are registered here, and
+    // the thread id glibc caches for the main thread is not used to signal or lock the calling
+    // thread (raise() asks the kernel; Rust's locks are futexes keyed by address).
     #[allow(unsafe_code)]
-    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, child_tid, 0usize) };
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
     if pid < 0 {
         return Err(format!(
             "forking the guest: {}",
@@ -447,9 +415,6 @@ fn set_up_child(request: &LaunchRequest, fds: Vec<OwnedFd>) -> std::io::Result<(
             Ok(r)
         }
     };
-    // The kernel put this process's id in the C library's cache (see `launch`): a guest with its
-    // launcher's id there would signal the launcher from raise() or abort().
-    libc_tid_cache().map_err(std::io::Error::other)?;
     // The guest dies with the server, whose main thread (its parent through CLONE_PARENT) lives
     // as long as it does. Should the server die before this line, the guest finds its control
     // pipe closed and exits at its first read.

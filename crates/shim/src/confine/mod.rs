@@ -10,11 +10,10 @@
 //! 1. [`namespaces`]: join or create the IPC, UTS and cgroup namespaces, always a new mount
 //!    namespace (the PID namespace was entered at spawn: only a new process can be in one);
 //!    the spec's sysctls; hostname and domain name.
-//!    Then, with glibc, one name-service lookup, so glibc loads the node's `nsswitch.conf` (it
-//!    keeps that configuration once the root changes); lookups then read the container's
-//!    `/etc/hosts` and `/etc/resolv.conf`, as they would in a runc container whose image says
+//!    Then one name-service lookup, so glibc loads the node's `nsswitch.conf` (it keeps that
+//!    configuration once the root changes); lookups then read the container's `/etc/hosts`
+//!    and `/etc/resolv.conf`, as they would in a runc container whose image says
 //!    `hosts: files dns`. wasm images have no C library and no `nsswitch.conf` of their own.
-//!    musl (the shipped build) has no `nsswitch.conf`: it reads those two files at each lookup.
 //! 2. [`mounts`]: mounts made slave (or the spec's propagation), the spec's mounts inside the
 //!    rootfs in order (directory and single-file binds, tmpfs, …), masked and read-only
 //!    paths, `pivot_root` into the rootfs, the old root detached, root read-only if asked.
@@ -111,7 +110,6 @@ impl ConfineError {
 /// any database. The networks database is `files` on Debian, built into glibc, so this loads no
 /// NSS module (a `db` entry, as Debian's protocols and services have, costs a library search of
 /// about 180 failed opens) and waits on no DNS server.
-#[cfg(target_env = "gnu")]
 fn load_name_service_config() {
     // SAFETY: a NUL-terminated literal; the returned static entry is not used, and the guest
     // is single-threaded here, so the non-reentrant call races with nothing.
@@ -120,10 +118,6 @@ fn load_name_service_config() {
         libc::getnetbyname(c"localnet".as_ptr());
     }
 }
-
-/// See step 1 of the module docs: musl has no name-service configuration to load.
-#[cfg(not(target_env = "gnu"))]
-fn load_name_service_config() {}
 
 impl Confinement {
     /// Plans the confinement of `spec`, whose root filesystem is mounted at `rootfs`. Fields
