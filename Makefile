@@ -12,6 +12,8 @@ CONTAINERD_VERSIONS ?= 2.1 1.7 1.6
 BENCH_CONTAINERD ?= 2.1 1.6
 
 PREFIX ?= /usr/local
+# The shim's front (crates/shim-front) ships static: containerd execs it for every `delete`.
+FRONT_TARGET := $(shell uname -m)-unknown-linux-musl
 
 .PHONY: help setup build demo-images demo install test soak lint fmt clean containerd bench
 
@@ -32,10 +34,12 @@ demo-images: ## Build demo-app and its guests (demo-http, demo-p3, demo-p3-http)
 demo: ## The quickstart: build, start a private containerd, run the demo images, clean up.
 	demo/run.sh
 
-install: ## Install containerd-shim-wasmcell-v1 and wasmcell into $(PREFIX)/bin (release build).
+install: ## Install the shim (containerd-shim-wasmcell-v1 and its -core) and wasmcell into $(PREFIX)/bin (release build).
 	@scripts/setup.sh build
 	$(CARGO) build --release --locked -p wasmcell-shim -p wasmcell
-	install -D -m 0755 target/release/containerd-shim-wasmcell-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-wasmcell-v1
+	$(CARGO) build --release --locked -p wasmcell-shim-front --target $(FRONT_TARGET)
+	install -D -m 0755 target/$(FRONT_TARGET)/release/containerd-shim-wasmcell-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-wasmcell-v1
+	install -D -m 0755 target/release/containerd-shim-wasmcell-v1-core $(DESTDIR)$(PREFIX)/bin/containerd-shim-wasmcell-v1-core
 	install -D -m 0755 target/release/wasmcell $(DESTDIR)$(PREFIX)/bin/wasmcell
 
 containerd: ## Fetch private containerd binaries (2.1, 1.7, 1.6) into the user cache; no system change.

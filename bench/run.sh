@@ -68,6 +68,7 @@ export WASMCELL_OCI_OUT=${WASMCELL_OCI_OUT:-$ROOT/target/oci}
 
 OUT=$ROOT/target/bench
 BUILD=$OUT/build
+FRONT_TARGET=$(uname -m)-unknown-linux-musl
 NS=wcbench
 WASM_RUNTIME=io.containerd.wasmcell.v1
 RUNC_RUNTIME=io.containerd.runc.v2
@@ -171,8 +172,18 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   # One cargo call, so the bench helpers compile alongside wasmtime instead of after it.
   "$CARGO" build --release --locked -p wasmcell-shim -p wasmcell -p demo-app -p wasmcell-tests \
     --bins --examples
+  # The shim's front as it ships: static musl (see crates/shim-front).
+  "$CARGO" build --release --locked -p wasmcell-shim-front --target "$FRONT_TARGET"
 fi
-SHIM=$ROOT/target/release/containerd-shim-wasmcell-v1
+# The shim's two binaries side by side, as `make install` puts them: the front containerd
+# execs, and the core it hands every action but a clean `delete` to.
+SHIM_BIN=$BUILD/shim-bin
+rm -rf "$SHIM_BIN"
+mkdir -p "$SHIM_BIN"
+cp "$ROOT/target/$FRONT_TARGET/release/containerd-shim-wasmcell-v1" \
+  "$ROOT/target/release/containerd-shim-wasmcell-v1-core" "$SHIM_BIN/" \
+  || die "the shim's binaries are missing (run without BENCH_SKIP_BUILD=1)"
+SHIM=$SHIM_BIN/containerd-shim-wasmcell-v1-core
 WASMCELL=$ROOT/target/release/wasmcell
 BIG_COMPONENT=$ROOT/target/release/examples/big_component
 CRI_POD_PSS=$ROOT/target/release/examples/cri_pod_pss
@@ -593,7 +604,7 @@ bench_one() {
   mkdir -p "$CTRD_CGROUP"
   # In a cgroup of its own (its shims and their runc calls follow it), for the CPU figures.
   # The shim config file: absent (defaults) except for the grouped memory figure.
-  PATH="$ROOT/target/release:$DIR/bin:$BIN:$PATH" WASMCELL_CACHE_DIR="$DIR/cache" WASMCELL_CONFIG="$DIR/wasmcell.toml" \
+  PATH="$SHIM_BIN:$ROOT/target/release:$DIR/bin:$BIN:$PATH" WASMCELL_CACHE_DIR="$DIR/cache" WASMCELL_CONFIG="$DIR/wasmcell.toml" \
     bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CTRD_CGROUP" \
     "$BIN/containerd" --config "$DIR/config.toml" </dev/null >"$DIR/containerd.log" 2>&1 &
   CTRD_PID=$!
@@ -798,10 +809,10 @@ pod_pss() {
   for kind in wasmcell runc; do
     log "containerd 2.1 with CRI: a pod of $BENCH_POD_CONTAINERS $kind containers"
     if [ "$kind" = wasmcell ]; then
-      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" wasmcell "$DEMO_TAR" "$BUILD/pause-image.tar" \
+      WASMCELL_BIN_DIR=$SHIM_BIN "$CRI_POD_PSS" wasmcell "$DEMO_TAR" "$BUILD/pause-image.tar" \
         "$BENCH_POD_CONTAINERS" "$OUT/raw/pod/pss-wasmcell.json" -- /demo-app.wasm sleep 600
     else
-      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
+      WASMCELL_BIN_DIR=$SHIM_BIN "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
         "$BENCH_POD_CONTAINERS" "$OUT/raw/pod/pss-runc.json" -- /sleep 600
     fi
   done
@@ -810,10 +821,10 @@ pod_pss() {
   for kind in wasmcell runc; do
     log "containerd 2.1 with CRI: one $kind container, pulled and started cold"
     if [ "$kind" = wasmcell ]; then
-      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" wasmcell "$DEMO_TAR" "$BUILD/pause-image.tar" \
+      WASMCELL_BIN_DIR=$SHIM_BIN "$CRI_POD_PSS" wasmcell "$DEMO_TAR" "$BUILD/pause-image.tar" \
         1 "$OUT/raw/pod/cold-wasmcell.json" -- /demo-app.wasm sleep 600
     else
-      WASMCELL_BIN_DIR=$ROOT/target/release "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
+      WASMCELL_BIN_DIR=$SHIM_BIN "$CRI_POD_PSS" runc "$BUILD/native-image.tar" "$BUILD/pause-image.tar" \
         1 "$OUT/raw/pod/cold-runc.json" -- /sleep 600
     fi
   done

@@ -33,8 +33,9 @@ pkgs_test=(skopeo docker-registry apache2-utils containernetworking-plugins ipro
 #   wrk curl           the HTTP load generator and readiness checks
 pkgs_bench=(runc python3 python3-matplotlib wrk curl)
 
-# Rustup targets: demo-app's guest (wasip2), the preview 1 fixtures in the tests (wasip1).
-targets_build=(wasm32-wasip1 wasm32-wasip2)
+# Rustup targets: demo-app's guest (wasip2), the preview 1 fixtures in the tests (wasip1), the
+# shim's front as it ships (static musl, pure Rust: no musl-gcc needed).
+targets_build=(wasm32-wasip1 wasm32-wasip2 "$(uname -m)-unknown-linux-musl")
 
 # containerd release lines each purpose runs against (test/fetch-debian.sh's names).
 containerd_demo=("${DEMO_CONTAINERD:-2.1}")

@@ -224,6 +224,15 @@ impl Containerd {
 /// The shim config file's name in the instance directory.
 const SHIM_CONFIG: &str = "wasmcell.toml";
 
+/// Where the shim's two binaries (the front containerd execs and the core) are taken from:
+/// `WASMCELL_BIN_DIR` (which lets `make bench` run the release shim through this harness), or
+/// cargo's debug build.
+pub fn shim_bin_dir() -> PathBuf {
+    std::env::var_os("WASMCELL_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::target_dir().join("debug"))
+}
+
 /// Starts containerd with the freshly built shim first on its PATH and a private compile cache.
 fn spawn_daemon(bin: &Path, dir: &Path, cache: &Path) -> Result<Child, String> {
     let log = std::fs::OpenOptions::new()
@@ -231,10 +240,7 @@ fn spawn_daemon(bin: &Path, dir: &Path, cache: &Path) -> Result<Child, String> {
         .append(true)
         .open(dir.join("containerd.log"))
         .map_err(|e| e.to_string())?;
-    // WASMCELL_BIN_DIR lets `make bench` run the release shim through this harness.
-    let shim_dir = std::env::var_os("WASMCELL_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::target_dir().join("debug"));
+    let shim_dir = shim_bin_dir();
     let path = format!(
         "{}:{}",
         shim_dir.display(),

@@ -302,6 +302,81 @@ fn guest_behaves_like_a_container(version: Version) {
     );
 }
 
+/// The front alone in a directory, without the core next to it.
+fn lone_front() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let front = dir.path().join("containerd-shim-wasmcell-v1");
+    std::fs::copy(
+        wasmcell_tests::containerd::shim_bin_dir().join("containerd-shim-wasmcell-v1"),
+        &front,
+    )
+    .unwrap();
+    (dir, front)
+}
+
+/// containerd's cleanup `delete` after a clean exit (no cgroup left) is answered by the front
+/// itself: it needs no core, removes the bundle's plan and program, and answers with
+/// containerd's `DeleteResponse`.
+#[test]
+fn the_front_answers_a_clean_delete_without_the_core() {
+    use containerd_shim::protos::protobuf::Message;
+    let (_dir, front) = lone_front();
+    let bundle = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bundle.path().join("config.json"),
+        r#"{"ociVersion":"1.0.2","linux":{"cgroupsPath":"/wasmcell-test-absent/c1"}}"#,
+    )
+    .unwrap();
+    std::fs::write(bundle.path().join("wasmcell-plan.json"), "{}").unwrap();
+    std::fs::write(bundle.path().join("wasmcell-program.wasm"), "\0asm").unwrap();
+    let out = Command::new(&front)
+        .args([
+            "-namespace",
+            "default",
+            "-address",
+            "/nonexistent/containerd.sock",
+        ])
+        .args([
+            "-publish-binary",
+            "/nonexistent/containerd",
+            "-id",
+            "c1",
+            "-bundle",
+        ])
+        .arg(bundle.path())
+        .arg("delete")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let response = containerd_shim::DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
+    assert_eq!(response.exit_status, 137);
+    assert!(response.exited_at.seconds > 0);
+    assert!(!bundle.path().join("wasmcell-plan.json").exists());
+    assert!(!bundle.path().join("wasmcell-program.wasm").exists());
+}
+
+/// Every other action goes to the core next to the front; without it, the error names the
+/// core's path.
+#[test]
+fn the_front_hands_other_actions_to_the_core() {
+    let (_dir, front) = lone_front();
+    let out = Command::new(&front).arg("-info").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot run the shim core")
+            && stderr.contains("containerd-shim-wasmcell-v1-core"),
+        "{stderr}"
+    );
+    let installed = wasmcell_tests::containerd::shim_bin_dir().join("containerd-shim-wasmcell-v1");
+    let out = Command::new(installed).arg("-info").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("io.containerd.wasmcell.v1"),
+        "the core's runtime info"
+    );
+}
+
 #[test]
 fn classic_image_runs_on_1_6() {
     // 1.6 unpacks only tar layers, so the classic image is what it can run.
@@ -1387,7 +1462,7 @@ fn a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code(version: Vers
 /// debug build's code, several MiB of a release build's; settled, 2.5 MiB and less).
 const SETTLED_CODE_KIB: u64 = 4096;
 
-/// Resident KiB of `pid`'s executable mappings of the shim binary.
+/// Resident KiB of `pid`'s executable mappings of the shim core binary.
 fn resident_code_kib(pid: u32) -> u64 {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
     let mut total = 0;
@@ -1401,7 +1476,7 @@ fn resident_code_kib(pid: u32) -> u64 {
             counting = fields.get(1).is_some_and(|perms| perms.contains('x'))
                 && fields
                     .last()
-                    .is_some_and(|path| path.ends_with("containerd-shim-wasmcell-v1"));
+                    .is_some_and(|path| path.ends_with("containerd-shim-wasmcell-v1-core"));
         } else if counting && fields.first() == Some(&"Rss:") {
             total += fields
                 .get(1)

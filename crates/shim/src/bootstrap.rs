@@ -98,7 +98,7 @@ fn serve_on_new_runtime(
 fn delete(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
     let response = shim::delete_leftovers(&bundle_of(flags)?);
     std::io::stdout()
-        .write_all(&response.write_to_bytes()?)
+        .write_all(&response)
         .context("writing the delete response")
 }
 

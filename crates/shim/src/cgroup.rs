@@ -34,37 +34,7 @@ impl std::fmt::Debug for ContainerCgroup {
     }
 }
 
-/// `slice:prefix:name` (systemd driver) → `/slice/prefix-name.scope`; others unchanged.
-pub fn normalize_path(spec_path: &str) -> String {
-    let parts: Vec<&str> = spec_path.split(':').collect();
-    match parts.as_slice() {
-        [slice, prefix, name] if !spec_path.starts_with('/') => {
-            let slice = if slice.is_empty() {
-                "system.slice"
-            } else {
-                slice
-            };
-            format!("/{slice}/{prefix}-{name}.scope")
-        }
-        _ => spec_path.to_owned(),
-    }
-}
-
-/// Whether the cgroup for the spec's `cgroupsPath` exists in any hierarchy the shim creates it
-/// in (v2's unified tree, or v1's controllers), checked without creating anything: what a
-/// `delete` after a clean exit asks before it does any cgroup work.
-pub fn exists(spec_path: &str) -> bool {
-    let relative = normalize_path(spec_path).trim_start_matches('/').to_owned();
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    if root.join("cgroup.controllers").exists() {
-        return root.join(&relative).exists();
-    }
-    std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|controller| controller.path().join(&relative).is_dir())
-}
+use wasmcell_shim_front::normalize_cgroup_path as normalize_path;
 
 /// The controllers a container's cgroup is created in: every one, except v1's `cpuset` when
 /// the spec sets neither CPUs nor memory nodes. A v1 cpuset starts empty and must be given its
@@ -206,19 +176,5 @@ impl ContainerCgroup {
             path: self.path.clone(),
             message: format!("removing: {e}"),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn systemd_paths_become_scopes() {
-        assert_eq!(normalize_path("/default/c1"), "/default/c1");
-        assert_eq!(
-            normalize_path("system.slice:cri-containerd:abc"),
-            "/system.slice/cri-containerd-abc.scope"
-        );
     }
 }

@@ -1,7 +1,9 @@
-//! `containerd-shim-wasmcell-v1`: containerd's shim for wasm containers.
+//! `containerd-shim-wasmcell-v1-core`: containerd's shim for wasm containers, exec'd by its
+//! front (`containerd-shim-wasmcell-v1`, crate `wasmcell-shim-front`) with containerd's
+//! arguments.
 //!
-//! One binary, several modes. Started by containerd it is the shim: `start` forks the server
-//! (task service over ttrpc, on a single-threaded tokio runtime), `delete` cleans up after one.
+//! One binary, several modes. As the shim: `start` forks the server (task service over ttrpc,
+//! on a single-threaded tokio runtime), `delete` cleans up after one that left a cgroup.
 //! Forked by the server's launcher, or exec'd with `__wasmcell-guest PLAN`, it is a guest process
 //! that runs exactly one wasm program; exec'd by a guest with `__wasmcell-compile …` it compiles
 //! that program into the cache and exits; started by the shim with `__wasmcell-optimize …` it

@@ -14,10 +14,7 @@ use crate::confine::{ConfineError, Confinement, MountPlan};
 use crate::rootfs::{ResolveError, resolve_in_root};
 use nix::mount::MsFlags;
 
-/// File name of the plan inside the bundle.
-pub const PLAN_FILE: &str = "wasmcell-plan.json";
-/// File name of a wasm layer copied out of the content store into the bundle.
-pub const PROGRAM_FILE: &str = "wasmcell-program.wasm";
+pub use wasmcell_shim_front::{PLAN_FILE, PROGRAM_FILE};
 
 /// How the guest reaches the network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,9 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use containerd_shim::DeleteResponse;
-use containerd_shim::protos::protobuf::MessageField;
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use log::warn;
 use oci_spec::runtime::Spec;
 
@@ -44,16 +41,12 @@ pub fn is_sandbox(spec: &Spec) -> bool {
         .is_some_and(|t| t == "sandbox")
 }
 
-/// `delete` action: containerd calls it when the shim is gone; undo what create did for this
-/// bundle (mount, cgroup, files) and report the task as killed.
-pub fn delete_leftovers(bundle: &Path) -> DeleteResponse {
-    let rootfs = bundle.join("rootfs");
-    let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
-    if let Ok(spec) = Spec::load(bundle.join("config.json"))
-        && let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
-        // After a clean delete the shim has removed it: nothing to create just to remove.
-        && crate::cgroup::exists(&path.display().to_string())
-        && let Ok(cgroup) = ContainerCgroup::create(&path.display().to_string(), None)
+/// `delete` action: containerd calls it when the shim is gone (the front answers it itself
+/// when there is no cgroup to empty); undo what create did for this bundle (mount, files,
+/// cgroup) and report the task as killed.
+pub fn delete_leftovers(bundle: &Path) -> Vec<u8> {
+    if let Some(path) = wasmcell_shim_front::remove_bundle_leftovers(bundle)
+        && let Ok(cgroup) = ContainerCgroup::create(&path, None)
     {
         // The guest dies with its shim (parent-death signal); anything still in the cgroup
         // would be an unaccounted workload.
@@ -68,16 +61,25 @@ pub fn delete_leftovers(bundle: &Path) -> DeleteResponse {
             warn!("{e}");
         }
     }
-    let _ = std::fs::remove_file(bundle.join(crate::plan::PLAN_FILE));
-    let _ = std::fs::remove_file(bundle.join(crate::plan::PROGRAM_FILE));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut exited_at = Timestamp::new();
-    exited_at.seconds = now.as_secs() as i64;
-    DeleteResponse {
-        exit_status: 137,
-        exited_at: MessageField::some(exited_at),
-        ..Default::default()
+    wasmcell_shim_front::delete_response(std::time::SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use containerd_shim::DeleteResponse;
+    use containerd_shim::protos::protobuf::Message;
+
+    /// The front encodes `delete`'s answer with its own message definition: it must read back
+    /// as containerd's `DeleteResponse`.
+    #[test]
+    fn the_fronts_delete_response_is_containerds() -> Result<(), Box<dyn std::error::Error>> {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 42);
+        let bytes = wasmcell_shim_front::delete_response(at);
+        let response = DeleteResponse::parse_from_bytes(&bytes)?;
+        assert_eq!(response.exit_status, 137);
+        assert_eq!(response.pid, 0);
+        assert_eq!(response.exited_at.seconds, 1_700_000_000);
+        assert_eq!(response.exited_at.nanos, 42);
+        Ok(())
     }
 }

@@ -1,0 +1,283 @@
+//! What `containerd-shim-wasmcell-v1` (the front) and the shim core share about a container's
+//! leftovers: which files and mounts a create leaves in the bundle, where the container's
+//! cgroup is, and the `delete` answer containerd expects.
+//!
+//! Why a front at all: containerd execs the shim binary with `delete` after every shim
+//! disconnects, also after a clean exit, when there is nothing left to undo. The core links
+//! wasmtime and glibc, whose loader start-up (mostly `cpuid` traps on a VM) costs about a
+//! millisecond per exec; the front is small and static, answers that common `delete` itself,
+//! and execs the core for everything else — a `delete` that finds a cgroup to empty included.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// File name of the guest plan in the bundle (written by the core at create).
+pub const PLAN_FILE: &str = "wasmcell-plan.json";
+/// File name of a wasm layer copied out of the content store into the bundle.
+pub const PROGRAM_FILE: &str = "wasmcell-program.wasm";
+/// File name of the shim core, installed next to the front.
+pub const CORE_BINARY: &str = "containerd-shim-wasmcell-v1-core";
+/// Exit status `delete` reports for a task whose shim is gone: killed (128 + SIGKILL), as
+/// containerd's own shims report.
+pub const DELETE_EXIT_STATUS: u32 = 137;
+
+/// The flags containerd passes a shim binary (Go `flag` syntax) and the action after them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ShimInvocation {
+    /// `-bundle`, if given.
+    pub bundle: Option<PathBuf>,
+    /// The first argument after the flags (`start`, `delete`), if any.
+    pub action: Option<String>,
+}
+
+/// Flags of containerd's shim protocol that take no value.
+const BOOL_FLAGS: [&str; 3] = ["debug", "info", "v"];
+/// Flags of containerd's shim protocol that take a value.
+const VALUE_FLAGS: [&str; 6] = [
+    "namespace",
+    "id",
+    "socket",
+    "address",
+    "publish-binary",
+    "bundle",
+];
+
+impl ShimInvocation {
+    /// Parses `args` (without the program name) as Go's `flag` package does; `None` for
+    /// anything it does not know (an unknown flag, a missing value, non-UTF-8), which the
+    /// front leaves to the core.
+    pub fn parse(args: &[OsString]) -> Option<Self> {
+        let mut parsed = ShimInvocation::default();
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            let arg = arg.to_str()?;
+            if arg == "--" {
+                parsed.action = rest.next().and_then(|a| a.to_str().map(str::to_owned));
+                return Some(parsed);
+            }
+            let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+                parsed.action = Some(arg.to_owned());
+                return Some(parsed);
+            };
+            let (name, inline) = match flag.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (flag, None),
+            };
+            if BOOL_FLAGS.contains(&name) {
+                if name != "debug" {
+                    // `-info`, `-v`: not a `delete`; the core answers them.
+                    return None;
+                }
+            } else if VALUE_FLAGS.contains(&name) {
+                let value = match inline {
+                    Some(value) => value.to_owned(),
+                    None => rest.next()?.to_str()?.to_owned(),
+                };
+                if name == "bundle" && !value.is_empty() {
+                    parsed.bundle = Some(PathBuf::from(value));
+                }
+            } else {
+                return None;
+            }
+        }
+        Some(parsed)
+    }
+}
+
+/// The part of the bundle's `config.json` a cleanup needs.
+#[derive(serde::Deserialize)]
+struct SpecCgroup {
+    linux: Option<LinuxCgroup>,
+}
+
+#[derive(serde::Deserialize)]
+struct LinuxCgroup {
+    #[serde(rename = "cgroupsPath")]
+    cgroups_path: Option<String>,
+}
+
+/// The spec's `linux.cgroupsPath` in `bundle/config.json`; `None` if it has none or the file
+/// cannot be read as a spec.
+pub fn spec_cgroups_path(bundle: &Path) -> Option<String> {
+    let bytes = std::fs::read(bundle.join("config.json")).ok()?;
+    let spec: SpecCgroup = serde_json::from_slice(&bytes).ok()?;
+    spec.linux?.cgroups_path.filter(|p| !p.is_empty())
+}
+
+/// `slice:prefix:name` (systemd driver) → `/slice/prefix-name.scope`; others unchanged.
+pub fn normalize_cgroup_path(spec_path: &str) -> String {
+    let parts: Vec<&str> = spec_path.split(':').collect();
+    match parts.as_slice() {
+        [slice, prefix, name] if !spec_path.starts_with('/') => {
+            let slice = if slice.is_empty() {
+                "system.slice"
+            } else {
+                slice
+            };
+            format!("/{slice}/{prefix}-{name}.scope")
+        }
+        _ => spec_path.to_owned(),
+    }
+}
+
+/// Whether the cgroup for the spec's `cgroupsPath` exists under `root` (v2's unified tree, or
+/// any of v1's controllers), checked without creating anything.
+pub fn cgroup_exists_under(root: &Path, spec_path: &str) -> bool {
+    let relative = normalize_cgroup_path(spec_path)
+        .trim_start_matches('/')
+        .to_owned();
+    if root.join("cgroup.controllers").exists() {
+        return root.join(&relative).exists();
+    }
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|controller| controller.path().join(&relative).is_dir())
+}
+
+/// [`cgroup_exists_under`] the host's `/sys/fs/cgroup`.
+pub fn cgroup_exists(spec_path: &str) -> bool {
+    cgroup_exists_under(Path::new("/sys/fs/cgroup"), spec_path)
+}
+
+/// Undoes what a create leaves in `bundle` that needs no cgroup work: detaches a rootfs
+/// mount and removes the plan and program files. Returns the spec's cgroup path if that
+/// cgroup still exists, which only the core empties and removes.
+pub fn remove_bundle_leftovers(bundle: &Path) -> Option<String> {
+    // Not mounted after a clean delete: EINVAL, nothing to do.
+    let _ = rustix::mount::unmount(bundle.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
+    let _ = std::fs::remove_file(bundle.join(PLAN_FILE));
+    let _ = std::fs::remove_file(bundle.join(PROGRAM_FILE));
+    spec_cgroups_path(bundle).filter(|path| cgroup_exists(path))
+}
+
+/// containerd's `containerd.task.v2.DeleteResponse`, the fields `delete` sets.
+#[derive(Clone, PartialEq, prost::Message)]
+struct DeleteResponse {
+    #[prost(uint32, tag = "1")]
+    pid: u32,
+    #[prost(uint32, tag = "2")]
+    exit_status: u32,
+    #[prost(message, optional, tag = "3")]
+    exited_at: Option<Timestamp>,
+}
+
+/// `google.protobuf.Timestamp`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Timestamp {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+/// The encoded answer to `delete`: the task was killed ([`DELETE_EXIT_STATUS`]) at `now`.
+pub fn delete_response(now: std::time::SystemTime) -> Vec<u8> {
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost::Message::encode_to_vec(&DeleteResponse {
+        pid: 0,
+        exit_status: DELETE_EXIT_STATUS,
+        exited_at: Some(Timestamp {
+            seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn containerd_delete_flags_are_understood() {
+        let parsed = ShimInvocation::parse(&args(&[
+            "-namespace",
+            "default",
+            "-address",
+            "/run/containerd/containerd.sock",
+            "-publish-binary",
+            "/usr/bin/containerd",
+            "-id",
+            "c1",
+            "-bundle=/run/b",
+            "-debug",
+            "delete",
+        ]));
+        assert_eq!(
+            parsed,
+            Some(ShimInvocation {
+                bundle: Some(PathBuf::from("/run/b")),
+                action: Some("delete".to_owned()),
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_flags_and_info_are_left_to_the_core() {
+        assert_eq!(ShimInvocation::parse(&args(&["-info"])), None);
+        assert_eq!(ShimInvocation::parse(&args(&["-v"])), None);
+        assert_eq!(
+            ShimInvocation::parse(&args(&["-new-flag", "x", "delete"])),
+            None
+        );
+        assert_eq!(
+            ShimInvocation::parse(&args(&["-id"])),
+            None,
+            "value missing"
+        );
+    }
+
+    #[test]
+    fn systemd_paths_become_scopes() {
+        assert_eq!(normalize_cgroup_path("/default/c1"), "/default/c1");
+        assert_eq!(
+            normalize_cgroup_path("system.slice:cri-containerd:abc"),
+            "/system.slice/cri-containerd-abc.scope"
+        );
+        assert_eq!(
+            normalize_cgroup_path(":cri-containerd:abc"),
+            "/system.slice/cri-containerd-abc.scope"
+        );
+    }
+
+    #[test]
+    fn a_bundle_is_cleaned_and_its_cgroup_found() -> Result<(), Box<dyn std::error::Error>> {
+        let bundle = tempfile::tempdir()?;
+        let cgroups = tempfile::tempdir()?;
+        std::fs::write(cgroups.path().join("cgroup.controllers"), "cpu memory")?;
+        std::fs::create_dir_all(cgroups.path().join("ns/c1"))?;
+        std::fs::write(
+            bundle.path().join("config.json"),
+            r#"{"ociVersion":"1.0.2","linux":{"cgroupsPath":"/ns/c1"}}"#,
+        )?;
+        std::fs::write(bundle.path().join(PLAN_FILE), "{}")?;
+        std::fs::write(bundle.path().join(PROGRAM_FILE), "\0asm")?;
+        let path = spec_cgroups_path(bundle.path());
+        assert_eq!(path.as_deref(), Some("/ns/c1"));
+        assert!(cgroup_exists_under(cgroups.path(), "/ns/c1"));
+        assert!(!cgroup_exists_under(cgroups.path(), "/ns/c2"));
+        let _ = remove_bundle_leftovers(bundle.path());
+        assert!(!bundle.path().join(PLAN_FILE).exists());
+        assert!(!bundle.path().join(PROGRAM_FILE).exists());
+        assert!(bundle.path().join("config.json").exists(), "the spec stays");
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_or_broken_spec_has_no_cgroup() -> Result<(), Box<dyn std::error::Error>> {
+        let bundle = tempfile::tempdir()?;
+        assert_eq!(spec_cgroups_path(bundle.path()), None);
+        std::fs::write(bundle.path().join("config.json"), "{not json")?;
+        assert_eq!(spec_cgroups_path(bundle.path()), None);
+        std::fs::write(bundle.path().join("config.json"), r#"{"linux":{}}"#)?;
+        assert_eq!(spec_cgroups_path(bundle.path()), None);
+        Ok(())
+    }
+}
