@@ -33,7 +33,6 @@ on_2_1_and_1_7!(
     a_storm_of_sigterms_ends_a_guest_once,
     a_guest_killed_while_compiling_leaves_nothing_behind,
     guests_come_from_the_launcher_and_outlive_it,
-    later_shims_are_forked_by_the_starter_which_can_die,
     a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code,
 );
 
@@ -1359,117 +1358,6 @@ fn guests_come_from_the_launcher_and_outlive_it(version: Version) {
         "the first guest outlives its launcher"
     );
     for id in ["launched", "exec-sleeper"] {
-        delete_stopped_after_kill(&containerd, id);
-    }
-}
-
-/// The starters serving `containerd` (their command line names its socket).
-fn starters_of(containerd: &Containerd) -> Vec<u32> {
-    let address = containerd.address().display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| {
-            let cmdline = cmdline_of(p);
-            cmdline.starts_with("wasmcell-shim-starter ") && cmdline.contains(&address)
-        })
-        .collect()
-}
-
-/// The session of `pid` (`/proc/PID/stat` field 6).
-fn session_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(3)?
-        .parse()
-        .ok()
-}
-
-/// After the first `start` (an exec of the core), one starter per containerd forks the later
-/// pods' shims: such a shim is in the starter's session, keeps containerd's environment and
-/// shows a server's command line. A SIGKILLed starter costs nothing but speed: the next
-/// `start` execs the core, which starts a new starter, and the pods keep running. Garbage on
-/// its socket is declined and leaves it serving.
-fn later_shims_are_forked_by_the_starter_which_can_die(version: Version) {
-    let Some(containerd) = containerd_with_demo(version) else {
-        return;
-    };
-    let out = run_demo(&containerd, IMAGE, "first", &[], &["echo", "first"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let starters = starters_of(&containerd);
-    assert_eq!(starters.len(), 1, "one starter after the first start");
-    let starter = starters[0];
-    let guest = run_demo_detached(&containerd, "forked", &["sleep", "600"]);
-    let shim = parent_of(guest).expect("the guest's parent");
-    assert_eq!(
-        session_of(shim),
-        Some(starter),
-        "the shim of a later pod comes from the starter"
-    );
-    assert!(
-        cmdline_of(shim).contains(" -socket "),
-        "{}",
-        cmdline_of(shim)
-    );
-    let environ = std::fs::read(format!("/proc/{shim}/environ")).unwrap_or_default();
-    assert!(
-        String::from_utf8_lossy(&environ).contains("WASMCELL_CONFIG="),
-        "the shim has containerd's environment"
-    );
-    assert_eq!(
-        std::fs::read_to_string(format!("/proc/{shim}/cgroup")).ok(),
-        std::fs::read_to_string(format!("/proc/{starter}/cgroup")).ok(),
-        "the shim is in containerd's cgroups"
-    );
-
-    // Anything but a well-formed request with three fds is declined, and the starter stays.
-    let socket = wasmcell_shim_front::starter::starter_socket(
-        &containerd.address().display().to_string(),
-        &wasmcell_tests::containerd::shim_bin_dir().join("containerd-shim-wasmcell-v1-core"),
-    )
-    .expect("the core's metadata");
-    for garbage in [&b""[..], b"\xff\xff\xff\x7f", b"\x04\0\0\0abcd"] {
-        use std::io::{Read, Write};
-        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-        stream.write_all(garbage).unwrap();
-        stream.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut reply = Vec::new();
-        let _ = stream.read_to_end(&mut reply);
-        assert_eq!(reply, b"d", "declined: {garbage:?}");
-    }
-    assert_eq!(
-        starters_of(&containerd),
-        vec![starter],
-        "the starter survives garbage"
-    );
-
-    nix_kill(starter);
-    let out = run_demo(&containerd, IMAGE, "after-kill", &[], &["echo", "ok"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), "ok");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let replacement = loop {
-        let now: Vec<u32> = starters_of(&containerd)
-            .into_iter()
-            .filter(|&p| p != starter)
-            .collect();
-        if let [one] = now[..] {
-            break one;
-        }
-        assert!(Instant::now() < deadline, "no new starter: {now:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let guest = run_demo_detached(&containerd, "forked-again", &["sleep", "600"]);
-    let shim = parent_of(guest).expect("the guest's parent");
-    assert_eq!(session_of(shim), Some(replacement));
-    assert!(
-        std::path::Path::new(&format!("/proc/{guest}")).exists(),
-        "running guests outlive a starter"
-    );
-    for id in ["forked", "forked-again"] {
         delete_stopped_after_kill(&containerd, id);
     }
 }

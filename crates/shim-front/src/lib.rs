@@ -11,8 +11,6 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-pub mod starter;
-
 /// File name of the guest plan in the bundle (written by the core at create).
 pub const PLAN_FILE: &str = "wasmcell-plan.json";
 /// File name of a wasm layer copied out of the content store into the bundle.
@@ -28,8 +26,6 @@ pub const DELETE_EXIT_STATUS: u32 = 137;
 pub struct ShimInvocation {
     /// `-bundle`, if given.
     pub bundle: Option<PathBuf>,
-    /// `-address`, containerd's socket, if given.
-    pub address: Option<String>,
     /// The first argument after the flags (`start`, `delete`), if any.
     pub action: Option<String>,
 }
@@ -77,10 +73,8 @@ impl ShimInvocation {
                     Some(value) => value.to_owned(),
                     None => rest.next()?.to_str()?.to_owned(),
                 };
-                match name {
-                    "bundle" if !value.is_empty() => parsed.bundle = Some(PathBuf::from(value)),
-                    "address" => parsed.address = Some(value),
-                    _ => {}
+                if name == "bundle" && !value.is_empty() {
+                    parsed.bundle = Some(PathBuf::from(value));
                 }
             } else {
                 return None;
@@ -220,7 +214,6 @@ mod tests {
             parsed,
             Some(ShimInvocation {
                 bundle: Some(PathBuf::from("/run/b")),
-                address: Some("/run/containerd/containerd.sock".to_owned()),
                 action: Some("delete".to_owned()),
             })
         );

@@ -1,27 +1,20 @@
 //! `containerd-shim-wasmcell-v1`, the binary containerd execs: answers the cleanup `delete`
-//! that finds nothing to empty, hands `start` to a running starter (see the `spawn` module),
-//! and execs the shim core (same arguments, same `argv[0]`) for everything else — `start`
-//! too when no starter answers. See the library's docs for why.
+//! that finds nothing to empty, and execs the shim core (same arguments, same `argv[0]`) for
+//! every other action. See the library's docs for why.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
-use wasmcell_shim_front::starter::{
-    StartOutcome, StartRequest, request_start, starter_socket, starter_wanted,
-};
 use wasmcell_shim_front::{CORE_BINARY, ShimInvocation, delete_response, remove_bundle_leftovers};
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
     let invocation = ShimInvocation::parse(args.get(1..).unwrap_or_default());
-    if let Some(invocation) = &invocation
+    if let Some(invocation) = invocation
         && invocation.action.as_deref() == Some("delete")
-        && let Some(bundle) = invocation
-            .bundle
-            .clone()
-            .or_else(|| std::env::current_dir().ok())
+        && let Some(bundle) = invocation.bundle.or_else(|| std::env::current_dir().ok())
         && remove_bundle_leftovers(&bundle).is_none()
     {
         let response = delete_response(std::time::SystemTime::now());
@@ -32,39 +25,17 @@ fn main() {
         }
         std::process::exit(0);
     }
-    let core = core_path();
-    if let Some(invocation) = &invocation
-        && invocation.action.as_deref() == Some("start")
-        && starter_wanted(std::env::var_os(wasmcell_shim_front::starter::START_ENV).as_deref())
-        && let Some(address) = &invocation.address
-        && let Some(socket) = starter_socket(address, &core)
-        && let Some(request) = StartRequest::of_this_process()
-    {
-        match request_start(&socket, &request) {
-            StartOutcome::Exited(code) => std::process::exit(code),
-            StartOutcome::ChildLost => {
-                eprintln!(
-                    "io.containerd.wasmcell.v1: the shim starter's child for this start died before it answered"
-                );
-                std::process::exit(1);
-            }
-            StartOutcome::NotTaken => {}
-        }
-    }
-    exec_core(&core, &args)
+    exec_core(&args)
 }
 
-/// The core, installed next to this binary (or else found on `PATH`).
-fn core_path() -> PathBuf {
-    std::env::current_exe()
+/// Replaces this process with the core, installed next to this binary (or else found on
+/// `PATH`).
+fn exec_core(args: &[OsString]) -> ! {
+    let core = std::env::current_exe()
         .ok()
         .and_then(|front| Some(front.parent()?.join(CORE_BINARY)))
-        .unwrap_or_else(|| PathBuf::from(CORE_BINARY))
-}
-
-/// Replaces this process with the core.
-fn exec_core(core: &std::path::Path, args: &[OsString]) -> ! {
-    let mut command = std::process::Command::new(core);
+        .unwrap_or_else(|| PathBuf::from(CORE_BINARY));
+    let mut command = std::process::Command::new(&core);
     if let Some(argv0) = args.first() {
         command.arg0(argv0);
     }

@@ -39,22 +39,13 @@ use crate::shim;
 const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
 
-/// Runs `start`, `delete` or `-info`, whichever `args` (a whole command line) asks for, and
-/// returns the exit code; `None` when this process is to serve. Call first thing in `main` (or
-/// in a starter's child), while this process has a single thread: `start` may fork the server,
-/// and when `may_start_starter`, a [`starter`](crate::starter) before it. None of these needs
-/// an async runtime.
-pub fn act_if_asked(args: &[OsString], may_start_starter: bool) -> Option<i32> {
+/// Runs `start`, `delete` or `-info`, whichever containerd asked for, and returns the exit
+/// code; `None` when this process is to serve. Call first thing in `main`, while this process
+/// has a single thread: `start` may fork the server. None of these needs an async runtime.
+pub fn act_if_asked(args: &[OsString]) -> Option<i32> {
     let flags = containerd_shim::parse(args.get(1..)?).ok()?;
     let outcome = match flags.action.as_str() {
-        "start" => {
-            // Before `start` does anything: the starter's heap is what every shim and guest it
-            // starts inherits copy-on-write, so it is forked while that heap is nearly empty.
-            if may_start_starter {
-                crate::starter::start_if_absent(&flags.address);
-            }
-            start(&flags, args.first())
-        }
+        "start" => start(&flags),
         "delete" => delete(&flags),
         _ if flags.info => info(),
         _ => return None,
@@ -132,8 +123,7 @@ fn bundle_of(flags: &containerd_shim::Flags) -> anyhow::Result<PathBuf> {
 }
 
 /// `start`: find or fork the shim serving this container's group and print its address.
-/// `argv0` is the command line's first word, which the server's keeps.
-fn start(flags: &containerd_shim::Flags, argv0: Option<&OsString>) -> anyhow::Result<()> {
+fn start(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
     let bundle = bundle_of(flags)?;
     // Legacy start passes runtime options on stdin; wasmcell has none to read yet.
     let mut ignored = Vec::new();
@@ -158,7 +148,7 @@ fn start(flags: &containerd_shim::Flags, argv0: Option<&OsString>) -> anyhow::Re
         }
     };
     if std::os::unix::net::UnixStream::connect(socket_path(&address)).is_err() {
-        let mut args: Vec<OsString> = argv0.into_iter().cloned().collect();
+        let mut args: Vec<OsString> = std::env::args_os().take(1).collect();
         for (flag, value) in [
             ("-namespace", &flags.namespace),
             ("-id", &flags.id),

@@ -3,8 +3,7 @@
 //! arguments.
 //!
 //! One binary, several modes. As the shim: `start` forks the server (task service over ttrpc,
-//! on a single-threaded tokio runtime) and, when none answers, the [`starter`] that runs later
-//! `start`s in forks of itself; `delete` cleans up after one that left a cgroup.
+//! on a single-threaded tokio runtime), `delete` cleans up after one that left a cgroup.
 //! Forked by the server's launcher, or exec'd with `__wasmcell-guest PLAN`, it is a guest process
 //! that runs exactly one wasm program; exec'd by a guest with `__wasmcell-compile …` it compiles
 //! that program into the cache and exits; started by the shim with `__wasmcell-optimize …` it
@@ -33,7 +32,6 @@ mod service;
 mod shim;
 mod shim_log;
 mod signatures;
-mod starter;
 mod stdio;
 mod zygote;
 
@@ -71,7 +69,7 @@ fn main() {
         std::process::exit(compiler::optimize_main(&args));
     }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(code) = bootstrap::act_if_asked(&args, true) {
+    if let Some(code) = bootstrap::act_if_asked(&args) {
         std::process::exit(code);
     }
     let zygote = serving(&args)
