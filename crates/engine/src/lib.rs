@@ -54,6 +54,24 @@ pub fn cache_dir_from_env() -> Option<PathBuf> {
     }
 }
 
+/// Fills the CPU-feature caches this crate's dependencies otherwise fill lazily, each with its
+/// own `cpuid` instructions: std's (wasmtime and blake3 ask it), sha2's, blake3's and the ChaCha
+/// generator's behind WASI's random. Under a hypervisor every `cpuid` traps to it, so a process
+/// that forks many short-lived children (the shim's `start`, its guest launcher) calls this
+/// once before forking and the children inherit the answers.
+///
+/// Nothing random or secret is made: the ChaCha generator is seeded with zeros and dropped, so
+/// only the process-wide feature flags survive (a generator seeded before a fork would repeat
+/// in every child).
+pub fn detect_cpu_features() {
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::arch::is_x86_feature_detected!("avx2");
+    let _ = Sha256::digest(b"");
+    let _ = blake3::hash(b"");
+    let mut zeros = <rand::rngs::StdRng as rand::SeedableRng>::from_seed([0; 32]);
+    let _ = rand::Rng::next_u32(&mut zeros);
+}
+
 /// Writes `line` and a newline to stderr in one `write`: `eprintln!` writes each piece of its
 /// format separately on the unbuffered stderr, so a line could be split by output another
 /// writer (the handlers' stdout, going to the same log) put between the pieces.

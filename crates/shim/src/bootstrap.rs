@@ -178,6 +178,8 @@ fn start(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
 fn fork_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping) -> anyhow::Result<()> {
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the start pipe")?;
+    // Once here, not in the server, its guest launcher and every guest separately.
+    wasmcell_engine::detect_cpu_features();
     // SAFETY: `start` runs from `main` before any runtime or thread exists, so the child owns
     // a consistent copy of every lock and allocator state; it never returns from
     // `become_server`.

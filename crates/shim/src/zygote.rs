@@ -218,7 +218,9 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid, server_args: Vec<OsString>) 
     let title = zygote_title(server_args);
     detach_from_server(&socket);
     set_command_line(&title);
-    detect_cpu_features();
+    // Already done before `start` forked the server; a server exec'd by an older `start`
+    // has not, and every guest inherits what this process knows.
+    wasmcell_engine::detect_cpu_features();
     let mut body = vec![0u8; MAX_REQUEST];
     loop {
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
@@ -271,16 +273,6 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid, server_args: Vec<OsString>) 
             std::process::exit(0);
         }
     }
-}
-
-/// Fills the CPU-feature caches guests would otherwise each fill with `cpuid` (std's, which
-/// wasmtime asks when it maps compiled code, and sha2's, which the compile cache's digests ask),
-/// so every guest inherits them. Under a hypervisor each `cpuid` traps to it. Nothing random or
-/// secret is made here: a random generator seeded in the zygote would repeat in every guest.
-fn detect_cpu_features() {
-    #[cfg(target_arch = "x86_64")]
-    let _ = std::arch::is_x86_feature_detected!("avx2");
-    let _ = <sha2::Sha256 as sha2::Digest>::digest(b"");
 }
 
 /// The zygote's command line: the server's with `__wasmcell-zygote` after the program and
