@@ -17,8 +17,8 @@ use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::asynchronous::monitor::monitor_subscribe;
 use containerd_shim::monitor::{Subject, Topic};
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim::protos::protobuf::{MessageDyn, MessageField};
 use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::ttrpc::{self, Code};
@@ -33,7 +33,7 @@ use crate::content::{ContentError, DeclaredConfig, image_of_container, resolve_w
 use wasmcell_engine::host::SignaturePolicy;
 use wasmcell_engine::{Policy, host};
 
-use crate::events::EventPublisher;
+use crate::events::{EventPublisher, TaskEvent};
 use crate::plan::{GuestPlan, PLAN_FILE, PROGRAM_FILE, PlanError, ProgramSource};
 use crate::policy;
 use crate::process::{Launched, Spawner, fork_exec_guest, launch_by_zygote};
@@ -275,11 +275,10 @@ impl Service {
             exited_at: MessageField::some(timestamp(exit.at)),
             ..Default::default()
         };
-        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_EXIT_EVENT_TOPIC, event).await;
     }
 
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+    async fn publish<E: TaskEvent>(&self, topic: &str, event: E) {
         if let Err(e) = self
             .publisher
             .publish(topic, &self.config.namespace, event)
@@ -672,8 +671,7 @@ impl Task for Service {
             pid,
             ..Default::default()
         };
-        self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_CREATE_EVENT_TOPIC, event).await;
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -714,8 +712,7 @@ impl Task for Service {
             pid,
             ..Default::default()
         };
-        self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_START_EVENT_TOPIC, event).await;
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -832,8 +829,7 @@ impl Task for Service {
             exited_at: MessageField::some(timestamp(exit.at)),
             ..Default::default()
         };
-        self.publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event))
-            .await;
+        self.publish(topics::TASK_DELETE_EVENT_TOPIC, event).await;
         Ok(api::DeleteResponse {
             pid: container.pid,
             exit_status: exit.code,
