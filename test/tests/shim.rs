@@ -302,15 +302,16 @@ fn guest_behaves_like_a_container(version: Version) {
     );
 }
 
-/// The front alone in a directory, without the core next to it.
+/// The front alone in a directory, without the core next to it. A hard link where it can be:
+/// a copy's write descriptor, inherited by a child another test forks meanwhile, would make
+/// exec'ing it fail with "text file busy".
 fn lone_front() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let front = dir.path().join("containerd-shim-wasmcell-v1");
-    std::fs::copy(
-        wasmcell_tests::containerd::shim_bin_dir().join("containerd-shim-wasmcell-v1"),
-        &front,
-    )
-    .unwrap();
+    let installed = wasmcell_tests::containerd::shim_bin_dir().join("containerd-shim-wasmcell-v1");
+    if std::fs::hard_link(&installed, &front).is_err() {
+        std::fs::copy(&installed, &front).unwrap();
+    }
     (dir, front)
 }
 
@@ -353,6 +354,155 @@ fn the_front_answers_a_clean_delete_without_the_core() {
     assert!(response.exited_at.seconds > 0);
     assert!(!bundle.path().join("wasmcell-plan.json").exists());
     assert!(!bundle.path().join("wasmcell-program.wasm").exists());
+}
+
+/// A shim socket at the address containerd's shims derive for `group` (sha256 of
+/// `address/namespace/group` under `/run/containerd/s`), listening; `None` without root,
+/// which may only happen outside CI.
+fn listening_shim_socket(
+    address: &str,
+    namespace: &str,
+    group: &str,
+) -> Option<(std::os::unix::net::UnixListener, String)> {
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(format!(
+        "{address}/{namespace}/{group}"
+    )));
+    let dir = std::path::Path::new("/run/containerd/s");
+    let path = dir.join(hash);
+    let bound = std::fs::create_dir_all(dir).and_then(|()| {
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::net::UnixListener::bind(&path)
+    });
+    match bound {
+        Ok(listener) => Some((listener, format!("unix://{}", path.display()))),
+        Err(e) if !wasmcell_tests::in_ci() => {
+            eprintln!(
+                "SKIPPED: binding a shim socket under {} needs root: {e}",
+                dir.display()
+            );
+            None
+        }
+        Err(e) => panic!("binding a shim socket under {}: {e}", dir.display()),
+    }
+}
+
+/// Runs the lone front's `start` for container `id` of `namespace` in `bundle`, with the shim
+/// config file `config`.
+fn front_start(
+    front: &std::path::Path,
+    bundle: &std::path::Path,
+    config: &std::path::Path,
+    address: &str,
+    namespace: &str,
+    id: &str,
+) -> std::process::Output {
+    Command::new(front)
+        .args(["-namespace", namespace, "-address", address])
+        .args([
+            "-publish-binary",
+            "/nonexistent/containerd",
+            "-id",
+            id,
+            "start",
+        ])
+        .current_dir(bundle)
+        .env("WASMCELL_CONFIG", config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A `start` whose group already has a shim serving (a pod's container after its sandbox,
+/// any container under `group = "namespace"`) is answered by the front: no core, the address
+/// on stdout and in the bundle's `address` file, and under `namespace` the container's claim
+/// left for the shim. Without a serving shim, or with a config it cannot read, the core decides.
+#[test]
+fn the_front_answers_a_start_whose_shim_already_serves() {
+    let (dir, front) = lone_front();
+    let unique = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let containerd = format!("/nonexistent/{unique}/containerd.sock");
+    let config = dir.path().join("config.toml");
+    let bundle = tempfile::tempdir().unwrap();
+    let pod = format!("pod-{unique}");
+    std::fs::write(
+        bundle.path().join("config.json"),
+        format!(
+            r#"{{"ociVersion":"1.0.2","annotations":{{"io.kubernetes.cri.sandbox-id":"{pod}"}}}}"#
+        ),
+    )
+    .unwrap();
+
+    // Per pod (no config file): the pod's shim serves.
+    let Some((listener, address)) = listening_shim_socket(&containerd, "k8s.io", &pod) else {
+        return;
+    };
+    let out = front_start(&front, bundle.path(), &config, &containerd, "k8s.io", "app");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), address);
+    assert_eq!(
+        std::fs::read_to_string(bundle.path().join("address")).unwrap(),
+        address
+    );
+    let socket = address.trim_start_matches("unix://").to_owned();
+    drop(listener);
+    std::fs::remove_file(&socket).unwrap();
+
+    // No shim serves the pod: the core must start one (here: it is missing).
+    let out = front_start(&front, bundle.path(), &config, &containerd, "k8s.io", "app");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot run the shim core"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Per namespace: the namespace's shim serves, and finds the container's claim.
+    std::fs::write(&config, "group = \"namespace\"\n").unwrap();
+    let namespace = format!("ns-{unique}");
+    let group = format!("wasmcell-namespace-{namespace}");
+    let (listener, address) = listening_shim_socket(&containerd, &namespace, &group).unwrap();
+    let out = front_start(
+        &front,
+        bundle.path(),
+        &config,
+        &containerd,
+        &namespace,
+        "c/2",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), address);
+    let socket = address.trim_start_matches("unix://").to_owned();
+    assert!(
+        std::path::Path::new(&format!("{socket}.claims/c%2f2")).exists(),
+        "the claim keeps a leaving shim for this container"
+    );
+
+    // A config the front cannot read is the core's to report.
+    std::fs::write(&config, "group = 3\n").unwrap();
+    let out = front_start(
+        &front,
+        bundle.path(),
+        &config,
+        &containerd,
+        &namespace,
+        "c3",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot run the shim core"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_dir_all(format!("{socket}.claims"));
+    let _ = std::fs::remove_file(format!("{socket}.lock"));
 }
 
 /// Every other action goes to the core next to the front; without it, the error names the

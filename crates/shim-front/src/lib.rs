@@ -1,12 +1,17 @@
-//! What `containerd-shim-wasmcell-v1` (the front) and the shim core share about a container's
-//! leftovers: which files and mounts a create leaves in the bundle, where the container's
-//! cgroup is, and the `delete` answer containerd expects.
+//! What `containerd-shim-wasmcell-v1` (the front) and the shim core share: which shim serves
+//! a container ([`group`]), which files and mounts a create leaves in the bundle, where the
+//! container's cgroup is, and the `delete` answer containerd expects.
 //!
-//! Why a front at all: containerd execs the shim binary with `delete` after every shim
-//! disconnects, also after a clean exit, when there is nothing left to undo. The core links
-//! wasmtime and glibc, whose loader start-up (mostly `cpuid` traps on a VM) costs about a
-//! millisecond per exec; the front is small and static, answers that common `delete` itself,
-//! and execs the core for everything else — a `delete` that finds a cgroup to empty included.
+//! Why a front at all: containerd execs the shim binary for `start` before every container and
+//! with `delete` after every shim disconnects, also after a clean exit, when there is nothing
+//! left to undo. The core links wasmtime and glibc, whose loader start-up (mostly `cpuid` traps
+//! on a VM) costs about a millisecond per exec; the front is small and static, answers a
+//! `start` whose group's shim already serves (a pod's containers after its sandbox, every
+//! container under `group = "namespace"`) and that common `delete` itself, and execs the core
+//! for everything else — a `start` that needs a new shim, a `delete` that finds a cgroup to
+//! empty.
+
+pub mod group;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,14 @@ pub const DELETE_EXIT_STATUS: u32 = 137;
 pub struct ShimInvocation {
     /// `-bundle`, if given.
     pub bundle: Option<PathBuf>,
+    /// `-namespace` (empty if not given).
+    pub namespace: String,
+    /// `-id` (empty if not given).
+    pub id: String,
+    /// `-address`: containerd's socket (empty if not given).
+    pub address: String,
+    /// `-debug`.
+    pub debug: bool,
     /// The first argument after the flags (`start`, `delete`), if any.
     pub action: Option<String>,
 }
@@ -65,16 +78,21 @@ impl ShimInvocation {
             };
             if BOOL_FLAGS.contains(&name) {
                 if name != "debug" {
-                    // `-info`, `-v`: not a `delete`; the core answers them.
+                    // `-info`, `-v`: not a `start` or `delete`; the core answers them.
                     return None;
                 }
+                parsed.debug = inline.is_none_or(|value| value != "false");
             } else if VALUE_FLAGS.contains(&name) {
                 let value = match inline {
                     Some(value) => value.to_owned(),
                     None => rest.next()?.to_str()?.to_owned(),
                 };
-                if name == "bundle" && !value.is_empty() {
-                    parsed.bundle = Some(PathBuf::from(value));
+                match name {
+                    "bundle" if !value.is_empty() => parsed.bundle = Some(PathBuf::from(value)),
+                    "namespace" => parsed.namespace = value,
+                    "id" => parsed.id = value,
+                    "address" => parsed.address = value,
+                    _ => {}
                 }
             } else {
                 return None;
@@ -214,6 +232,10 @@ mod tests {
             parsed,
             Some(ShimInvocation {
                 bundle: Some(PathBuf::from("/run/b")),
+                namespace: "default".to_owned(),
+                id: "c1".to_owned(),
+                address: "/run/containerd/containerd.sock".to_owned(),
+                debug: true,
                 action: Some("delete".to_owned()),
             })
         );

@@ -1,17 +1,29 @@
-//! `containerd-shim-wasmcell-v1`, the binary containerd execs: answers the cleanup `delete`
-//! that finds nothing to empty, and execs the shim core (same arguments, same `argv[0]`) for
-//! every other action. See the library's docs for why.
+//! `containerd-shim-wasmcell-v1`, the binary containerd execs: answers `start` (finding the
+//! group's shim, or starting the core as a new one) and the cleanup `delete` that finds nothing
+//! to empty, and execs the shim core (same arguments, same `argv[0]`) for every other action.
+//! See the library's docs for why.
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use wasmcell_shim_front::group::{GROUP_ENV, Grouping, StartPlace};
 use wasmcell_shim_front::{CORE_BINARY, ShimInvocation, delete_response, remove_bundle_leftovers};
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
     let invocation = ShimInvocation::parse(args.get(1..).unwrap_or_default());
+    if let Some(invocation) = &invocation
+        && invocation.action.as_deref() == Some("start")
+        && let Some(bundle) = invocation
+            .bundle
+            .clone()
+            .or_else(|| std::env::current_dir().ok())
+        && answer_start(invocation, &bundle, args.first())
+    {
+        std::process::exit(0);
+    }
     if let Some(invocation) = invocation
         && invocation.action.as_deref() == Some("delete")
         && let Some(bundle) = invocation.bundle.or_else(|| std::env::current_dir().ok())
@@ -28,13 +40,76 @@ fn main() {
     exec_core(&args)
 }
 
+/// Answers `start`: the address of the shim serving the container's group, started first if
+/// there is none. `false` (nothing answered) when anything is unclear — the core's own `start`
+/// then decides, and reports any error itself.
+fn answer_start(invocation: &ShimInvocation, bundle: &Path, argv0: Option<&OsString>) -> bool {
+    // Legacy start passes runtime options on stdin; wasmcell has none to read yet.
+    let mut ignored = Vec::new();
+    let _ = std::io::stdin().take(1 << 20).read_to_end(&mut ignored);
+    let Ok(grouping) = Grouping::configured() else {
+        return false;
+    };
+    let Ok(place) = StartPlace::find(
+        grouping,
+        bundle,
+        &invocation.namespace,
+        &invocation.id,
+        &invocation.address,
+    ) else {
+        return false;
+    };
+    if !place.served && start_server(invocation, bundle, grouping, &place.address, argv0).is_err() {
+        return false;
+    }
+    place.answer(bundle, &mut std::io::stdout()).is_ok()
+}
+
+/// Starts the core as the group's server (what containerd's `start` would otherwise have the
+/// core fork: one glibc start-up either way, and no short-lived core process) and waits until
+/// it serves or has failed: it closes its stdout, our pipe, either way.
+fn start_server(
+    invocation: &ShimInvocation,
+    bundle: &Path,
+    grouping: Grouping,
+    address: &str,
+    argv0: Option<&OsString>,
+) -> std::io::Result<()> {
+    let (mut ready, ready_write) = std::io::pipe()?;
+    let mut command = std::process::Command::new(core_path());
+    if let Some(argv0) = argv0 {
+        command.arg0(argv0);
+    }
+    command
+        .args(["-namespace", &invocation.namespace, "-id", &invocation.id])
+        .args(["-address", &invocation.address, "-socket", address])
+        .args(invocation.debug.then_some("-debug"))
+        .current_dir(bundle)
+        .env(GROUP_ENV, grouping.name())
+        .stdin(std::process::Stdio::null())
+        .stdout(ready_write)
+        .stderr(std::process::Stdio::null());
+    // Not waited for: the server outlives this process, as containerd expects.
+    let _server = command.spawn()?;
+    // `command` holds the pipe's write end; ours must be closed to see the server's close.
+    drop(command);
+    let mut sink = Vec::new();
+    ready.read_to_end(&mut sink)?;
+    Ok(())
+}
+
+/// The core, installed next to this binary (or else found on `PATH`).
+fn core_path() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|front| Some(front.parent()?.join(CORE_BINARY)))
+        .unwrap_or_else(|| PathBuf::from(CORE_BINARY))
+}
+
 /// Replaces this process with the core, installed next to this binary (or else found on
 /// `PATH`).
 fn exec_core(args: &[OsString]) -> ! {
-    let core = std::env::current_exe()
-        .ok()
-        .and_then(|front| Some(front.parent()?.join(CORE_BINARY)))
-        .unwrap_or_else(|| PathBuf::from(CORE_BINARY));
+    let core = core_path();
     let mut command = std::process::Command::new(&core);
     if let Some(argv0) = args.first() {
         command.arg0(argv0);

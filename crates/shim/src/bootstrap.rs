@@ -32,7 +32,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::events::EventPublisher;
-use crate::group::{GROUP_ENV, Grouping, Handover};
+use crate::group::{GROUP_ENV, Grouping, Handover, StartPlace, socket_path};
 use crate::service::{Service, ServiceConfig};
 use crate::shim;
 
@@ -129,31 +129,21 @@ fn start(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
     let mut ignored = Vec::new();
     let _ = std::io::stdin().take(1 << 20).read_to_end(&mut ignored);
     let grouping = Grouping::configured()?;
-    let group = grouping.group_of(&bundle, &flags.id, &flags.namespace);
-    let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &group);
-    // A shared shim may be leaving: claim our container under the group's lock first, so it
-    // either stays for our create or is gone (its socket removed) before we look.
-    let _claimed = match grouping {
-        Grouping::Pod => None,
-        Grouping::Namespace => {
-            let handover = Handover::for_address(&address);
-            let lock = handover
-                .lock()
-                .and_then(|lock| {
-                    handover.claim(&lock, &flags.id)?;
-                    Ok(lock)
-                })
-                .with_context(|| format!("claiming a place in the shim at {address}"))?;
-            Some(lock)
-        }
-    };
-    if std::os::unix::net::UnixStream::connect(socket_path(&address)).is_err() {
+    let place = StartPlace::find(
+        grouping,
+        &bundle,
+        &flags.namespace,
+        &flags.id,
+        &flags.address,
+    )
+    .with_context(|| format!("finding the shim for container {}", flags.id))?;
+    if !place.served {
         let mut args: Vec<OsString> = std::env::args_os().take(1).collect();
         for (flag, value) in [
             ("-namespace", &flags.namespace),
             ("-id", &flags.id),
             ("-address", &flags.address),
-            ("-socket", &address),
+            ("-socket", &place.address),
         ] {
             args.extend([flag.into(), value.into()]);
         }
@@ -162,11 +152,9 @@ fn start(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
         }
         fork_server(&bundle, args, grouping)?;
     }
-    std::fs::write(bundle.join("address"), &address).context("writing the address file")?;
-    let mut stdout = std::io::stdout();
-    stdout.write_all(address.as_bytes())?;
-    stdout.flush()?;
-    Ok(())
+    place
+        .answer(&bundle, &mut std::io::stdout())
+        .context("answering start")
 }
 
 /// Forks the server (`args` is its command line) and waits until it serves or has failed: it
@@ -239,10 +227,6 @@ fn become_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping, ready: 
     serve_on_new_runtime(&flags, zygote)
 }
 
-fn socket_path(address: &str) -> &str {
-    address.strip_prefix("unix://").unwrap_or(address)
-}
-
 async fn socket_answers(address: &str) -> bool {
     tokio::net::UnixStream::connect(socket_path(address))
         .await
@@ -251,7 +235,7 @@ async fn socket_answers(address: &str) -> bool {
 
 /// Binds the shim socket; `None` when another shim already serves it.
 async fn listen(address: &str) -> anyhow::Result<Option<UnixListener>> {
-    let path = Path::new(socket_path(address));
+    let path = socket_path(address);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -375,5 +359,30 @@ async fn notify(pid: i32, code: i32) {
     debug!("child {pid} exited with {code}");
     if let Err(e) = monitor_notify_by_pid(pid, code).await {
         warn!("reporting the exit of {pid}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The front answers `start` with addresses it derives itself; they must be the ones the
+    /// `containerd-shim` crate (and containerd's own shims) derive.
+    #[test]
+    fn the_fronts_socket_addresses_are_containerds() {
+        for (address, namespace, group) in [
+            ("/run/containerd/containerd.sock", "default", "c1"),
+            ("/tmp/x/c.sock", "k8s.io", "0123abcd"),
+            (
+                "/run/containerd/containerd.sock",
+                "ns",
+                "wasmcell-namespace-ns",
+            ),
+            ("relative.sock", "é", "a/b"),
+        ] {
+            assert_eq!(
+                crate::group::socket_address(address, namespace, group),
+                containerd_shim::socket_address(address, namespace, group),
+                "{address} {namespace} {group}"
+            );
+        }
     }
 }

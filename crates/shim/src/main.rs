@@ -21,7 +21,6 @@ mod drill;
 mod events;
 mod footprint;
 mod forked;
-mod group;
 mod guest;
 mod http;
 mod plan;
@@ -36,6 +35,8 @@ mod stdio;
 mod zygote;
 
 use std::path::Path;
+
+use wasmcell_shim_front::group;
 
 fn main() {
     let mut args = std::env::args_os().skip(1);

@@ -18,10 +18,7 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use prost::Message as _;
 use wasmcell_engine::Policy;
 
-/// The shim config file when `WASMCELL_CONFIG` is not set.
-pub const DEFAULT_CONFIG_FILE: &str = "/etc/wasmcell/config.toml";
-/// Environment variable naming the shim config file.
-pub const CONFIG_ENV: &str = "WASMCELL_CONFIG";
+pub use wasmcell_shim_front::group::config_file;
 /// containerd's generic runtime options message (`containerd/api/types/runtimeoptions/v1`).
 const RUNTIME_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
 
@@ -82,13 +79,6 @@ pub fn resolve(options: Option<&Any>) -> Result<Policy, PolicyError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
         _ => from_file(&path),
     }
-}
-
-/// The shim config file: `$WASMCELL_CONFIG`, else [`DEFAULT_CONFIG_FILE`] (which may not exist).
-pub fn config_file() -> PathBuf {
-    std::env::var_os(CONFIG_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE))
 }
 
 fn from_file(path: &Path) -> Result<Policy, PolicyError> {

@@ -1,8 +1,6 @@
-//! Shim-wide facts: the runtime id, how containers are grouped into shims, where compiled
-//! code is cached, and what `delete` undoes after a shim died.
-//!
-//! Grouping: a Kubernetes pod's containers (annotation `io.kubernetes.cri.sandbox-id`) share
-//! one shim; other containers get one each.
+//! Shim-wide facts: the runtime id, whether a container is a pod's sandbox, where compiled
+//! code is cached, and what `delete` undoes after a shim died. Which shim serves a container
+//! is the front's [`wasmcell_shim_front::group`].
 
 use std::path::{Path, PathBuf};
 
@@ -13,23 +11,12 @@ use crate::cgroup::ContainerCgroup;
 
 /// containerd's runtime type for this shim.
 pub const RUNTIME_ID: &str = "io.containerd.wasmcell.v1";
-/// Annotation the CRI plugin puts on every container of a pod.
-const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// Annotation the CRI plugin uses to mark a pod's sandbox (pause) container.
 const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 /// The compile cache directory: `WASMCELL_CACHE_DIR` (empty disables it) or
 /// [`wasmcell_engine::DEFAULT_CACHE_DIR`].
 pub fn cache_dir() -> Option<PathBuf> {
     wasmcell_engine::cache_dir_from_env()
-}
-
-/// The shim group of a container: its pod's sandbox id, or its own id.
-pub fn grouping(bundle: &Path, id: &str) -> String {
-    Spec::load(bundle.join("config.json"))
-        .ok()
-        .and_then(|spec| spec.annotations().clone())
-        .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
-        .unwrap_or_else(|| id.to_owned())
 }
 
 /// Whether `spec` is a pod's sandbox container, which wasmcell runs itself instead of the

@@ -1,10 +1,12 @@
-//! Which shim process serves a container, and the hand-over between a shim that is leaving
-//! and a `start` that is choosing it.
+//! Which shim process serves a container, where its socket is, and the hand-over between a
+//! shim that is leaving and a `start` that is choosing it. Shared by the front, which answers a
+//! `start` whose group's shim already serves (no core exec), and the core, which forks a new one.
 //!
 //! Groups, from `group` in the shim config file (`$WASMCELL_CONFIG`, else
 //! `/etc/wasmcell/config.toml`):
-//! - `"pod"` (the default): a pod's containers share the pod's shim; a container outside any
-//!   pod has a shim of its own. A shim's failure takes one pod down, as with runc.
+//! - `"pod"` (the default): a pod's containers (annotation `io.kubernetes.cri.sandbox-id`)
+//!   share the pod's shim; a container outside any pod has a shim of its own. A shim's failure
+//!   takes one pod down, as with runc.
 //! - `"namespace"`: one shim serves every container of a containerd namespace. One shim
 //!   process less per pod or container, and a shim's failure takes every container of the
 //!   namespace down (their guests die with it).
@@ -19,12 +21,30 @@
 //! container is created (or its create failed). Lock files stay (one per namespace): removing
 //! a lock file others may be waiting on would break the lock.
 
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use nix::fcntl::{Flock, FlockArg};
+use rustix::fs::{FlockOperation, flock};
+use sha2::{Digest, Sha256};
+
+/// The shim config file when `WASMCELL_CONFIG` is not set.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/wasmcell/config.toml";
+/// Environment variable naming the shim config file.
+pub const CONFIG_ENV: &str = "WASMCELL_CONFIG";
+/// Annotation the CRI plugin puts on every container of a pod.
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+/// Where containerd's shims put their sockets (`s/<hash>` below it).
+const SOCKET_ROOT: &str = "/run/containerd";
+
+/// The shim config file: `$WASMCELL_CONFIG`, else [`DEFAULT_CONFIG_FILE`].
+pub fn config_file() -> PathBuf {
+    std::env::var_os(CONFIG_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE))
+}
 
 /// The environment variable `start` hands the serving process its grouping in.
 pub const GROUP_ENV: &str = "WASMCELL_SHIM_GROUP";
@@ -76,7 +96,7 @@ impl Grouping {
 
     /// The grouping the shim config file asks for (the default when there is no file).
     pub fn configured() -> Result<Grouping, GroupError> {
-        let path = crate::policy::config_file();
+        let path = config_file();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Grouping::Pod),
@@ -115,9 +135,99 @@ impl Grouping {
     /// The group name of container `id` (its shim's socket is derived from it).
     pub fn group_of(self, bundle: &Path, id: &str, namespace: &str) -> String {
         match self {
-            Grouping::Pod => crate::shim::grouping(bundle, id),
+            Grouping::Pod => pod_of(bundle).unwrap_or_else(|| id.to_owned()),
             Grouping::Namespace => format!("wasmcell-namespace-{namespace}"),
         }
+    }
+}
+
+/// The part of the bundle's `config.json` grouping needs.
+#[derive(serde::Deserialize)]
+struct SpecAnnotations {
+    annotations: Option<std::collections::HashMap<String, String>>,
+}
+
+/// The pod (sandbox id) the container in `bundle` belongs to, if any.
+fn pod_of(bundle: &Path) -> Option<String> {
+    let bytes = std::fs::read(bundle.join("config.json")).ok()?;
+    let spec: SpecAnnotations = serde_json::from_slice(&bytes).ok()?;
+    spec.annotations?
+        .remove(SANDBOX_ID_ANNOTATION)
+        .filter(|id| !id.is_empty())
+}
+
+/// The address of the shim serving `group` for the containerd at `containerd_address` in
+/// `namespace`: `unix:///run/containerd/s/<sha256 of "address/namespace/group">`, the name
+/// containerd's own shims use (a core test checks it against the `containerd-shim` crate).
+pub fn socket_address(containerd_address: &str, namespace: &str, group: &str) -> String {
+    let joined = Path::new(containerd_address).join(namespace).join(group);
+    let digest = Sha256::digest(joined.as_os_str().as_encoded_bytes());
+    let mut address = format!("unix://{SOCKET_ROOT}/s/");
+    for byte in digest {
+        let _ = write!(address, "{byte:02x}");
+    }
+    address
+}
+
+/// The socket path of `address` (`unix://PATH` or a path).
+pub fn socket_path(address: &str) -> &Path {
+    Path::new(address.strip_prefix("unix://").unwrap_or(address))
+}
+
+/// Whether a shim answers at `address`.
+pub fn is_served(address: &str) -> bool {
+    std::os::unix::net::UnixStream::connect(socket_path(address)).is_ok()
+}
+
+/// Where a `start` puts its container: the address of its group's shim, whether that shim
+/// already serves, and (under `group = "namespace"`) the group's lock, held from before the
+/// claim until this value is dropped — after `start` has answered, or forked the new shim.
+#[derive(Debug)]
+pub struct StartPlace {
+    /// The address to answer containerd with.
+    pub address: String,
+    /// Whether a shim answers at it; if not, the caller must start one.
+    pub served: bool,
+    _lock: Option<HandoverLock>,
+}
+
+impl StartPlace {
+    /// Finds the place of container `id` of `namespace` (bundle `bundle`) of the containerd at
+    /// `containerd_address`. Under `group = "namespace"` a shared shim may be leaving: the
+    /// container is claimed under the group's lock first, so that shim either stays for its
+    /// create or is gone (its socket removed) before the check.
+    pub fn find(
+        grouping: Grouping,
+        bundle: &Path,
+        namespace: &str,
+        id: &str,
+        containerd_address: &str,
+    ) -> std::io::Result<StartPlace> {
+        let group = grouping.group_of(bundle, id, namespace);
+        let address = socket_address(containerd_address, namespace, &group);
+        let lock = match grouping {
+            Grouping::Pod => None,
+            Grouping::Namespace => {
+                let handover = Handover::for_address(&address);
+                let lock = handover.lock()?;
+                handover.claim(&lock, id)?;
+                Some(lock)
+            }
+        };
+        let served = is_served(&address);
+        Ok(StartPlace {
+            address,
+            served,
+            _lock: lock,
+        })
+    }
+
+    /// Writes the bundle's `address` file, as containerd's shims do, and the address to
+    /// `out` (containerd reads `start`'s stdout).
+    pub fn answer(&self, bundle: &Path, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        std::fs::write(bundle.join("address"), &self.address)?;
+        out.write_all(self.address.as_bytes())?;
+        out.flush()
     }
 }
 
@@ -130,12 +240,13 @@ pub struct Handover {
 }
 
 /// The group's lock, held; released when dropped (or when the process exits).
-pub struct HandoverLock(#[allow(dead_code)] Flock<File>);
+#[derive(Debug)]
+pub struct HandoverLock(#[allow(dead_code)] File);
 
 impl Handover {
     /// The hand-over of the shim listening on `address` (`unix://PATH` or a path).
     pub fn for_address(address: &str) -> Handover {
-        let socket = PathBuf::from(address.strip_prefix("unix://").unwrap_or(address));
+        let socket = socket_path(address).to_path_buf();
         let mut lock = socket.clone().into_os_string();
         lock.push(".lock");
         let mut claims = socket.clone().into_os_string();
@@ -158,9 +269,14 @@ impl Handover {
             .write(true)
             .mode(0o600)
             .open(&self.lock)?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map(HandoverLock)
-            .map_err(|(_, errno)| std::io::Error::from(errno))
+        // Retried on EINTR: a signal while waiting is not a reason to start without the lock.
+        loop {
+            match flock(&file, FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(HandoverLock(file)),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(errno) => return Err(errno.into()),
+            }
+        }
     }
 
     /// Leaves a claim for container `id` (under the lock).
@@ -273,12 +389,12 @@ mod tests {
         let held = handover.lock()?;
         let file = OpenOptions::new().write(true).open(&handover.lock)?;
         assert!(
-            Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err(),
+            flock(&file, FlockOperation::NonBlockingLockExclusive).is_err(),
             "a start must wait for the leaving shim"
         );
         drop(held);
         let file = OpenOptions::new().write(true).open(&handover.lock)?;
-        assert!(Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok());
+        assert!(flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok());
         Ok(())
     }
 
