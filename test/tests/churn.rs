@@ -22,6 +22,7 @@ on_2_1_and_1_7!(
     pods_churn_without_leaks,
     one_shim_serves_a_namespace_through_churn,
     a_namespace_shim_leaves_soon_after_a_claim_it_waited_for,
+    an_idle_namespace_shim_stays_for_the_next_container,
 );
 
 /// Containers in the CI churn (five at a time).
@@ -259,7 +260,7 @@ fn one_shim_serves_a_namespace_through_churn(version: Version) {
             }
         });
     });
-    // ... and one at a time, so each start meets a shim that is leaving or gone.
+    // ... and one at a time, each start meeting the idle shim that waits for it.
     churn_containers(&containerd, "ns-one", 10, 1);
     assert_back_to_baseline(&containerd, &before, "a namespace's shim through churn");
 }
@@ -297,6 +298,33 @@ fn a_namespace_shim_leaves_soon_after_a_claim_it_waited_for(version: Version) {
     );
     wait_for_status(&containerd, "claim-second", "RUNNING");
     delete_stopped_after_kill(&containerd, "claim-second");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{shim}")).exists() && !is_zombie(shim) {
+        assert!(
+            Instant::now() < deadline,
+            "the namespace's shim {shim} stayed 10 s after its last container"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An idle namespace shim stays a moment for the next container, so a stream of short tasks
+/// keeps one shim — and then leaves.
+fn an_idle_namespace_shim_stays_for_the_next_container(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    std::fs::write(containerd.shim_config(), "group = \"namespace\"\n").unwrap();
+    let first = run_demo_detached(&containerd, "idle-a", &["sleep", "60"]);
+    let shim = parent_of(first).expect("the guest's parent");
+    delete_stopped_after_kill(&containerd, "idle-a");
+    let next = run_demo_detached(&containerd, "idle-b", &["sleep", "60"]);
+    assert_eq!(
+        parent_of(next),
+        Some(shim),
+        "the namespace's idle shim serves the next container"
+    );
+    delete_stopped_after_kill(&containerd, "idle-b");
     let deadline = Instant::now() + Duration::from_secs(10);
     while Path::new(&format!("/proc/{shim}")).exists() && !is_zombie(shim) {
         assert!(

@@ -9,7 +9,8 @@
 //!   takes one pod down, as with runc.
 //! - `"namespace"`: one shim serves every container of a containerd namespace. One shim
 //!   process less per pod or container, and a shim's failure takes every container of the
-//!   namespace down (their guests die with it).
+//!   namespace down (their guests die with it). Without containers it stays three seconds
+//!   before it leaves, for the next.
 //!
 //! The hand-over, needed only when containers come and go under one long-lived shim: `start`
 //! holds the group's lock (`<socket>.lock`, an `flock`) while it leaves a claim for its container
