@@ -298,14 +298,7 @@ fn a_namespace_shim_leaves_soon_after_a_claim_it_waited_for(version: Version) {
     );
     wait_for_status(&containerd, "claim-second", "RUNNING");
     delete_stopped_after_kill(&containerd, "claim-second");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{shim}")).exists() && !is_zombie(shim) {
-        assert!(
-            Instant::now() < deadline,
-            "the namespace's shim {shim} stayed 10 s after its last container"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_shim_leaves(shim);
 }
 
 /// An idle namespace shim stays a moment for the next container, so a stream of short tasks
@@ -325,6 +318,11 @@ fn an_idle_namespace_shim_stays_for_the_next_container(version: Version) {
         "the namespace's idle shim serves the next container"
     );
     delete_stopped_after_kill(&containerd, "idle-b");
+    assert_shim_leaves(shim);
+}
+
+/// Waits up to 10 s for the namespace's shim `shim`, whose last container is gone, to exit.
+fn assert_shim_leaves(shim: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Path::new(&format!("/proc/{shim}")).exists() && !is_zombie(shim) {
         assert!(

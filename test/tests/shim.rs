@@ -413,6 +413,16 @@ fn front_start(
         .unwrap()
 }
 
+/// The lone front handed the action to the core, which is not there.
+fn assert_left_to_the_missing_core(out: &std::process::Output) {
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot run the shim core"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// A `start` whose group already has a shim serving (a pod's container after its sandbox,
 /// any container under `group = "namespace"`) is answered by the front: no core, the address
 /// on stdout and in the bundle's `address` file, and under `namespace` the container's claim
@@ -438,11 +448,15 @@ fn the_front_answers_a_start_whose_shim_already_serves() {
     )
     .unwrap();
 
+    let start = |namespace: &str, id: &str| {
+        front_start(&front, bundle.path(), &config, &containerd, namespace, id)
+    };
+
     // Per pod (no config file): the pod's shim serves.
     let Some((listener, address)) = listening_shim_socket(&containerd, "k8s.io", &pod) else {
         return;
     };
-    let out = front_start(&front, bundle.path(), &config, &containerd, "k8s.io", "app");
+    let out = start("k8s.io", "app");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), address);
     assert_eq!(
@@ -454,27 +468,15 @@ fn the_front_answers_a_start_whose_shim_already_serves() {
     std::fs::remove_file(&socket).unwrap();
 
     // No shim serves the pod: the core must start one (here: it is missing).
-    let out = front_start(&front, bundle.path(), &config, &containerd, "k8s.io", "app");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("cannot run the shim core"),
-        "{}",
-        text(&out.stderr)
-    );
+    let out = start("k8s.io", "app");
+    assert_left_to_the_missing_core(&out);
 
     // Per namespace: the namespace's shim serves, and finds the container's claim.
     std::fs::write(&config, "group = \"namespace\"\n").unwrap();
     let namespace = format!("ns-{unique}");
     let group = format!("wasmcell-namespace-{namespace}");
     let (listener, address) = listening_shim_socket(&containerd, &namespace, &group).unwrap();
-    let out = front_start(
-        &front,
-        bundle.path(),
-        &config,
-        &containerd,
-        &namespace,
-        "c/2",
-    );
+    let out = start(&namespace, "c/2");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), address);
     let socket = address.trim_start_matches("unix://").to_owned();
@@ -485,20 +487,8 @@ fn the_front_answers_a_start_whose_shim_already_serves() {
 
     // A config the front cannot read is the core's to report.
     std::fs::write(&config, "group = 3\n").unwrap();
-    let out = front_start(
-        &front,
-        bundle.path(),
-        &config,
-        &containerd,
-        &namespace,
-        "c3",
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("cannot run the shim core"),
-        "{}",
-        text(&out.stderr)
-    );
+    let out = start(&namespace, "c3");
+    assert_left_to_the_missing_core(&out);
     drop(listener);
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_dir_all(format!("{socket}.claims"));
