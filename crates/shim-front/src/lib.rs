@@ -5,11 +5,12 @@
 //! Why a front at all: containerd execs the shim binary for `start` before every container and
 //! with `delete` after every shim disconnects, also after a clean exit, when there is nothing
 //! left to undo. The core links wasmtime and glibc, whose loader start-up (mostly `cpuid` traps
-//! on a VM) costs about a millisecond per exec; the front is small and static, answers a
-//! `start` whose group's shim already serves (a pod's containers after its sandbox, every
-//! container under `group = "namespace"`) and that common `delete` itself, and execs the core
-//! for everything else — a `start` that needs a new shim, a `delete` that finds a cgroup to
-//! empty.
+//! on a VM) costs about a millisecond per exec; the front is small and static. It answers
+//! `start` itself — with the shim already serving the container's group (a pod's containers
+//! after its sandbox, every container under `group = "namespace"`), or after spawning the core
+//! as that group's server, its one glibc start-up — and that common `delete`, and execs the
+//! core for everything else: a `delete` that finds a cgroup to empty, a `start` it cannot
+//! decide.
 
 pub mod group;
 
