@@ -1,6 +1,7 @@
 //! Which shim process serves a container, where its socket is, and the hand-over between a
-//! shim that is leaving and a `start` that is choosing it. Shared by the front, which answers a
-//! `start` whose group's shim already serves (no core exec), and the core, which forks a new one.
+//! shim that is leaving and a `start` that is choosing it. Shared by the front, which answers
+//! `start` (spawning the core as a group's new server), and the core, whose own `start` forks
+//! one when the front could not decide.
 //!
 //! Groups, from `group` in the shim config file (`$WASMCELL_CONFIG`, else
 //! `/etc/wasmcell/config.toml`):
@@ -173,6 +174,34 @@ pub fn socket_address(containerd_address: &str, namespace: &str, group: &str) ->
 /// The socket path of `address` (`unix://PATH` or a path).
 pub fn socket_path(address: &str) -> &Path {
     Path::new(address.strip_prefix("unix://").unwrap_or(address))
+}
+
+/// The arguments (after `argv[0]`) of the server for `socket`: containerd's shim flags, as an
+/// exec'd server parses them.
+pub fn server_args(
+    namespace: &str,
+    id: &str,
+    containerd_address: &str,
+    socket: &str,
+    debug: bool,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = [
+        "-namespace",
+        namespace,
+        "-id",
+        id,
+        "-address",
+        containerd_address,
+        "-socket",
+        socket,
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    if debug {
+        args.push("-debug".into());
+    }
+    args
 }
 
 /// Whether a shim answers at `address`.

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-use wasmcell_shim_front::group::{GROUP_ENV, Grouping, StartPlace};
+use wasmcell_shim_front::group::{GROUP_ENV, Grouping, StartPlace, server_args};
 use wasmcell_shim_front::{CORE_BINARY, ShimInvocation, delete_response, remove_bundle_leftovers};
 
 fn main() {
@@ -81,9 +81,13 @@ fn start_server(
         command.arg0(argv0);
     }
     command
-        .args(["-namespace", &invocation.namespace, "-id", &invocation.id])
-        .args(["-address", &invocation.address, "-socket", address])
-        .args(invocation.debug.then_some("-debug"))
+        .args(server_args(
+            &invocation.namespace,
+            &invocation.id,
+            &invocation.address,
+            address,
+            invocation.debug,
+        ))
         .current_dir(bundle)
         .env(GROUP_ENV, grouping.name())
         .stdin(std::process::Stdio::null())

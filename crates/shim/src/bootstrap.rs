@@ -32,7 +32,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::events::EventPublisher;
-use crate::group::{GROUP_ENV, Grouping, Handover, StartPlace, socket_path};
+use crate::group::{GROUP_ENV, Grouping, Handover, StartPlace, server_args, socket_path};
 use crate::service::{Service, ServiceConfig};
 use crate::shim;
 
@@ -139,17 +139,13 @@ fn start(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
     .with_context(|| format!("finding the shim for container {}", flags.id))?;
     if !place.served {
         let mut args: Vec<OsString> = std::env::args_os().take(1).collect();
-        for (flag, value) in [
-            ("-namespace", &flags.namespace),
-            ("-id", &flags.id),
-            ("-address", &flags.address),
-            ("-socket", &place.address),
-        ] {
-            args.extend([flag.into(), value.into()]);
-        }
-        if flags.debug {
-            args.push("-debug".into());
-        }
+        args.extend(server_args(
+            &flags.namespace,
+            &flags.id,
+            &flags.address,
+            &place.address,
+            flags.debug,
+        ));
         fork_server(&bundle, args, grouping)?;
     }
     place
