@@ -5,7 +5,8 @@
 
 Shims are the processes whose command line is `containerd-shim-* … -address ADDRESS …` (the
 long-lived shim servers; the short-lived `start`/`delete` invocations are gone by the time this
-runs). Every descendant of a shim counts too: wasmcell's guest processes
+runs), and wasmcell's starter (`wasmcell-shim-starter ADDRESS`, which forks new pods' shims).
+Every descendant of a shim counts too: wasmcell's guest processes
 (`containerd-shim-wasmcell-v1 __wasmcell-guest PLAN`), runc's container processes. Prints one
 JSON object: process counts and Pss/Rss totals in KiB from /proc/PID/smaps_rollup, split by
 role (shim, child) and by kind (anon, file, shmem), and each process's own figures.
@@ -80,6 +81,8 @@ def main():
                 and "-address" in argv and address in argv
                 and "start" not in argv and "delete" not in argv):
             shims.append(p)
+        elif argv[:2] == ["wasmcell-shim-starter", address]:
+            shims.append(p)  # wasmcell's starter: one per containerd, counted with the shims
     shim_set = set(shims)
     children = {}
     # descendants of any shim (guests, container processes and anything they started)

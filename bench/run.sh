@@ -101,6 +101,12 @@ pids_using_dir() {
 # Long-lived shims of our containerd (ctr itself says --address, so anchor on a space).
 shim_count() { pgrep -f -- "containerd-shim[^ ]* .*(^| )-address $ADDR( |\$)" | wc -l; }
 
+# What is left of the shims once every container is gone: processes using $DIR but containerd
+# and wasmcell's starter (one per containerd; it forks new pods' shims, and leaves when idle).
+leftover_pids() {
+  pids_using_dir | grep -vx -e "$CTRD_PID" -e "$(pgrep -fx -- "wasmcell-shim-starter $ADDR" || echo none)" || true
+}
+
 cleanup() {
   [ -n "$DIR" ] || return 0
   set +e
@@ -543,7 +549,7 @@ stop_all() {
   done
   for id in $(ctr_ container ls -q); do ctr_ container delete "$id" >/dev/null; done
   for i in $(seq 300); do
-    [ "$(shim_count)" -eq 0 ] && [ -z "$(pids_using_dir | grep -v "^$CTRD_PID\$" || true)" ] && return 0
+    [ "$(shim_count)" -eq 0 ] && [ -z "$(leftover_pids)" ] && return 0
     sleep 0.1
   done
   pgrep -af -- "containerd-shim[^ ]* .*(^| )-address $ADDR( |\$)" >&2 || true

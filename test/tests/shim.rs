@@ -33,6 +33,7 @@ on_2_1_and_1_7!(
     a_storm_of_sigterms_ends_a_guest_once,
     a_guest_killed_while_compiling_leaves_nothing_behind,
     guests_come_from_the_launcher_and_outlive_it,
+    later_servers_are_forked_by_the_starter_which_can_die,
     a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code,
 );
 
@@ -1500,6 +1501,125 @@ fn guests_come_from_the_launcher_and_outlive_it(version: Version) {
     for id in ["launched", "exec-sleeper"] {
         delete_stopped_after_kill(&containerd, id);
     }
+}
+
+/// The starters serving `containerd` (their command line names its socket).
+fn starters_of(containerd: &Containerd) -> Vec<u32> {
+    let address = containerd.address().display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            let cmdline = cmdline_of(p);
+            cmdline.starts_with("wasmcell-shim-starter ") && cmdline.contains(&address)
+        })
+        .collect()
+}
+
+/// Waits until `containerd` has exactly one starter other than `old`, and returns it.
+fn new_starter(containerd: &Containerd, old: Option<u32>) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now: Vec<u32> = starters_of(containerd)
+            .into_iter()
+            .filter(|&p| Some(p) != old)
+            .collect();
+        if let [one] = now[..] {
+            return one;
+        }
+        assert!(Instant::now() < deadline, "no single new starter: {now:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// After the first pod's server (spawned by the front), one starter per containerd — orphaned,
+/// not that server's child — forks the later pods' servers: such a server is the
+/// starter's child in a session of its own, shows a server's command line, has containerd's
+/// environment and the grouping, and is in containerd's cgroups. Garbage on the starter's
+/// socket is declined and leaves it serving. A SIGKILLed starter costs nothing but speed: the
+/// next pod's server is spawned, forks a new starter, and running pods are untouched.
+fn later_servers_are_forked_by_the_starter_which_can_die(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let out = run_demo(&containerd, IMAGE, "first", &[], &["echo", "first"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let starter = new_starter(&containerd, None);
+    let adopter = parent_of(starter).expect("the starter's parent");
+    assert!(
+        !cmdline_of(adopter).contains("containerd-shim"),
+        "the starter is no shim's child: {}",
+        cmdline_of(adopter)
+    );
+    let guest = run_demo_detached(&containerd, "forked", &["sleep", "600"]);
+    let server = parent_of(guest).expect("the guest's parent");
+    assert_eq!(parent_of(server), Some(starter), "forked by the starter");
+    assert_eq!(session_of(server), Some(server), "in a session of its own");
+    assert!(
+        cmdline_of(server).contains(" -socket "),
+        "{}",
+        cmdline_of(server)
+    );
+    let environ = std::fs::read(format!("/proc/{server}/environ")).unwrap_or_default();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.contains("WASMCELL_CONFIG=") && environ.contains("WASMCELL_SHIM_GROUP=pod"),
+        "containerd's environment and the grouping: {environ}"
+    );
+    let cgroup = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok();
+    assert_eq!(
+        cgroup(server),
+        cgroup(containerd.pid().expect("containerd runs"))
+    );
+
+    // Anything but a well-formed server request with three fds is declined; the starter stays.
+    let socket = wasmcell_shim_front::starter::starter_socket(
+        &containerd.address().display().to_string(),
+        &wasmcell_tests::containerd::shim_bin_dir().join("containerd-shim-wasmcell-v1-core"),
+    )
+    .expect("the core's metadata");
+    for garbage in [&b""[..], b"\xff\xff\xff\x7f", b"\x04\0\0\0abcd"] {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream.write_all(garbage).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        assert_eq!(reply, b"d", "declined: {garbage:?}");
+    }
+    assert_eq!(
+        starters_of(&containerd),
+        vec![starter],
+        "it survives garbage"
+    );
+
+    nix_kill(starter);
+    let out = run_demo(&containerd, IMAGE, "after-kill", &[], &["echo", "ok"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "ok");
+    let replacement = new_starter(&containerd, Some(starter));
+    let guest_again = run_demo_detached(&containerd, "forked-again", &["sleep", "600"]);
+    let server_again = parent_of(guest_again).expect("the guest's parent");
+    assert_eq!(parent_of(server_again), Some(replacement));
+    assert!(
+        std::path::Path::new(&format!("/proc/{guest}")).exists(),
+        "running guests outlive a starter"
+    );
+    for id in ["forked", "forked-again"] {
+        delete_stopped_after_kill(&containerd, id);
+    }
+}
+
+/// The session of `pid` (`/proc/PID/stat` field 6).
+fn session_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
 }
 
 /// A shim killed with SIGKILL (as the OOM killer would) takes its guests with it, and

@@ -7,12 +7,14 @@
 //! left to undo. The core links wasmtime and glibc, whose loader start-up (mostly `cpuid` traps
 //! on a VM) costs about a millisecond per exec; the front is small and static. It answers
 //! `start` itself — with the shim already serving the container's group (a pod's containers
-//! after its sandbox, every container under `group = "namespace"`), or after spawning the core
-//! as that group's server, its one glibc start-up — and that common `delete`, and execs the
+//! after its sandbox, every container under `group = "namespace"`), or after having the
+//! [`starter`] fork that group's server (or, with none running, spawning the core as the
+//! server, its one glibc start-up) — and that common `delete`, and execs the
 //! core for everything else: a `delete` that finds a cgroup to empty, a `start` it cannot
 //! decide.
 
 pub mod group;
+pub mod starter;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

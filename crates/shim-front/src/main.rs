@@ -1,14 +1,19 @@
 //! `containerd-shim-wasmcell-v1`, the binary containerd execs: answers `start` (finding the
-//! group's shim, or starting the core as a new one) and the cleanup `delete` that finds nothing
-//! to empty, and execs the shim core (same arguments, same `argv[0]`) for every other action.
+//! group's shim, or starting the core as a new one: forked by the
+//! [starter](wasmcell_shim_front::starter) when one takes it) and the cleanup `delete` that
+//! finds nothing to empty, and execs the shim core (same arguments, same `argv[0]`) for every other action.
 //! See the library's docs for why.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use wasmcell_shim_front::group::{GROUP_ENV, Grouping, StartPlace, server_args};
+use wasmcell_shim_front::starter::{
+    START_ENV, StartRequest, request_start, starter_socket, starter_wanted,
+};
 use wasmcell_shim_front::{CORE_BINARY, ShimInvocation, delete_response, remove_bundle_leftovers};
 
 fn main() {
@@ -65,9 +70,11 @@ fn answer_start(invocation: &ShimInvocation, bundle: &Path, argv0: Option<&OsStr
     place.answer(bundle, &mut std::io::stdout()).is_ok()
 }
 
-/// Starts the core as the group's server (what containerd's `start` would otherwise have the
-/// core fork: one glibc start-up either way, and no short-lived core process) and waits until
-/// it serves or has failed: it closes its stdout, our pipe, either way.
+/// Starts the core as the group's server and waits until it serves or has failed: it closes
+/// its stdout, our pipe, either way. The server is forked by this containerd's starter when
+/// one takes the request (no loader start-up at all), else spawned (what containerd's `start`
+/// would otherwise have the core fork: one glibc start-up either way, and no short-lived core
+/// process).
 fn start_server(
     invocation: &ShimInvocation,
     bundle: &Path,
@@ -75,31 +82,66 @@ fn start_server(
     address: &str,
     argv0: Option<&OsString>,
 ) -> std::io::Result<()> {
+    let core = core_path();
     let (mut ready, ready_write) = std::io::pipe()?;
-    let mut command = std::process::Command::new(core_path());
-    if let Some(argv0) = argv0 {
-        command.arg0(argv0);
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    let mut args = vec![argv0.cloned().unwrap_or_else(|| core.clone().into())];
+    args.extend(server_args(
+        &invocation.namespace,
+        &invocation.id,
+        &invocation.address,
+        address,
+        invocation.debug,
+    ));
+    let forked = starter_wanted(std::env::var_os(START_ENV).as_deref())
+        && starter_socket(&invocation.address, &core).is_some_and(|socket| {
+            let request = StartRequest {
+                args: args.clone(),
+                env: environment_with(GROUP_ENV, grouping.name()),
+                cwd: bundle.to_owned(),
+            };
+            request_start(
+                &socket,
+                &request,
+                [null.as_fd(), ready_write.as_fd(), null.as_fd()],
+            )
+        });
+    if !forked {
+        let mut command = std::process::Command::new(&core);
+        command
+            .arg0(&args[0])
+            .args(&args[1..])
+            .current_dir(bundle)
+            .env(GROUP_ENV, grouping.name())
+            .stdin(null.try_clone()?)
+            .stdout(ready_write.try_clone()?)
+            .stderr(null.try_clone()?);
+        // Not waited for: the server outlives this process, as containerd expects.
+        let _server = command.spawn()?;
     }
-    command
-        .args(server_args(
-            &invocation.namespace,
-            &invocation.id,
-            &invocation.address,
-            address,
-            invocation.debug,
-        ))
-        .current_dir(bundle)
-        .env(GROUP_ENV, grouping.name())
-        .stdin(std::process::Stdio::null())
-        .stdout(ready_write)
-        .stderr(std::process::Stdio::null());
-    // Not waited for: the server outlives this process, as containerd expects.
-    let _server = command.spawn()?;
-    // `command` holds the pipe's write end; ours must be closed to see the server's close.
-    drop(command);
+    // Every copy of the pipe's write end but the server's must be closed to see it close.
+    drop((ready_write, null));
     let mut sink = Vec::new();
     ready.read_to_end(&mut sink)?;
     Ok(())
+}
+
+/// This process's environment as `KEY=VALUE` strings, with `key` set to `value`.
+fn environment_with(key: &str, value: &str) -> Vec<OsString> {
+    let mut env: Vec<OsString> = std::env::vars_os()
+        .filter(|(k, _)| k != key)
+        .map(|(k, v)| {
+            let mut pair = k;
+            pair.push("=");
+            pair.push(v);
+            pair
+        })
+        .collect();
+    env.push(format!("{key}={value}").into());
+    env
 }
 
 /// The core, installed next to this binary (or else found on `PATH`).

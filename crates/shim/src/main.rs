@@ -2,8 +2,10 @@
 //! front (`containerd-shim-wasmcell-v1`, crate `wasmcell-shim-front`) with containerd's
 //! arguments.
 //!
-//! One binary, several modes. As the shim: `start` forks the server (task service over ttrpc,
-//! on a single-threaded tokio runtime), `delete` cleans up after one that left a cgroup.
+//! One binary, several modes. As the shim: the server (task service over ttrpc, on a
+//! single-threaded tokio runtime), spawned by the front with `-socket` — which first forks the
+//! [`starter`] that forks later servers — or forked by `start` when the front could not decide;
+//! `delete` cleans up after one that left a cgroup.
 //! Forked by the server's launcher, or exec'd with `__wasmcell-guest PLAN`, it is a guest process
 //! that runs exactly one wasm program; exec'd by a guest with `__wasmcell-compile …` it compiles
 //! that program into the cache and exits; started by the shim with `__wasmcell-optimize …` it
@@ -31,6 +33,7 @@ mod service;
 mod shim;
 mod shim_log;
 mod signatures;
+mod starter;
 mod stdio;
 mod zygote;
 
@@ -73,7 +76,12 @@ fn main() {
     if let Some(code) = bootstrap::act_if_asked(&args) {
         std::process::exit(code);
     }
-    let zygote = serving(&args)
+    let server = server_flags(&args);
+    if let Some(flags) = &server {
+        // First, while the heap is nearly empty: every server it forks inherits it.
+        starter::start_if_absent(&flags.address);
+    }
+    let zygote = (server.is_some() && launcher_wanted())
         .then(|| zygote_or_exec(args.clone()))
         .flatten();
     std::process::exit(bootstrap::run(&args, zygote));
@@ -97,10 +105,11 @@ fn launcher_wanted() -> bool {
     std::env::var_os(zygote::GUEST_START_ENV).is_none_or(|v| v != "exec")
 }
 
-/// Whether this process is a server exec'd with `-socket` (`start` forks its own): only the
-/// server forks guests, so only it wants a [`zygote`], and only if [`launcher_wanted`].
-fn serving(args: &[std::ffi::OsString]) -> bool {
-    launcher_wanted()
-        && containerd_shim::parse(args.get(1..).unwrap_or_default())
-            .is_ok_and(|flags| flags.action.is_empty() && !flags.info && !flags.socket.is_empty())
+/// The flags of a server exec'd with `-socket` (`start` forks its own); `None` for any other
+/// mode. Only a server forks guests, so only it wants a [`zygote`] (if [`launcher_wanted`]),
+/// and only an exec'd one pays the loader's start-up that a [`starter`] saves the next.
+fn server_flags(args: &[std::ffi::OsString]) -> Option<containerd_shim::Flags> {
+    containerd_shim::parse(args.get(1..).unwrap_or_default())
+        .ok()
+        .filter(|flags| flags.action.is_empty() && !flags.info && !flags.socket.is_empty())
 }

@@ -218,8 +218,8 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid, server_args: Vec<OsString>) 
     let title = zygote_title(server_args);
     detach_from_server(&socket);
     set_command_line(&title);
-    // Already done before `start` forked the server; a server exec'd by an older `start`
-    // has not, and every guest inherits what this process knows.
+    // Already done in a server forked by the starter (or by `start`); an exec'd server has
+    // not, and every guest inherits what this process knows.
     wasmcell_engine::detect_cpu_features();
     let mut body = vec![0u8; MAX_REQUEST];
     loop {
