@@ -1537,8 +1537,9 @@ fn new_starter(containerd: &Containerd, old: Option<u32>) -> u32 {
 /// not that server's child — forks the later pods' servers: such a server is the
 /// starter's child in a session of its own, shows a server's command line, has containerd's
 /// environment and the grouping, and is in containerd's cgroups. Garbage on the starter's
-/// socket is declined and leaves it serving. A SIGKILLed starter costs nothing but speed: the
-/// next pod's server is spawned, forks a new starter, and running pods are untouched.
+/// socket is declined and leaves it serving; a front in another namespace is declined and the
+/// starter retires. A gone or SIGKILLed starter costs nothing but speed: the next pod's server
+/// is spawned and forks a new starter, and running pods are untouched.
 fn later_servers_are_forked_by_the_starter_which_can_die(version: Version) {
     let Some(containerd) = containerd_with_demo(version) else {
         return;
@@ -1593,6 +1594,30 @@ fn later_servers_are_forked_by_the_starter_which_can_die(version: Version) {
         vec![starter],
         "it survives garbage"
     );
+
+    // A front in another namespace (its containerd moved) is declined, and the starter retires.
+    let foreign = Command::new("unshare")
+        .args(["--uts", "perl", "-MIO::Socket::UNIX", "-e"])
+        .arg("my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die $!; $s->recv(my $r, 1); print $r")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(foreign.stdout, b"d", "{}", text(&foreign.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while starters_of(&containerd).contains(&starter) {
+        assert!(Instant::now() < deadline, "the starter did not retire");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run_demo(
+        &containerd,
+        IMAGE,
+        "after-retiring",
+        &[],
+        &["echo", "ok"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let starter = new_starter(&containerd, Some(starter));
 
     nix_kill(starter);
     let out = run_demo(&containerd, IMAGE, "after-kill", &[], &["echo", "ok"], b"");

@@ -11,24 +11,34 @@ use std::os::unix::ffi::OsStrExt;
 
 /// Closes every fd from `first` up.
 pub fn close_from(first: RawFd) -> std::io::Result<()> {
-    // SAFETY: close_range takes plain integers; every fd it closes is one this process owns
-    // and no longer uses (callers drop their OwnedFds first).
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            0,
-        )
+    close_from_but(first, None)
+}
+
+/// Closes every fd from `first` up but `keep`.
+pub fn close_from_but(first: RawFd, keep: Option<RawFd>) -> std::io::Result<()> {
+    let all = libc::c_uint::MAX;
+    let gap = keep.and_then(|fd| libc::c_uint::try_from(fd).ok());
+    let first = libc::c_uint::try_from(first).unwrap_or(0);
+    let none = (1, 0); // an empty range: close_range is not called for it
+    let ranges = match gap {
+        Some(keep) if keep > first => [(first, keep - 1), (keep + 1, all)],
+        Some(keep) if keep == first => [none, (keep + 1, all)],
+        _ => [none, (first, all)],
     };
-    if rc == 0 {
+    // SAFETY: close_range takes plain integers; every fd it closes is one this process owns
+    // and no longer uses (callers drop their OwnedFds first, and keep what they still use).
+    #[allow(unsafe_code)]
+    let closed = ranges
+        .iter()
+        .filter(|&&(low, high)| low <= high)
+        .all(|&(low, high)| unsafe { libc::syscall(libc::SYS_close_range, low, high, 0) } == 0);
+    if closed {
         return Ok(());
     }
     let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd >= first)
+        .filter(|&fd| fd as libc::c_uint >= first && Some(fd) != keep)
         .collect();
     for fd in open {
         // SAFETY: as above; EBADF for the listing's own, already closed fd is harmless.

@@ -366,7 +366,9 @@ fn take_the_fronts_place(
     nix::unistd::dup2_stdout(&stdout)?;
     nix::unistd::dup2_stderr(&stderr)?;
     drop((stdin, stdout, stderr));
-    close_all_but(connection.as_raw_fd())?;
+    // The listener, the lock and anything else of the starter's (the lock's `flock` belongs to
+    // the open file, which the starter keeps).
+    crate::forked::close_from_but(3, Some(connection.as_raw_fd()))?;
     std::env::set_current_dir(&request.cwd)?;
     let old: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
     // SAFETY: this process has a single thread (see `handle`), so nothing reads the
@@ -389,25 +391,6 @@ fn take_the_fronts_place(
         }
     }
     crate::forked::set_command_line(&request.args);
-    Ok(())
-}
-
-/// Closes every fd from 3 up but `keep` (the listener, the lock and whatever else the starter
-/// holds: the lock's `flock` belongs to the open file, which the starter keeps).
-fn close_all_but(keep: i32) -> std::io::Result<()> {
-    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd >= 3 && fd != keep)
-        .collect();
-    for fd in open {
-        // SAFETY: every fd listed is one this process owns and no longer uses (the only
-        // owned handle kept is `keep`); EBADF for the listing's own closed fd is harmless.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::close(fd);
-        }
-    }
     Ok(())
 }
 
