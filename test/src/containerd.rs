@@ -52,6 +52,8 @@ pub struct Containerd {
     cache: PathBuf,
     /// The CNI bridge created for CRI pods, removed on drop.
     bridge: Option<String>,
+    /// Environment variables given to the daemon (and so to its shims) besides the usual.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     _temp: tempfile::TempDir,
 }
@@ -128,7 +130,7 @@ impl Containerd {
             None => crate::target_dir().join("wasmcell-test-cache"),
         };
         std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
-        let child = spawn_daemon(&bin, &dir, &cache)?;
+        let child = spawn_daemon(&bin, &dir, &cache, &[])?;
         let mut containerd = Containerd {
             version,
             namespace,
@@ -136,6 +138,7 @@ impl Containerd {
             bin,
             cache,
             bridge,
+            env: Vec::new(),
             child: Some(child),
             _temp: temp,
         };
@@ -146,8 +149,15 @@ impl Containerd {
     /// Stops the daemon (not its shims) and starts it again on the same state.
     pub fn restart(&mut self) -> Result<(), String> {
         self.stop_daemon();
-        self.child = Some(spawn_daemon(&self.bin, &self.dir, &self.cache)?);
+        self.child = Some(spawn_daemon(&self.bin, &self.dir, &self.cache, &self.env)?);
         self.wait_ready()
+    }
+
+    /// Restarts the daemon as [`restart`](Self::restart) does, with `key=value` in its
+    /// environment from now on (shims inherit containerd's environment).
+    pub fn restart_with_env(&mut self, key: &str, value: &str) -> Result<(), String> {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self.restart()
     }
 
     /// SIGKILLs the daemon, as an OOM kill or a node fault would (no clean database close, shims
@@ -157,7 +167,7 @@ impl Containerd {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.child = Some(spawn_daemon(&self.bin, &self.dir, &self.cache)?);
+        self.child = Some(spawn_daemon(&self.bin, &self.dir, &self.cache, &self.env)?);
         self.wait_ready()
     }
 
@@ -234,7 +244,12 @@ pub fn shim_bin_dir() -> PathBuf {
 }
 
 /// Starts containerd with the freshly built shim first on its PATH and a private compile cache.
-fn spawn_daemon(bin: &Path, dir: &Path, cache: &Path) -> Result<Child, String> {
+fn spawn_daemon(
+    bin: &Path,
+    dir: &Path,
+    cache: &Path,
+    env: &[(String, String)],
+) -> Result<Child, String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -256,6 +271,7 @@ fn spawn_daemon(bin: &Path, dir: &Path, cache: &Path) -> Result<Child, String> {
         // Never the machine's /etc/wasmcell/config.toml: tests write this file when they
         // need a shim config.
         .env("WASMCELL_CONFIG", dir.join(SHIM_CONFIG))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)

@@ -34,6 +34,7 @@ on_2_1_and_1_7!(
     a_guest_killed_while_compiling_leaves_nothing_behind,
     guests_come_from_the_launcher_and_outlive_it,
     later_servers_are_forked_by_the_starter_which_can_die,
+    no_starter_is_asked_or_started_under_shim_start_exec,
     a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code,
 );
 
@@ -1634,6 +1635,33 @@ fn later_servers_are_forked_by_the_starter_which_can_die(version: Version) {
     for id in ["forked", "forked-again"] {
         delete_stopped_after_kill(&containerd, id);
     }
+}
+
+/// `WASMCELL_SHIM_START=exec` in containerd's environment: every pod's server is spawned by
+/// its front (adopted once the front exits), and no starter is ever started or asked.
+fn no_starter_is_asked_or_started_under_shim_start_exec(version: Version) {
+    let Some(mut containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    containerd
+        .restart_with_env("WASMCELL_SHIM_START", "exec")
+        .expect("containerd restarts");
+    let out = run_demo(&containerd, IMAGE, "first", &[], &["echo", "first"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let guest = run_demo_detached(&containerd, "spawned", &["sleep", "600"]);
+    let server = parent_of(guest).expect("the guest's parent");
+    assert!(
+        cmdline_of(server).contains(" -socket "),
+        "{}",
+        cmdline_of(server)
+    );
+    let adopter = parent_of(server).expect("the server's parent");
+    assert!(
+        !cmdline_of(adopter).contains("wasmcell-shim-starter"),
+        "spawned, not forked by a starter"
+    );
+    assert_eq!(starters_of(&containerd), Vec::<u32>::new());
+    delete_stopped_after_kill(&containerd, "spawned");
 }
 
 /// The session of `pid` (`/proc/PID/stat` field 6).
