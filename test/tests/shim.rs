@@ -1599,7 +1599,10 @@ fn later_servers_are_forked_by_the_starter_which_can_die(version: Version) {
     // A front in another namespace (its containerd moved) is declined, and the starter retires.
     let foreign = Command::new("unshare")
         .args(["--uts", "perl", "-MIO::Socket::UNIX", "-e"])
-        .arg("my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die $!; $s->recv(my $r, 1); print $r")
+        .arg(concat!(
+            "my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die $!; ",
+            "$s->recv(my $r, 1); print $r"
+        ))
         .arg(&socket)
         .output()
         .unwrap();

@@ -1,8 +1,8 @@
 //! `containerd-shim-wasmcell-v1`, the binary containerd execs: answers `start` (finding the
 //! group's shim, or starting the core as a new one: forked by the
 //! [starter](wasmcell_shim_front::starter) when one takes it) and the cleanup `delete` that
-//! finds nothing to empty, and execs the shim core (same arguments, same `argv[0]`) for every other action.
-//! See the library's docs for why.
+//! finds nothing to empty, and execs the shim core (same arguments, same `argv[0]`) for every
+//! other action. See the library's docs for why.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};

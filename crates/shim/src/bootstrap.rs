@@ -217,9 +217,7 @@ fn become_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping, ready: 
             return 1;
         }
     };
-    let zygote = crate::launcher_wanted()
-        .then(|| crate::zygote_or_exec(args))
-        .flatten();
+    let zygote = crate::launcher_if_wanted(args);
     serve_on_new_runtime(&flags, zygote)
 }
 

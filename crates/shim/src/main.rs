@@ -81,15 +81,21 @@ fn main() {
         // First, while the heap is nearly empty: every server it forks inherits it.
         starter::start_if_absent(&flags.address);
     }
-    let zygote = (server.is_some() && launcher_wanted())
-        .then(|| zygote_or_exec(args.clone()))
+    let zygote = server
+        .is_some()
+        .then(|| launcher_if_wanted(args.clone()))
         .flatten();
     std::process::exit(bootstrap::run(&args, zygote));
 }
 
-/// Forks the guest launcher for a server whose command line is `server_args`; `None` (guests
-/// will be exec'd) if that fails. Call only while this process has a single thread.
-fn zygote_or_exec(server_args: Vec<std::ffi::OsString>) -> Option<zygote::Zygote> {
+/// Forks the guest launcher for a server whose command line is `server_args`, unless
+/// containerd's environment has `WASMCELL_GUEST_START=exec` (every guest a fresh exec); `None`
+/// (guests will be exec'd) then, or if the fork fails. Call only while this process has a
+/// single thread.
+fn launcher_if_wanted(server_args: Vec<std::ffi::OsString>) -> Option<zygote::Zygote> {
+    if std::env::var_os(zygote::GUEST_START_ENV).is_some_and(|v| v == "exec") {
+        return None;
+    }
     match zygote::Zygote::fork(server_args) {
         Ok(zygote) => Some(zygote),
         Err(e) => {
@@ -99,14 +105,8 @@ fn zygote_or_exec(server_args: Vec<std::ffi::OsString>) -> Option<zygote::Zygote
     }
 }
 
-/// Whether a server forks a launcher for its guests: unless containerd's environment has
-/// `WASMCELL_GUEST_START=exec` (every guest a fresh exec).
-fn launcher_wanted() -> bool {
-    std::env::var_os(zygote::GUEST_START_ENV).is_none_or(|v| v != "exec")
-}
-
 /// The flags of a server exec'd with `-socket` (`start` forks its own); `None` for any other
-/// mode. Only a server forks guests, so only it wants a [`zygote`] (if [`launcher_wanted`]),
+/// mode. Only a server forks guests, so only it wants a [`zygote`] (see [`launcher_if_wanted`]),
 /// and only an exec'd one pays the loader's start-up that a [`starter`] saves the next.
 fn server_flags(args: &[std::ffi::OsString]) -> Option<containerd_shim::Flags> {
     containerd_shim::parse(args.get(1..).unwrap_or_default())

@@ -6,10 +6,11 @@
 //! Life: a server the front had to spawn forks one ([`start_if_absent`]) before anything else,
 //! orphaned (adopted by containerd if it is a subreaper, else by init) rather than left the
 //! server's child. It holds an `flock` on `SOCKET.lock` for its whole life, so at most one
-//! serves a socket; it leaves after [`IDLE_LIMIT`] without a request, when its containerd no longer answers, or when
-//! a front arrives whose cgroups, namespaces or privileges are not its own (its containerd
-//! moved: the front then spawns the core, whose server forks a fresh starter). It never touches
-//! a container, and its children are reaped by the kernel (`SIGCHLD` ignored).
+//! serves a socket; it leaves after [`IDLE_LIMIT`] without a request, when its containerd no
+//! longer answers, or when a front arrives whose cgroups, namespaces or privileges are not its
+//! own (its containerd moved: the front then spawns the core, whose server forks a fresh
+//! starter). It never touches a container, and its children are reaped by the kernel
+//! (`SIGCHLD` ignored).
 //!
 //! The server it forks for a request takes the front's place — its stdin, stdout and stderr,
 //! the command line, environment and working directory it sent, its rlimits, OOM score and
@@ -305,9 +306,8 @@ fn read_request(connection: &mut UnixStream) -> Option<([OwnedFd; 3], StartReque
     connection.read_exact(&mut body).ok()?;
     let request = StartRequest::decode(&body).ok()?;
     // Only a server's command line (`-socket`, no action) is started this way.
-    let flags = containerd_shim::parse(request.args.get(1..)?).ok()?;
-    (flags.action.is_empty() && !flags.info && !flags.socket.is_empty())
-        .then_some((streams, request))
+    crate::server_flags(&request.args)?;
+    Some((streams, request))
 }
 
 /// In the forked child: take the front's place, accept, and serve as a spawned server would.
@@ -326,9 +326,7 @@ fn become_server(
         exit_now(1); // the front gave up waiting and starts the server itself
     }
     drop(connection);
-    let zygote = crate::launcher_wanted()
-        .then(|| crate::zygote_or_exec(request.args.clone()))
-        .flatten();
+    let zygote = crate::launcher_if_wanted(request.args.clone());
     std::process::exit(crate::bootstrap::run(&request.args, zygote))
 }
 
