@@ -58,7 +58,8 @@ def load_version(out, ver):
         with open(path) as f:
             for row in csv.DictReader(f, delimiter="\t"):
                 key = (row["runtime"], row["signal"])
-                signals.setdefault(key, []).append((int(row["us"]) / 1000.0, row["status"]))
+                signals.setdefault(key, []).append(
+                    (int(row["us"]) / 1000.0, int(row["killer_us"]) / 1000.0, row["status"]))
     throughput = {}
     path = os.path.join(raw, "throughput.tsv")
     if os.path.exists(path):
@@ -167,12 +168,14 @@ def figures(meta, lat, pss, reject, signals, throughput, cold, cpu):
         fig["pss_mib_per_container_n50"] = fig["pss_mib_per_container_n50_wasmcell"]
     fig["max_concurrent_containers_ok"] = max(pss["wasmcell"]) if pss["wasmcell"] else None
     for (runtime, sig), runs in sorted(signals.items()):
-        ms = [m for m, _ in runs]
+        ms = [m for m, _, _ in runs]
         name = sig.lower().removeprefix("sig")
         fig[f"{name}_to_exit_ms_{runtime}"] = r2(statistics.median(ms))
         fig[f"{name}_to_exit_ms_min_{runtime}"] = r2(min(ms))
         fig[f"{name}_to_exit_ms_max_{runtime}"] = r2(max(ms))
-        fig[f"{name}_exit_statuses_{runtime}"] = sorted({s for _, s in runs})
+        # The part of it that is `ctr task kill` itself (its start-up, the Kill call, its exit).
+        fig[f"{name}_ctr_kill_ms_{runtime}"] = r2(statistics.median(k for _, k, _ in runs))
+        fig[f"{name}_exit_statuses_{runtime}"] = sorted({s for _, _, s in runs})
     fig["sigterm_to_exit_ms"] = fig.get("term_to_exit_ms_wasmcell")
     fig["sigkill_to_exit_ms"] = fig.get("kill_to_exit_ms_wasmcell")
     for r in RUNTIMES:
@@ -297,6 +300,10 @@ def table(fig):
                 f"{fmt(fig[f'{name}_to_exit_ms_min_wasmcell'])} / {fmt(fig[f'{name}_to_exit_ms_max_wasmcell'])}",
                 f"{fmt(fig[f'{name}_to_exit_ms_min_runc'])} / {fmt(fig[f'{name}_to_exit_ms_max_runc'])}",
                 "", None)
+            row(f"… of which `ctr task kill` itself, median (ms)", fig[f"{name}_ctr_kill_ms_wasmcell"],
+                fig[f"{name}_ctr_kill_ms_runc"], "", None)
+            row(f"… exit statuses", " ".join(fig[f"{name}_exit_statuses_wasmcell"]),
+                " ".join(fig[f"{name}_exit_statuses_runc"]), "", None)
     for par in fig.get("throughput_parallel", []):
         row(f"throughput through containerd's API, echo, {par} in parallel (tasks/s)",
             fig.get(f"throughput_tasks_per_s_parallel{par}_wasmcell"),
