@@ -4,7 +4,10 @@
 //! and kill, OOM, stats and isolation follow Linux process semantics.
 //!
 //! Handshake with the shim over two pipes installed as fds 3 and 4:
-//! 1. wait for `c` on fd 3 (the shim has put this process in the container's cgroup);
+//! 1. wait for `c` on fd 3 (the shim has put this process in the container's cgroup), or for
+//!    `j` and a list of cgroup v1 `tasks` files ([`join_message`]): join those cgroups by
+//!    writing `0` to each, which a process moving itself does without the kernel's global
+//!    migration lock (see [`crate::cgroup::ContainerCgroup::self_join_files`]);
 //! 2. load the plan, compile or load the program from the cache, confine this process
 //!    ([`crate::confine`]), report `ok …` or `error …` as one line on fd 4 (after any
 //!    `warn …` lines for the shim's log and an `optimize PATH` line when baseline code runs
@@ -54,8 +57,15 @@ pub fn main(plan_path: &Path) -> i32 {
     #[allow(unsafe_code)]
     let (mut control, mut status) =
         unsafe { (File::from_raw_fd(CONTROL_FD), File::from_raw_fd(STATUS_FD)) };
-    if read_byte(&mut control) != Some(b'c') {
-        return EXIT_SETUP;
+    match read_byte(&mut control) {
+        Some(CONTROL_CONTINUE) => {}
+        Some(CONTROL_JOIN) => {
+            if let Err(message) = read_join(&mut control).and_then(|files| join_cgroups(&files)) {
+                report(&mut status, Err(message));
+                return EXIT_SETUP;
+            }
+        }
+        _ => return EXIT_SETUP,
     }
     exit_on_signals_as_init();
     let plan = read_plan(plan_path);
@@ -513,6 +523,88 @@ fn check_declared_matches(declared: &[String], imported: &[String]) -> Result<()
     Err(message)
 }
 
+/// Control byte: go on with the setup, the shim placed this process in its cgroup.
+pub const CONTROL_CONTINUE: u8 = b'c';
+/// Control byte: join the cgroups that follow ([`join_message`]), then go on with the setup.
+pub const CONTROL_JOIN: u8 = b'j';
+/// Longest list of `tasks` paths a join message carries: far above any real one (one path per
+/// v1 hierarchy), and below a pipe's capacity, so the shim's write never blocks.
+const MAX_JOIN_BYTES: usize = 32 * 1024;
+
+/// The control message that has the guest join the cgroups whose v1 `tasks` files are `files`:
+/// [`CONTROL_JOIN`], the byte length of the list as 4 little-endian bytes, then the paths, one
+/// per line. `None` if the list is longer than [`MAX_JOIN_BYTES`] or a path has a newline.
+pub fn join_message(files: &[PathBuf]) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut list = Vec::new();
+    for file in files {
+        let bytes = file.as_os_str().as_bytes();
+        if bytes.contains(&b'\n') {
+            return None;
+        }
+        list.extend_from_slice(bytes);
+        list.push(b'\n');
+    }
+    if list.len() > MAX_JOIN_BYTES {
+        return None;
+    }
+    let mut message = vec![CONTROL_JOIN];
+    message.extend_from_slice(&u32::try_from(list.len()).ok()?.to_le_bytes());
+    message.extend_from_slice(&list);
+    Some(message)
+}
+
+/// Reads the list of a join message whose [`CONTROL_JOIN`] byte was read: exactly its bytes, so
+/// the later `s` is not consumed.
+fn read_join(control: &mut impl Read) -> Result<Vec<PathBuf>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut length = [0u8; 4];
+    control
+        .read_exact(&mut length)
+        .map_err(|e| format!("reading the cgroups to join from the shim: {e}"))?;
+    let length = u32::from_le_bytes(length) as usize;
+    if length > MAX_JOIN_BYTES {
+        return Err(format!(
+            "the shim's list of cgroups to join is {length} bytes, more than {MAX_JOIN_BYTES}"
+        ));
+    }
+    let mut list = vec![0u8; length];
+    control
+        .read_exact(&mut list)
+        .map_err(|e| format!("reading the cgroups to join from the shim: {e}"))?;
+    Ok(list
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| PathBuf::from(std::ffi::OsStr::from_bytes(line)))
+        .collect())
+}
+
+/// Moves this process, which must have a single thread, into each cgroup v1 `tasks` file's
+/// cgroup.
+fn join_cgroups(files: &[PathBuf]) -> Result<(), String> {
+    // A thread moves alone: with another thread, that one would stay outside the cgroup.
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("reading /proc/self/status before joining the cgroup: {e}"))?;
+    let threads = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .map(str::trim);
+    if threads != Some("1") {
+        return Err(format!(
+            "the guest has {} threads, not one, so it cannot join its cgroup by itself",
+            threads.unwrap_or("an unknown number of")
+        ));
+    }
+    for file in files {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(file)
+            .and_then(|mut tasks| tasks.write_all(b"0"))
+            .map_err(|e| format!("joining the container's cgroup {}: {e}", file.display()))?;
+    }
+    Ok(())
+}
+
 fn read_byte(file: &mut File) -> Option<u8> {
     let mut byte = [0u8; 1];
     match file.read(&mut byte) {
@@ -546,5 +638,34 @@ mod tests {
             invented.ends_with("declared but not imported: wasi:sockets/tcp@0.2.0"),
             "{invented}"
         );
+    }
+
+    /// The join list arrives whole and the `s` behind it stays unread; a list the guest
+    /// cannot trust (truncated, oversized) is refused by name, and the shim never builds one
+    /// it could not send in one write.
+    #[test]
+    fn a_join_message_round_trips_and_bad_ones_are_named() {
+        let files = vec![
+            PathBuf::from("/sys/fs/cgroup/memory/k8s.io/abc/tasks"),
+            PathBuf::from("/sys/fs/cgroup/pids/k8s.io/abc/tasks"),
+        ];
+        let mut stream = join_message(&files).unwrap_or_default();
+        assert_eq!(stream.first(), Some(&CONTROL_JOIN));
+        stream.push(b's');
+        let mut reader = &stream[1..];
+        assert_eq!(read_join(&mut reader).ok(), Some(files));
+        assert_eq!(reader, b"s");
+
+        let mut truncated: &[u8] = &stream[1..stream.len() - 5];
+        let error = read_join(&mut truncated).err().unwrap_or_default();
+        assert!(error.contains("reading the cgroups to join"), "{error}");
+
+        let oversized = u32::MAX.to_le_bytes();
+        let error = read_join(&mut &oversized[..]).err().unwrap_or_default();
+        assert!(error.contains("more than"), "{error}");
+
+        assert!(join_message(&[PathBuf::from("/a\nb/tasks")]).is_none());
+        let many = vec![PathBuf::from(format!("/{}/tasks", "x".repeat(1000))); 40];
+        assert!(join_message(&many).is_none());
     }
 }

@@ -19,7 +19,7 @@ use nix::fcntl::OFlag;
 use crate::cgroup::ContainerCgroup;
 use crate::confine::NsAction;
 use crate::confine::namespaces::PidNamespaceForChildren;
-use crate::guest::{CONTROL_FD, GUEST_ARG, STATUS_FD};
+use crate::guest::{CONTROL_CONTINUE, CONTROL_FD, GUEST_ARG, STATUS_FD, join_message};
 use crate::plan::NetworkMode;
 use crate::stdio::GuestStdio;
 use crate::zygote::{GuestFds, Zygote, ZygoteError};
@@ -293,13 +293,23 @@ impl ForkedGuest {
             );
             e
         };
-        if let Some(cgroup) = cgroup {
-            cgroup
-                .add(pid)
-                .map_err(|e| abort(SpawnError::Setup(e.to_string())))?;
-        }
-        // One byte into an empty pipe: never blocks.
-        control.write_all(b"c").map_err(|e| {
+        // On cgroup v1 the guest joins by itself, which costs the kernel no RCU grace period
+        // (the shim's write of its pid would wait for one, blocking this runtime's thread).
+        let join = cgroup
+            .and_then(ContainerCgroup::self_join_files)
+            .and_then(|files| join_message(&files));
+        let message = match (cgroup, join) {
+            (_, Some(join)) => join,
+            (Some(cgroup), None) => {
+                cgroup
+                    .add(pid)
+                    .map_err(|e| abort(SpawnError::Setup(e.to_string())))?;
+                vec![CONTROL_CONTINUE]
+            }
+            (None, None) => vec![CONTROL_CONTINUE],
+        };
+        // Into an empty pipe, at most a pipe's capacity: never blocks.
+        control.write_all(&message).map_err(|e| {
             abort(SpawnError::Io {
                 what: "signalling the guest".into(),
                 source: e,
