@@ -37,6 +37,59 @@ pub use run::{ExitStatus, IdleTask, Preopen, RunSpec, Stdio};
 pub use serve::{EPOCH_TICK, ServeLimits, ServeSpec, ServeSummary};
 pub use serve_p3::InstanceReuse;
 
+/// A program's wasm bytes with their sha256 (hex): the compile cache's key, and the OCI digest
+/// of a layer holding exactly these bytes. Hashed once however many cache steps a start takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Wasm<'a> {
+    bytes: &'a [u8],
+    sha256: [u8; 32],
+}
+
+impl<'a> Wasm<'a> {
+    /// `bytes`, hashed here.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Wasm {
+            bytes,
+            sha256: Sha256::digest(bytes).into(),
+        }
+    }
+
+    /// `bytes` whose sha256 the caller has already verified (a layer read from containerd's
+    /// content store against its digest, and not changed since), as 64 hex digits. `None` if
+    /// `sha256` is not 64 hex digits. Entries are cached and looked up under it, so a wrong one
+    /// would map another program's code: pass only a digest checked against these bytes.
+    pub fn with_verified_sha256(bytes: &'a [u8], sha256: &str) -> Option<Self> {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(sha256, &mut digest).ok()?;
+        Some(Wasm {
+            bytes,
+            sha256: digest,
+        })
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The sha256 in lowercase hex.
+    pub fn sha256(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Wasm<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Wasm::new(bytes)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Wasm<'a> {
+    fn from(bytes: &'a Vec<u8>) -> Self {
+        Wasm::new(bytes)
+    }
+}
+
 /// Where the node keeps compiled code unless [`CACHE_DIR_ENV`] says otherwise: the shim's
 /// guests read it, and `wasmcell import`/`pull` fill it ahead. Entries are keyed by content and
 /// engine fingerprint and verified before use, so one cache can serve every containerd on the
@@ -238,13 +291,15 @@ impl WasmEngine {
     /// a long-lived guest). It runs while this process holds the entry's compile lock, so it
     /// must not take that lock itself. If it fails or leaves no loadable entry, this process
     /// compiles itself, as `load` does.
-    pub fn load_with(
+    pub fn load_with<'a>(
         &self,
-        wasm: &[u8],
+        wasm: impl Into<Wasm<'a>>,
         compile_elsewhere: Option<&dyn Fn() -> Result<(), String>>,
     ) -> Result<(Program, LoadOutcome), EngineError> {
+        let wasm = wasm.into();
+        let sha256 = wasm.sha256();
+        let wasm = wasm.bytes();
         let kind = kind_of(wasm)?;
-        let sha256 = hex::encode(Sha256::digest(wasm));
         let Some(cache) = &self.cache else {
             let program = match kind {
                 Kind::Module => {
@@ -360,12 +415,16 @@ impl WasmEngine {
     /// The program from the cache if its entry is there and loads; `None` otherwise (no cache,
     /// a miss, or an entry that [`WasmEngine::load`] would replace). Never compiles and takes
     /// no lock.
-    pub fn load_if_cached(&self, wasm: &[u8]) -> Result<Option<Program>, EngineError> {
-        let kind = kind_of(wasm)?;
+    pub fn load_if_cached<'a>(
+        &self,
+        wasm: impl Into<Wasm<'a>>,
+    ) -> Result<Option<Program>, EngineError> {
+        let wasm = wasm.into();
+        let kind = kind_of(wasm.bytes())?;
         let Some(cache) = &self.cache else {
             return Ok(None);
         };
-        let sha256 = hex::encode(Sha256::digest(wasm));
+        let sha256 = wasm.sha256();
         Ok(match cache.lookup(&sha256) {
             Lookup::Verified { path, file } => self.load_entry(kind, &path, &file).ok(),
             _ => None,
@@ -374,11 +433,15 @@ impl WasmEngine {
 
     /// Keeps a copy of `wasm` in this engine's cache directory for
     /// [`WasmEngine::optimize_stashed`] in another process, and returns its path.
-    pub fn stash_for_optimizer(&self, wasm: &[u8]) -> Result<PathBuf, EngineError> {
+    pub fn stash_for_optimizer<'a>(
+        &self,
+        wasm: impl Into<Wasm<'a>>,
+    ) -> Result<PathBuf, EngineError> {
+        let wasm = wasm.into();
         let cache = self.cache.as_ref().ok_or(EngineError::NoCache)?;
-        let sha256 = hex::encode(Sha256::digest(wasm));
+        let sha256 = wasm.sha256();
         cache
-            .store_source(&sha256, wasm)
+            .store_source(&sha256, wasm.bytes())
             .map_err(|source| EngineError::Store { sha256, source })
     }
 

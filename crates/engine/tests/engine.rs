@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use wasmcell_engine::{
     EngineOptions, ExitStatus, LoadOutcome, OptimizeOutcome, Policy, Preopen, Program, RunSpec,
-    Stdio, Tier, WasmEngine,
+    Stdio, Tier, Wasm, WasmEngine,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -1048,5 +1048,29 @@ fn a_miss_is_compiled_elsewhere_when_it_can_be_and_here_when_not() -> TestResult
         err.to_string(),
         "no compile cache is configured to compile into"
     );
+    Ok(())
+}
+
+/// A digest the caller verified keys the same cache entry as hashing the bytes would, so a
+/// program compiled on import is found by a guest that skips hashing; a digest that is not
+/// 64 hex digits is not taken.
+#[test]
+fn a_verified_sha256_keys_the_same_entry_as_the_bytes() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let engine = WasmEngine::new(EngineOptions {
+        cache_dir: Some(tmp.path().to_owned()),
+        ..Default::default()
+    })?;
+    let wasm = hello_module();
+    let hashed = Wasm::new(&wasm);
+    let sha256 = hashed.sha256();
+    let verified = Wasm::with_verified_sha256(&wasm, &sha256).ok_or("digest refused")?;
+    assert_eq!(verified.sha256(), sha256);
+    assert!(engine.load_if_cached(verified)?.is_none());
+    engine.load(&wasm)?;
+    assert!(engine.load_if_cached(verified)?.is_some());
+    for bad in ["", "abc", &sha256[1..], &format!("{}zz", &sha256[2..])] {
+        assert!(Wasm::with_verified_sha256(&wasm, bad).is_none(), "{bad:?}");
+    }
     Ok(())
 }

@@ -29,7 +29,8 @@ use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 use wasmcell_engine::{
-    EngineOptions, ExitStatus, IdleTask, LoadOutcome, Policy, Preopen, RunSpec, Tier, WasmEngine,
+    EngineOptions, ExitStatus, IdleTask, LoadOutcome, Policy, Preopen, RunSpec, Tier, Wasm,
+    WasmEngine,
 };
 
 use crate::compiler::Purpose;
@@ -345,8 +346,14 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         program,
         outcome,
         optimize,
-    } = load(engine, &bytes, plan, purpose, &mut warnings)
-        .map_err(|e| format!("program {name:?}: {}", with_causes(&e)))?;
+    } = load(
+        engine,
+        program_wasm(&bytes, plan),
+        plan,
+        purpose,
+        &mut warnings,
+    )
+    .map_err(|e| format!("program {name:?}: {}", with_causes(&e)))?;
     // Refuse at create, naming every import, rather than failing after start.
     if let Some(declared) = &plan.declared_imports {
         check_declared_matches(declared, &engine.imports(&program))
@@ -417,7 +424,7 @@ struct Loaded {
 /// helper so this long-lived process keeps no compiler memory.
 fn load(
     engine: WasmEngine,
-    wasm: &[u8],
+    wasm: Wasm<'_>,
     plan: &GuestPlan,
     purpose: Purpose,
     warnings: &mut Vec<String>,
@@ -467,9 +474,17 @@ fn load(
     })
 }
 
+/// The program's bytes with their sha256: the one the shim verified, else hashed here.
+fn program_wasm<'a>(bytes: &'a [u8], plan: &GuestPlan) -> Wasm<'a> {
+    plan.program_sha256
+        .as_deref()
+        .and_then(|sha256| Wasm::with_verified_sha256(bytes, sha256))
+        .unwrap_or_else(|| Wasm::new(bytes))
+}
+
 /// Baseline code for `wasm`, from the cache or compiled by the helper.
 fn load_baseline(
-    wasm: &[u8],
+    wasm: Wasm<'_>,
     plan: &GuestPlan,
     helper: Option<impl Fn() -> Result<(), String>>,
 ) -> Result<(WasmEngine, wasmcell_engine::Program, LoadOutcome), wasmcell_engine::EngineError> {

@@ -80,6 +80,11 @@ pub struct GuestPlan {
     /// `component` section; the binary must import exactly these.
     #[serde(default)]
     pub declared_imports: Option<Vec<String>>,
+    /// The program's sha256 (hex) when the shim verified it: a wasm layer's digest, checked
+    /// as the layer was read from the content store and written to the program file. The
+    /// guest keys the compile cache with it instead of hashing the program again.
+    #[serde(default)]
+    pub program_sha256: Option<String>,
 }
 
 /// Linear memory a guest may use under a cgroup limit of `limit` bytes: the limit minus a
@@ -238,6 +243,7 @@ impl GuestPlan {
             policy_source: String::new(),
             allow_outbound: Vec::new(),
             declared_imports: None,
+            program_sha256: None,
         })
     }
 }

@@ -518,6 +518,7 @@ impl Service {
             GuestPlan::from_spec(&req.id, spec, rootfs, ProgramSource::File(program), cache)
                 .map_err(|e| e.to_string())?;
         plan.declared_imports = declared_imports;
+        plan.program_sha256 = wasmcell_oci::digest::sha256_hex(&layer.digest).map(str::to_owned);
         Ok(with_policy(plan, policy))
     }
 
