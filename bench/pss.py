@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Sum the memory of every shim-side process of one private containerd (stdlib only).
 
-    pss.py ADDRESS
+    pss.py ADDRESS [RUNTIME]
 
 Shims are the processes whose command line is `containerd-shim-* … -address ADDRESS …` (the
 long-lived shim servers; the short-lived `start`/`delete` invocations are gone by the time this
-runs), and wasmcell's starter (`wasmcell-shim-starter ADDRESS`, which forks new pods' shims).
+runs), and wasmcell's starter (`wasmcell-shim-starter ADDRESS`, which forks new pods' shims)
+unless RUNTIME is another runtime than wasmcell (the starter outlives wasmcell's containers).
 Every descendant of a shim counts too: wasmcell's guest processes
 (`containerd-shim-wasmcell-v1 __wasmcell-guest PLAN`), runc's container processes. Prints one
 JSON object: process counts and Pss/Rss totals in KiB from /proc/PID/smaps_rollup, split by
@@ -72,6 +73,7 @@ def by_mapping(pid, top=8):
 
 def main():
     address = sys.argv[1]
+    runtime = sys.argv[2] if len(sys.argv) > 2 else "wasmcell"
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
     parents = {p: ppid(p) for p in pids}
     shims = []
@@ -81,7 +83,7 @@ def main():
                 and "-address" in argv and address in argv
                 and "start" not in argv and "delete" not in argv):
             shims.append(p)
-        elif argv[:2] == ["wasmcell-shim-starter", address]:
+        elif argv[:2] == ["wasmcell-shim-starter", address] and runtime == "wasmcell":
             shims.append(p)  # wasmcell's starter: one per containerd, counted with the shims
     shim_set = set(shims)
     children = {}

@@ -790,7 +790,9 @@ bench_one() {
       log "containerd $ver: PSS, $n running $kind container(s)"
       start_many "$kind" "$n"
       sleep 2 # let start-up allocations settle
-      python3 "$ROOT/bench/pss.py" "$ADDR" >"$RAW/pss-$kind-$n.json"
+      # wasmcell's starter outlives wasmcell's runs (it leaves after a minute idle): it is
+      # wasmcell's, not the runc containers'.
+      python3 "$ROOT/bench/pss.py" "$ADDR" "$kind" >"$RAW/pss-$kind-$n.json"
       stop_all
     done
   done
