@@ -491,10 +491,7 @@ fn component() -> Result<&'static [u8], String> {
 /// cache writers).
 fn run_component(spec: RunSpec) -> Result<ExitStatus, Box<dyn std::error::Error>> {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("engine-component-cache");
-    let engine = WasmEngine::new(EngineOptions {
-        cache_dir: Some(cache),
-        ..Default::default()
-    })?;
+    let engine = engine_cached_in(&cache)?;
     let (program, _) = engine.load(component()?)?;
     assert!(matches!(program, Program::Component(_)));
     Ok(engine.run(&program, &spec)?)
@@ -740,10 +737,7 @@ fn baseline_code_runs_and_the_optimizer_replaces_it() -> TestResult {
 #[test]
 fn the_optimizer_refuses_copies_that_are_not_what_they_claim() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let engine = WasmEngine::new(EngineOptions {
-        cache_dir: Some(tmp.path().to_owned()),
-        ..Default::default()
-    })?;
+    let engine = engine_cached_in(tmp.path())?;
     let wasm = hello_module();
     let stashed = engine.stash_for_optimizer(&wasm)?;
     fs::write(&stashed, module("(func (export \"_start\"))"))?;
@@ -1057,10 +1051,7 @@ fn a_miss_is_compiled_elsewhere_when_it_can_be_and_here_when_not() -> TestResult
 #[test]
 fn a_verified_sha256_keys_the_same_entry_as_the_bytes() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let engine = WasmEngine::new(EngineOptions {
-        cache_dir: Some(tmp.path().to_owned()),
-        ..Default::default()
-    })?;
+    let engine = engine_cached_in(tmp.path())?;
     let wasm = hello_module();
     let hashed = Wasm::new(&wasm);
     let sha256 = hashed.sha256();
@@ -1073,4 +1064,12 @@ fn a_verified_sha256_keys_the_same_entry_as_the_bytes() -> TestResult {
         assert!(Wasm::with_verified_sha256(&wasm, bad).is_none(), "{bad:?}");
     }
     Ok(())
+}
+
+/// An engine with default options whose compile cache is `dir`.
+fn engine_cached_in(dir: &Path) -> Result<WasmEngine, wasmcell_engine::EngineError> {
+    WasmEngine::new(EngineOptions {
+        cache_dir: Some(dir.to_owned()),
+        ..Default::default()
+    })
 }
