@@ -381,8 +381,8 @@ throughput() {
   echo $((t1 - t0))
 }
 
-# signal_latency KIND SIGNAL ID: microseconds from `ctr task kill` to the task's exit as seen
-# by a `ctr task wait` that was already waiting; prints "us exit_status".
+# signal_latency KIND SIGNAL ID: microseconds from starting `ctr task kill` to the task's exit
+# as seen by a client already waiting; prints "us ctr_kill_us exit_status".
 signal_latency() {
   local kind=$1 sig=$2 id=$3 result
   echo "$id" >>"$IDS_FILE"

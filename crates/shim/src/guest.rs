@@ -542,9 +542,11 @@ fn check_declared_matches(declared: &[String], imported: &[String]) -> Result<()
 pub const CONTROL_CONTINUE: u8 = b'c';
 /// Control byte: join the cgroups that follow ([`join_message`]), then go on with the setup.
 pub const CONTROL_JOIN: u8 = b'j';
-/// Longest list of `tasks` paths a join message carries: far above any real one (one path per
-/// v1 hierarchy), and below a pipe's capacity, so the shim's write never blocks.
-const MAX_JOIN_BYTES: usize = 32 * 1024;
+/// Longest list of `tasks` paths a join message carries: the whole message then fits in
+/// PIPE_BUF (4096) bytes, one write into even a one-page pipe. Real lists (one path per v1
+/// hierarchy, a Kubernetes pod's about 1.5 KiB) fit; a longer one makes the shim place the
+/// guest itself.
+const MAX_JOIN_BYTES: usize = 4096 - 5;
 
 /// The control message that has the guest join the cgroups whose v1 `tasks` files are `files`:
 /// [`CONTROL_JOIN`], the byte length of the list as 4 little-endian bytes, then the paths, one

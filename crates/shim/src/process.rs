@@ -295,20 +295,19 @@ impl ForkedGuest {
         };
         // On cgroup v1 the guest joins by itself, which costs the kernel no RCU grace period
         // (the shim's write of its pid would wait for one, blocking this runtime's thread).
-        let join = cgroup
-            .and_then(ContainerCgroup::self_join_files)
-            .and_then(|files| join_message(&files));
-        let message = match (cgroup, join) {
-            (_, Some(join)) => join,
-            (Some(cgroup), None) => {
-                cgroup
-                    .add(pid)
-                    .map_err(|e| abort(SpawnError::Setup(e.to_string())))?;
-                vec![CONTROL_CONTINUE]
-            }
-            (None, None) => vec![CONTROL_CONTINUE],
+        let message = match cgroup {
+            Some(cgroup) => match cgroup.self_join_files().and_then(|f| join_message(&f)) {
+                Some(join) => join,
+                None => {
+                    cgroup
+                        .add(pid)
+                        .map_err(|e| abort(SpawnError::Setup(e.to_string())))?;
+                    vec![CONTROL_CONTINUE]
+                }
+            },
+            None => vec![CONTROL_CONTINUE],
         };
-        // Into an empty pipe, at most a pipe's capacity: never blocks.
+        // Into an empty pipe, at most PIPE_BUF bytes: one write that never blocks.
         control.write_all(&message).map_err(|e| {
             abort(SpawnError::Io {
                 what: "signalling the guest".into(),
