@@ -842,11 +842,11 @@ fn second_run_uses_the_compile_cache_and_survives_corruption(version: Version) {
     wait_for_optimized_code(&containerd);
     let second = run_demo(&containerd, IMAGE, "c2", &[], &["echo", "two"], b"");
     assert_eq!(text(&second.stdout), "two\n");
+    let c2 = load_outcome(&containerd, "c2");
     assert!(
-        containerd
-            .log()
-            .contains("container c2: program loaded (cache hit; confined in "),
-        "the second run maps the optimized code and compiles nothing"
+        c2.starts_with("cache hit; confined in ") && c2.ends_with("; preloaded by the starter"),
+        "the second run's server comes from the starter, which has mapped and checked the \
+         optimized code since it was compiled: {c2}"
     );
 
     // Corrupt every cached artifact: the run still succeeds, recompiling.
@@ -871,12 +871,27 @@ fn second_run_uses_the_compile_cache_and_survives_corruption(version: Version) {
     wait_for_optimized_code(&containerd);
     let fourth = run_demo(&containerd, IMAGE, "c4", &[], &["echo", "four"], b"");
     assert_eq!(text(&fourth.stdout), "four\n");
+    let c4 = load_outcome(&containerd, "c4");
     assert!(
-        containerd
-            .log()
-            .contains("container c4: program loaded (cache hit; confined in "),
-        "the background compile replaced the corrupt optimized entry"
+        c4.starts_with("cache hit; confined in ") && c4.ends_with("; preloaded by the starter"),
+        "the background compile replaced the corrupt optimized entry, and the starter dropped \
+         the changed one and preloaded its replacement: {c4}"
     );
+}
+
+/// How the shim log says container `id`'s program was loaded (inside the parentheses; the log
+/// line may go on after them).
+fn load_outcome(containerd: &Containerd, id: &str) -> String {
+    let marker = format!("container {id}: program loaded (");
+    containerd
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.split_once(marker.as_str())
+                .map(|(_, rest)| rest.to_owned())
+        })
+        .and_then(|rest| rest.rsplit_once(')').map(|(outcome, _)| outcome.to_owned()))
+        .unwrap_or_else(|| panic!("no load outcome for {id} in the shim log"))
 }
 
 /// Waits until the background optimizer has compiled every wasm copy a cold start left in the

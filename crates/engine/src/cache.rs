@@ -49,7 +49,7 @@ impl Kind {
 }
 
 /// One fingerprint's directory of the cache.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Cache {
     dir: PathBuf,
 }
@@ -72,6 +72,11 @@ impl Cache {
         let dir = root.join(fingerprint);
         secure_dir(&dir)?;
         Ok(Cache { dir })
+    }
+
+    /// The fingerprint's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn cwasm_path(&self, key: &str) -> PathBuf {

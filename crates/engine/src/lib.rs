@@ -17,6 +17,7 @@ mod error;
 mod handler_output;
 pub mod host;
 pub mod outbound;
+mod preload;
 mod run;
 mod serve;
 mod serve_p3;
@@ -24,6 +25,7 @@ mod serve_p3;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
@@ -158,6 +160,18 @@ pub struct EngineOptions {
     pub tier: Tier,
 }
 
+/// The components among the preloaded programs.
+fn preloaded_components(preloaded: &preload::Preloaded) -> Vec<&Component> {
+    preloaded
+        .entries
+        .iter()
+        .filter_map(|entry| match &entry.program {
+            Program::Component(component) => Some(component),
+            Program::Module(_) => None,
+        })
+        .collect()
+}
+
 /// What [`WasmEngine::optimize_stashed`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OptimizeOutcome {
@@ -228,13 +242,17 @@ impl fmt::Display for LoadOutcome {
     }
 }
 
-/// One wasmtime engine and its compile cache.
+/// One wasmtime engine and its compile cache. A clone shares the engine, its linkers and its
+/// preloaded programs.
+#[derive(Clone)]
 pub struct WasmEngine {
     engine: Engine,
+    options: EngineOptions,
     fingerprint: String,
     cache: Option<Cache>,
     tier: Tier,
-    linkers: run::CommandLinkers,
+    linkers: Arc<run::CommandLinkers>,
+    preloaded: Arc<Mutex<preload::Preloaded>>,
 }
 
 impl fmt::Debug for WasmEngine {
@@ -258,6 +276,11 @@ impl WasmEngine {
         };
         config.parallel_compilation(options.compile_in_parallel);
         let engine = Engine::new(&config).map_err(|e| EngineError::Engine { source: e.into() })?;
+        let tier = if options.serve_http {
+            Tier::Optimized
+        } else {
+            options.tier
+        };
         let fingerprint = config::fingerprint(&engine);
         let cache = match &options.cache_dir {
             Some(root) => Some(Cache::open(root, &fingerprint)?),
@@ -265,15 +288,124 @@ impl WasmEngine {
         };
         Ok(WasmEngine {
             engine,
+            options,
             fingerprint,
             cache,
-            tier: if options.serve_http {
-                Tier::Optimized
-            } else {
-                options.tier
-            },
-            linkers: run::CommandLinkers::default(),
+            tier,
+            linkers: Arc::default(),
+            preloaded: Arc::default(),
         })
+    }
+
+    /// The options this engine was built with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Keeps the `limit` most recently written programs of the cache loaded, so that a process
+    /// forked from this one finds them in memory ([`WasmEngine::load_if_cached`]): each entry
+    /// verified as a lookup verifies it, mapped, and — a WASI 0.2 command — type-checked
+    /// against the command linker, which is built here too. Rescans only when the cache
+    /// directory changed since the last call; programs that are no longer among the newest are
+    /// dropped. Returns how many are loaded. For a long-lived, single-threaded process that
+    /// forks guests (the shim's starter); it never compiles.
+    pub fn preload_recent(&self, limit: usize) -> usize {
+        let Some(cache) = &self.cache else {
+            return 0;
+        };
+        // Built here once rather than in every guest; a failure shows in the guest's run.
+        if !self.options.serve_http {
+            let _ = self.linkers.component(&self.engine);
+        }
+        let modified = preload::modified(cache.dir());
+        let mut preloaded = self.lock_preloaded();
+        let before = preloaded.entries.len();
+        preloaded.entries.retain(preload::Entry::unchanged);
+        if modified.is_some() && modified == preloaded.scanned && before == preloaded.entries.len()
+        {
+            return before;
+        }
+        let mut entries = Vec::with_capacity(limit);
+        for key in preload::recent_keys(cache.dir(), limit) {
+            if let Some(index) = preloaded.entries.iter().position(|e| e.key == key) {
+                entries.push(preloaded.entries.swap_remove(index));
+                continue;
+            }
+            let Lookup::Verified { path, file } = cache.lookup(&key) else {
+                continue;
+            };
+            let kind = match Engine::detect_precompiled_file(&path) {
+                Ok(Some(wasmtime::Precompiled::Component)) => Kind::Component,
+                Ok(Some(wasmtime::Precompiled::Module)) => Kind::Module,
+                _ => continue,
+            };
+            let Some(identity) = preload::Identity::of_file(&file) else {
+                continue;
+            };
+            match self.load_entry(kind, &path, &file) {
+                Ok(program) => {
+                    if let Program::Component(component) = &program
+                        && matches!(
+                            run::component_world_of(&self.engine, component),
+                            Ok(HostWorld::Command)
+                        )
+                    {
+                        // A component the linker refuses is still loaded: its guest reports
+                        // the refusal as it would have.
+                        let _ = self.linkers.command_pre(&self.engine, component);
+                    }
+                    entries.push(preload::Entry {
+                        key,
+                        program,
+                        path,
+                        identity,
+                    });
+                }
+                Err(reason) => log::debug!("not preloading {}: {reason}", path.display()),
+            }
+        }
+        preloaded.entries = entries;
+        preloaded.scanned = modified;
+        self.linkers
+            .forget_checked_except(&preloaded_components(&preloaded));
+        preloaded.entries.len()
+    }
+
+    /// Whether the program whose wasm hashes to `sha256` (hex) is preloaded.
+    pub fn is_preloaded(&self, sha256: &str) -> bool {
+        self.lock_preloaded().get(sha256).is_some()
+    }
+
+    /// Drops every preloaded program except the one whose wasm hashes to `keep`, and what was
+    /// kept of their type checks: a guest keeps nothing of other images mapped.
+    pub fn forget_preloaded_except(&self, keep: Option<&str>) {
+        let mut preloaded = self.lock_preloaded();
+        preloaded
+            .entries
+            .retain(|entry| Some(entry.key.as_str()) == keep);
+        self.linkers
+            .forget_checked_except(&preloaded_components(&preloaded));
+    }
+
+    /// The preloaded program for `sha256` if its entry's file is still the one verified
+    /// (one `stat`: a process forked long after the preload must not trust a changed entry);
+    /// a changed one is dropped.
+    fn preloaded_program(&self, sha256: &str) -> Option<Program> {
+        let mut preloaded = self.lock_preloaded();
+        let entry = preloaded.get(sha256)?;
+        if entry.unchanged() {
+            return Some(entry.program.clone());
+        }
+        preloaded.entries.retain(|entry| entry.key != sha256);
+        self.linkers
+            .forget_checked_except(&preloaded_components(&preloaded));
+        None
+    }
+
+    fn lock_preloaded(&self) -> MutexGuard<'_, preload::Preloaded> {
+        self.preloaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Compiles `wasm` (a core module or a component, as raw bytes) or loads it from the cache.
@@ -412,9 +544,9 @@ impl WasmEngine {
         Ok((program, outcome))
     }
 
-    /// The program from the cache if its entry is there and loads; `None` otherwise (no cache,
-    /// a miss, or an entry that [`WasmEngine::load`] would replace). Never compiles and takes
-    /// no lock.
+    /// The program from the cache if it is preloaded ([`WasmEngine::preload_recent`]) or its
+    /// entry is there and loads; `None` otherwise (no cache, a miss, or an entry that
+    /// [`WasmEngine::load`] would replace). Never compiles and takes no lock.
     pub fn load_if_cached<'a>(
         &self,
         wasm: impl Into<Wasm<'a>>,
@@ -425,6 +557,9 @@ impl WasmEngine {
             return Ok(None);
         };
         let sha256 = wasm.sha256();
+        if let Some(program) = self.preloaded_program(&sha256) {
+            return Ok(Some(program));
+        }
         Ok(match cache.lookup(&sha256) {
             Lookup::Verified { path, file } => self.load_entry(kind, &path, &file).ok(),
             _ => None,

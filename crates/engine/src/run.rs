@@ -11,14 +11,14 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::{Component, InstancePre, ResourceTable};
 use wasmtime::{Engine, Linker, Module, ResourceLimiter, Store, Trap, WasmBacktrace};
 use wasmtime_wasi::cli::{InputFile, OutputFile};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::bindings::Command;
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::EngineError;
@@ -180,21 +180,65 @@ pub(crate) fn run_component(
 /// The linkers commands run with, built once per [`WasmEngine`](crate::WasmEngine) on first
 /// use: checking a program's imports and running it then share one. Each takes a few hundred
 /// host functions, so building it twice cost a guest measurably at start.
+///
+/// It also keeps the WASI 0.2 commands it has type-checked ([`InstancePre`]s), so a run does
+/// not check its imports a second time: matching a component against a linker of a few hundred
+/// functions is a tenth of a short guest's start.
 #[derive(Default)]
 pub(crate) struct CommandLinkers {
     module: OnceLock<Linker<ModuleState>>,
     component: OnceLock<wasmtime::component::Linker<ComponentState>>,
     command_p3: OnceLock<wasmtime::component::Linker<ComponentState>>,
+    checked_commands: Mutex<Vec<InstancePre<ComponentState>>>,
 }
 
 impl CommandLinkers {
+    /// `component` matched against the 0.2 command linker: the kept [`InstancePre`] if this
+    /// component was checked before, else checked now and kept. A component is recognised by
+    /// the address of its code, which is unique while it is mapped — and the kept
+    /// `InstancePre` holds the component, so it stays mapped.
+    pub(crate) fn command_pre(
+        &self,
+        engine: &Engine,
+        component: &Component,
+    ) -> Result<InstancePre<ComponentState>, wasmtime::Error> {
+        let code = component.image_range().start;
+        let mut checked = self
+            .checked_commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(pre) = checked
+            .iter()
+            .find(|pre| pre.component().image_range().start == code)
+        {
+            return Ok(pre.clone());
+        }
+        let linker = self
+            .component(engine)
+            .map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        let pre = linker.instantiate_pre(component)?;
+        checked.push(pre.clone());
+        Ok(pre)
+    }
+
+    /// Forgets every checked command but those of `keep` (see [`CommandLinkers::command_pre`]).
+    pub(crate) fn forget_checked_except(&self, keep: &[&Component]) {
+        self.checked_commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|pre| {
+                let code = pre.component().image_range().start;
+                keep.iter().any(|c| c.image_range().start == code)
+            });
+    }
+
     /// The preview1 linker ([`module_linker`]).
     fn module(&self, engine: &Engine) -> Result<&Linker<ModuleState>, EngineError> {
         once(&self.module, || module_linker(engine))
     }
 
     /// The WASI 0.2 command linker ([`component_linker`]).
-    fn component(
+    pub(crate) fn component(
         &self,
         engine: &Engine,
     ) -> Result<&wasmtime::component::Linker<ComponentState>, EngineError> {
@@ -347,10 +391,7 @@ pub(crate) fn check_imports(
                 refusal,
             })?;
             match world {
-                HostWorld::Command => linkers
-                    .component(engine)?
-                    .instantiate_pre(component)
-                    .map(drop),
+                HostWorld::Command => linkers.command_pre(engine, component).map(drop),
                 HostWorld::Proxy => {
                     crate::serve::proxy_linker::<crate::serve::RequestState>(engine)?
                         .instantiate_pre(component)
@@ -472,11 +513,18 @@ async fn run_component_inner(
     spec: &RunSpec,
 ) -> Result<ExitStatus, EngineError> {
     const KIND: &str = "component";
-    let linker = linkers.component(engine)?;
     let mut store = component_store(engine, spec)?;
+    let pre = match linkers.command_pre(engine, component) {
+        Ok(pre) => pre,
+        Err(e) => return guest_failure(e, &store.data().limits, KIND),
+    };
 
     let Some(name) = spec.entry.as_deref() else {
-        let command = match Command::instantiate_async(&mut store, component, linker).await {
+        let command = match CommandPre::new(pre) {
+            Ok(pre) => pre.instantiate_async(&mut store).await,
+            Err(e) => Err(e),
+        };
+        let command = match command {
             Ok(command) => command,
             Err(e) => return guest_failure(e, &store.data().limits, KIND),
         };
@@ -486,7 +534,7 @@ async fn run_component_inner(
             Err(e) => exit_status(e, &store.data().limits),
         });
     };
-    let instance = match linker.instantiate_async(&mut store, component).await {
+    let instance = match pre.instantiate_async(&mut store).await {
         Ok(instance) => instance,
         Err(e) => return guest_failure(e, &store.data().limits, KIND),
     };
@@ -625,7 +673,7 @@ struct ModuleState {
     limits: GuestLimits,
 }
 
-struct ComponentState {
+pub(crate) struct ComponentState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: GuestLimits,

@@ -1073,3 +1073,71 @@ fn engine_cached_in(dir: &Path) -> Result<WasmEngine, wasmcell_engine::EngineErr
         ..Default::default()
     })
 }
+
+/// What a starter preloads: the newest verified entries, rescanned when the cache changes. A
+/// process forked from it runs a preloaded program from memory, keeps only its own, and drops
+/// one whose entry changed since it was verified.
+#[test]
+fn the_newest_verified_entries_are_preloaded_and_dropped_when_they_change() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let compiler = engine_cached_in(tmp.path())?;
+    let component = component()?;
+    let hello = hello_module();
+    let (component_sha, hello_sha) = (Wasm::new(component).sha256(), Wasm::new(&hello).sha256());
+    compiler.load(component)?;
+    compiler.load(&hello)?;
+    let entry = |sha: &str| {
+        tmp.path()
+            .join(compiler.fingerprint())
+            .join(format!("{sha}.cwasm"))
+    };
+    // The module is the newest entry.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    File::options()
+        .write(true)
+        .open(entry(&component_sha))?
+        .set_modified(past)?;
+
+    let newest_only = engine_cached_in(tmp.path())?;
+    assert_eq!(newest_only.preload_recent(1), 1);
+    assert!(newest_only.is_preloaded(&hello_sha));
+    assert!(!newest_only.is_preloaded(&component_sha));
+
+    let starter = engine_cached_in(tmp.path())?;
+    assert_eq!(starter.preload_recent(8), 2);
+    assert_eq!(starter.preload_recent(8), 2, "nothing changed: no rescan");
+    // Written in place after it was verified: dropped, then found again once replaced.
+    write_corrupted(&entry(&component_sha))?;
+    assert_eq!(starter.preload_recent(8), 1, "the changed entry is dropped");
+    assert!(starter.is_preloaded(&hello_sha));
+    compiler.load(component)?;
+    assert_eq!(starter.preload_recent(8), 2);
+
+    // A forked guest (a clone shares the preloaded set; a fork copies it).
+    let guest = starter.clone();
+    guest.forget_preloaded_except(Some(&component_sha));
+    assert!(!guest.is_preloaded(&hello_sha));
+    let program = guest
+        .load_if_cached(component)?
+        .ok_or("the preloaded program")?;
+    assert!(guest.is_preloaded(&component_sha));
+    guest.check_imports(&program, &Policy::default())?;
+    let out = Capture::new()?;
+    let spec = RunSpec {
+        args: args(&["guest", "echo", "preloaded"]),
+        stdio: out.stdio()?,
+        ..RunSpec::default()
+    };
+    assert_eq!(guest.run(&program, &spec)?, ExitStatus::Exited(0));
+    assert_eq!(out.stdout(), "preloaded\n");
+
+    // A corrupt entry is not loaded; one changed after the preload is not trusted either.
+    write_corrupted(&entry(&hello_sha))?;
+    let fresh = engine_cached_in(tmp.path())?;
+    assert_eq!(fresh.preload_recent(8), 1);
+    assert!(fresh.is_preloaded(&component_sha));
+    write_corrupted(&entry(&component_sha))?;
+    assert!(guest.load_if_cached(component)?.is_none(), "corrupt entry");
+    assert!(!guest.is_preloaded(&component_sha));
+    Ok(())
+}

@@ -9,28 +9,38 @@ use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 
-/// Closes every fd from `first` up.
+/// Closes every fd from `first` up but the starter's preloaded programs' files
+/// ([`crate::preload::inherited_fds`]), which wasmtime still reads from.
 pub fn close_from(first: RawFd) -> std::io::Result<()> {
-    close_from_but(first, None)
+    close_from_but(first, &[])
 }
 
-/// Closes every fd from `first` up but `keep`.
-pub fn close_from_but(first: RawFd, keep: Option<RawFd>) -> std::io::Result<()> {
-    let all = libc::c_uint::MAX;
-    let gap = keep.and_then(|fd| libc::c_uint::try_from(fd).ok());
+/// Closes every fd from `first` up but `keep` and the preloaded programs' files.
+pub fn close_from_but(first: RawFd, keep: &[RawFd]) -> std::io::Result<()> {
+    let mut kept: Vec<libc::c_uint> = keep
+        .iter()
+        .copied()
+        .chain(crate::preload::inherited_fds())
+        .filter_map(|fd| libc::c_uint::try_from(fd).ok())
+        .collect();
+    kept.sort_unstable();
+    kept.dedup();
     let first = libc::c_uint::try_from(first).unwrap_or(0);
-    let none = (1, 0); // an empty range: close_range is not called for it
-    let ranges = match gap {
-        Some(keep) if keep > first => [(first, keep - 1), (keep + 1, all)],
-        Some(keep) if keep == first => [none, (keep + 1, all)],
-        _ => [none, (first, all)],
-    };
+    // The ranges between the kept fds, from `first` to the last possible fd.
+    let mut ranges = Vec::with_capacity(kept.len() + 1);
+    let mut low = first;
+    for &fd in kept.iter().filter(|&&fd| fd >= first) {
+        if fd > low {
+            ranges.push((low, fd - 1));
+        }
+        low = fd.saturating_add(1);
+    }
+    ranges.push((low, libc::c_uint::MAX));
     // SAFETY: close_range takes plain integers; every fd it closes is one this process owns
     // and no longer uses (callers drop their OwnedFds first, and keep what they still use).
     #[allow(unsafe_code)]
     let closed = ranges
         .iter()
-        .filter(|&&(low, high)| low <= high)
         .all(|&(low, high)| unsafe { libc::syscall(libc::SYS_close_range, low, high, 0) } == 0);
     if closed {
         return Ok(());
@@ -38,7 +48,10 @@ pub fn close_from_but(first: RawFd, keep: Option<RawFd>) -> std::io::Result<()> 
     let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd as libc::c_uint >= first && Some(fd) != keep)
+        .filter(|&fd: &RawFd| {
+            libc::c_uint::try_from(fd)
+                .is_ok_and(|fd| fd >= first && kept.binary_search(&fd).is_err())
+        })
         .collect();
     for fd in open {
         // SAFETY: as above; EBADF for the listing's own, already closed fd is harmless.

@@ -69,10 +69,14 @@ pub fn main(plan_path: &Path) -> i32 {
         _ => return EXIT_SETUP,
     }
     exit_on_signals_as_init();
+    // The starter's preloaded engine, if this guest descends from a starter: taken at once, so
+    // a guest that does not use it (a sandbox, a failed setup) drops it before it is confined.
+    let inherited = crate::preload::take();
     let plan = read_plan(plan_path);
     if let Ok(plan) = &plan
         && plan.sandbox
     {
+        drop(inherited);
         if let Err(e) = plan.confinement.apply() {
             report(&mut status, Err(e.to_string()));
             return EXIT_SETUP;
@@ -82,13 +86,18 @@ pub fn main(plan_path: &Path) -> i32 {
     // Load (the cache is outside the rootfs and root-only), then confine, then report: a
     // guest that could not be confined never reports ready.
     let prepared = plan.and_then(|plan| {
-        let mut prepared = prepare(&plan)?;
+        let mut prepared = prepare(&plan, inherited)?;
         let started = std::time::Instant::now();
         plan.confinement.apply().map_err(|e| e.to_string())?;
         prepared.outcome = format!(
-            "{}; confined in {} µs",
+            "{}; confined in {} µs{}",
             prepared.outcome,
-            started.elapsed().as_micros()
+            started.elapsed().as_micros(),
+            if prepared.preloaded {
+                "; preloaded by the starter"
+            } else {
+                ""
+            }
         );
         Ok((plan, prepared))
     });
@@ -138,7 +147,12 @@ pub fn main(plan_path: &Path) -> i32 {
             return crate::http::serve(&engine, &program, setup);
         }
     };
-    match engine.run(&program, &spec) {
+    let ran = engine.run(&program, &spec);
+    // Nothing is dropped: the process ends with `_exit`, and freeing the engine and program
+    // would only write to pages it shares with the launcher and the starter (each write a
+    // copy) before exit unmaps them anyway.
+    std::mem::forget((engine, program, spec));
+    match ran {
         Ok(ExitStatus::Exited(code)) => code,
         Ok(ExitStatus::Trapped { message }) => {
             eprintln!("wasmcell: guest trapped: {message}");
@@ -152,7 +166,7 @@ pub fn main(plan_path: &Path) -> i32 {
             EXIT_MEMORY_LIMIT
         }
         Err(e) => {
-            eprintln!("wasmcell: guest failed: {e}");
+            eprintln!("wasmcell: guest failed: {}", with_causes(&e));
             EXIT_SETUP
         }
     }
@@ -268,6 +282,8 @@ struct Prepared {
     warnings: Vec<String>,
     /// A wasm copy for the shim's background optimizer ([`load`]).
     optimize: Option<PathBuf>,
+    /// The program came from the starter's preloaded engine ([`crate::preload`]).
+    preloaded: bool,
 }
 
 /// `error: cause: cause …`, each cause once (wrappers often repeat their source's text).
@@ -285,7 +301,7 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
+fn prepare(plan: &GuestPlan, inherited: Option<WasmEngine>) -> Result<Prepared, String> {
     let bytes = std::fs::read(&plan.program).map_err(|e| {
         format!(
             "reading program {}: {e}",
@@ -316,12 +332,14 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         .unwrap_or_default();
     // A compile cache that cannot be opened (unwritable, not ours) costs speed, not the
     // container: run uncached and say so once.
-    let engine = match WasmEngine::new(EngineOptions {
-        cache_dir: plan.cache_dir.clone(),
+    let options = EngineOptions {
         serve_http,
         serve_pool,
-        ..Default::default()
-    }) {
+        ..crate::preload::command_options(plan.cache_dir.clone())
+    };
+    let engine = match crate::preload::for_options(inherited, &options)
+        .map_or_else(|| WasmEngine::new(options), Ok)
+    {
         Ok(engine) => engine,
         Err(e) if plan.cache_dir.is_some() => {
             warnings.push(format!(
@@ -346,6 +364,7 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         program,
         outcome,
         optimize,
+        preloaded,
     } = load(
         engine,
         program_wasm(&bytes, plan),
@@ -376,6 +395,7 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
             outcome: format!("{outcome}; serving HTTP"),
             warnings,
             optimize,
+            preloaded,
         });
     }
     let spec = RunSpec {
@@ -403,6 +423,7 @@ fn prepare(plan: &GuestPlan) -> Result<Prepared, String> {
         outcome,
         warnings,
         optimize,
+        preloaded,
     })
 }
 
@@ -414,6 +435,8 @@ struct Loaded {
     outcome: String,
     /// A wasm copy the shim is to have compiled to optimized code in the background.
     optimize: Option<PathBuf>,
+    /// The program came from the starter's preloaded engine ([`crate::preload`]).
+    preloaded: bool,
 }
 
 /// Loads the program into `engine` (optimized code): from the cache when it is there. On a miss
@@ -434,9 +457,14 @@ fn load(
             move || crate::compiler::compile_in_helper(&plan.program, cache_dir, purpose)
         })
     };
+    // Whatever this guest runs, nothing else the starter preloaded stays mapped in it.
+    let sha256 = wasm.sha256();
+    engine.forget_preloaded_except(Some(&sha256));
     if purpose == Purpose::Run && plan.cache_dir.is_some() {
         if let Some(program) = engine.load_if_cached(wasm)? {
             return Ok(Loaded {
+                // Still preloaded after the lookup: it came from memory.
+                preloaded: engine.is_preloaded(&sha256),
                 engine,
                 program,
                 outcome: LoadOutcome::CacheHit.to_string(),
@@ -455,6 +483,7 @@ fn load(
                     program,
                     outcome: format!("{outcome}; baseline code until the optimized code is ready"),
                     optimize,
+                    preloaded: false,
                 });
             }
             Err(e) => log::debug!("no baseline code ({e}); compiling optimized code"),
@@ -471,6 +500,7 @@ fn load(
         program,
         outcome: outcome.to_string(),
         optimize: None,
+        preloaded: false,
     })
 }
 

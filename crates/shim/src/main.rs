@@ -27,6 +27,7 @@ mod guest;
 mod http;
 mod plan;
 mod policy;
+mod preload;
 mod process;
 mod rootfs;
 mod service;

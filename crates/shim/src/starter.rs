@@ -101,6 +101,7 @@ fn become_starter(socket: &Path, containerd_address: &str) -> ! {
     // Once here rather than in every server's guest launcher: each `cpuid` traps to the
     // hypervisor, and every server forked from here inherits the answers.
     wasmcell_engine::detect_cpu_features();
+    crate::preload::start();
     // Its servers are never waited for: the kernel reaps them.
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
     #[allow(unsafe_code)]
@@ -221,6 +222,7 @@ fn handle(mut connection: UnixStream, home: &Place) -> Handled {
         let _ = connection.write_all(&[DECLINED]);
         return Handled::Served;
     };
+    crate::preload::refresh();
     // SAFETY: the starter is single-threaded (forked from a server's `main` before any thread
     // existed, and it starts none), so the child owns a consistent copy of every lock and
     // allocator state; it never returns from `become_server`.
@@ -366,7 +368,7 @@ fn take_the_fronts_place(
     drop((stdin, stdout, stderr));
     // The listener, the lock and anything else of the starter's (the lock's `flock` belongs to
     // the open file, which the starter keeps).
-    crate::forked::close_from_but(3, Some(connection.as_raw_fd()))?;
+    crate::forked::close_from_but(3, &[connection.as_raw_fd()])?;
     std::env::set_current_dir(&request.cwd)?;
     let old: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
     // SAFETY: this process has a single thread (see `handle`), so nothing reads the

@@ -309,22 +309,8 @@ fn detach_from_server(socket: &OwnedFd) {
             }
         }
     }
-    let keep = socket.as_raw_fd();
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2 && fd != keep)
-        .collect();
-    for fd in open {
-        // SAFETY: closing fds of the server's that nothing in this process uses (the listing's
-        // own fd is already closed, and EBADF is harmless).
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::close(fd);
-        }
-    }
+    // Everything of the server's but the socket (and the preloaded programs' files).
+    let _ = crate::forked::close_from_but(3, &[socket.as_raw_fd()]);
     let names: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
     for name in names {
         // SAFETY: this process has a single thread, so nothing reads the environment while it

@@ -1,0 +1,114 @@
+//! The starter's preloaded engine: the command engine for this containerd's compile cache with
+//! the programs the cache received last already verified, mapped and type-checked
+//! ([`WasmEngine::preload_recent`]). Every server the starter forks inherits it, and so do the
+//! guests its launcher forks: a guest of a preloaded program creates no engine, reads nothing
+//! of the cache and checks nothing twice (measured in the README's performance section).
+//!
+//! A guest takes it ([`take_for`]) only if it is the engine the guest would build itself — the
+//! same options, so the same cache directory and configuration — and, before it is confined,
+//! drops every program but its own ([`WasmEngine::forget_preloaded_except`]), so nothing of
+//! another image stays mapped in a guest. Servers and launchers never touch it: their copies
+//! stay shared with the starter's pages.
+
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use wasmcell_engine::{EngineOptions, WasmEngine};
+
+/// How many programs the starter keeps loaded: the most recently compiled ones.
+pub const PRELOAD_LIMIT: usize = 8;
+
+static PRELOADED: Mutex<Option<WasmEngine>> = Mutex::new(None);
+
+/// The files the preloaded programs are mapped from stay open: wasmtime maps a module's
+/// initial heap from its file when it is first instantiated, in the guest. Every process
+/// between the starter and the guest keeps these fds when it closes what it inherited
+/// ([`crate::forked::close_from`]).
+static INHERITED_FDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+fn preloaded() -> MutexGuard<'static, Option<WasmEngine>> {
+    PRELOADED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The fds of the preloaded programs' files (empty outside the starter's descendants).
+pub fn inherited_fds() -> Vec<RawFd> {
+    INHERITED_FDS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// The options of the engine a guest of a command builds for `cache_dir`.
+pub fn command_options(cache_dir: Option<std::path::PathBuf>) -> EngineOptions {
+    EngineOptions {
+        cache_dir,
+        ..EngineOptions::default()
+    }
+}
+
+/// In the starter, once: the command engine for the cache this environment names (none when
+/// the cache is disabled or cannot be opened: guests then build their own, as before).
+pub fn start() {
+    let Some(cache_dir) = crate::shim::cache_dir() else {
+        return;
+    };
+    if let Ok(engine) = WasmEngine::new(command_options(Some(cache_dir))) {
+        *preloaded() = Some(engine);
+    }
+    refresh();
+}
+
+/// In the starter, before it forks a server: loads what the cache received since the last
+/// call, and records which fds its programs' files have.
+pub fn refresh() {
+    let mut engine = preloaded();
+    let Some(cache_dir) = engine.as_ref().and_then(|loaded| {
+        loaded.preload_recent(PRELOAD_LIMIT);
+        loaded.options().cache_dir.clone()
+    }) else {
+        return;
+    };
+    let fds = fds_under(&cache_dir);
+    // A guest's fds 0–4 are its stdio and handshake pipes, set with dup2: a file there would be
+    // replaced under wasmtime. The starter's own 0–4 are taken, so this does not happen; if it
+    // did, nothing is preloaded rather than something broken.
+    if fds.iter().any(|&fd| fd <= crate::guest::STATUS_FD) {
+        *engine = None;
+        INHERITED_FDS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        return;
+    }
+    *INHERITED_FDS.lock().unwrap_or_else(PoisonError::into_inner) = fds;
+}
+
+/// This process's open fds whose files lie under `dir`.
+fn fds_under(dir: &Path) -> Vec<RawFd> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let fd: RawFd = entry.file_name().to_str()?.parse().ok()?;
+            std::fs::read_link(entry.path())
+                .ok()?
+                .starts_with(dir)
+                .then_some(fd)
+        })
+        .collect()
+}
+
+/// In a guest, first thing: the inherited engine, taken so that whatever the guest does with
+/// it — use it ([`for_options`]) or not — nothing else keeps it.
+pub fn take() -> Option<WasmEngine> {
+    preloaded().take()
+}
+
+/// `inherited` if it was built with `options`; dropped (its programs unmapped, their files
+/// closed) otherwise.
+pub fn for_options(inherited: Option<WasmEngine>, options: &EngineOptions) -> Option<WasmEngine> {
+    inherited.filter(|engine| engine.options() == options)
+}
