@@ -4,7 +4,8 @@
     mkimage.py --name localhost/bench/hello:latest --cmd /hello \
         --file /hello=PATH --file /sleep=PATH -o OUT.tar
 
-One uncompressed tar layer holding the given files (mode 0755, root-owned, mtime 0), an image
+One uncompressed tar layer holding the given files (mode 0755, root-owned, mtime 0) and the empty
+mount-point directories wasmcell's layers hold, an image
 config with the given Cmd, an OCI index naming the image (`io.containerd.image.name`, which
 `ctr image import` uses) and Docker's `manifest.json` beside it. Reproducible: the same inputs
 give the same bytes. Written to a temporary sibling and renamed.
@@ -18,12 +19,21 @@ import os
 import tarfile
 
 
+# The empty mount-point directories wasmcell's own image layers hold (oci::write::SKELETON_DIRS),
+# so runc's container starts without creating them either.
+SKELETON_DIRS = ["dev", "proc", "run", "sys"]
+
+
 def tar_bytes(entries):
-    """A tar of (name, data, mode) entries, deterministic (sorted, mtime 0, root-owned)."""
+    """A tar of (name, data, mode) entries, data None for a directory, deterministic (sorted,
+    mtime 0, root-owned)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data, mode in sorted(entries):
+        for name, data, mode in sorted(entries, key=lambda e: e[0]):
             info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                data = b""
             info.size = len(data)
             info.mode = mode
             info.mtime = 0
@@ -52,6 +62,8 @@ def main():
             ap.error(f"--file wants /PATH=HOST_PATH, got {spec!r}")
         with open(src, "rb") as f:
             files.append((dest.lstrip("/"), f.read(), 0o755))
+    taken = {name for name, _, _ in files}
+    files += [(d, None, 0o755) for d in SKELETON_DIRS if d not in taken]
     layer = tar_bytes(files)
     layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
 

@@ -641,18 +641,34 @@ fn tar_io(source: std::io::Error) -> PackageError {
     }
 }
 
-/// A filesystem layer holding one executable file at `path`, with its parent directories.
+/// Directories every image layer wasmcell writes holds, empty: where a container's runtime
+/// mounts `/dev`, `/proc`, `/run` and `/sys`. A runtime creates a missing mount point at every
+/// start, in the container's writable layer — on overlayfs a new directory on the host's
+/// filesystem per container — so an image that has them saves that.
+pub const SKELETON_DIRS: [&str; 4] = ["dev", "proc", "run", "sys"];
+
+/// A filesystem layer holding one executable file at `path`, with its parent directories and
+/// the [`SKELETON_DIRS`], directories in sorted order before the file.
 fn single_file_tar(path: &str, bytes: &[u8], mtime: u64) -> Result<Vec<u8>, PackageError> {
     let mut builder = tar::Builder::new(Vec::new());
     let relative = path.trim_start_matches('/');
-    let mut parent = String::new();
     let components: Vec<&str> = relative.split('/').filter(|c| !c.is_empty()).collect();
+    // A program named like a skeleton directory (`/run`) keeps its name.
+    let mut dirs: std::collections::BTreeSet<String> = SKELETON_DIRS
+        .iter()
+        .filter(|d| **d != relative)
+        .map(|d| format!("{d}/"))
+        .collect();
+    let mut parent = String::new();
     for dir in &components[..components.len().saturating_sub(1)] {
         parent.push_str(dir);
         parent.push('/');
+        dirs.insert(parent.clone());
+    }
+    for dir in &dirs {
         let mut header = tar_header(tar::EntryType::Directory, 0o755, 0, mtime);
         builder
-            .append_data(&mut header, &parent, std::io::empty())
+            .append_data(&mut header, dir, std::io::empty())
             .map_err(tar_io)?;
     }
     let mut header = tar_header(tar::EntryType::Regular, 0o755, bytes.len() as u64, mtime);
@@ -711,6 +727,60 @@ mod tests {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339_utc(1_764_000_000), "2025-11-24T16:00:00Z");
+    }
+
+    /// The entries of a layer tar: (path, is a directory).
+    fn entries(layer: &[u8]) -> Vec<(String, bool)> {
+        tar::Archive::new(layer)
+            .entries()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                let path = e
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                (path, e.header().entry_type().is_dir())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_layer_holds_the_mount_points_its_parents_and_the_program() -> Result<(), PackageError> {
+        let dir = |p: &str| (p.to_owned(), true);
+        assert_eq!(
+            entries(&single_file_tar("/app.wasm", b"\0asm", 0)?),
+            vec![
+                dir("dev/"),
+                dir("proc/"),
+                dir("run/"),
+                dir("sys/"),
+                ("app.wasm".to_owned(), false)
+            ]
+        );
+        assert_eq!(
+            entries(&single_file_tar("/run/bin/app.wasm", b"\0asm", 0)?),
+            vec![
+                dir("dev/"),
+                dir("proc/"),
+                dir("run/"),
+                dir("run/bin/"),
+                dir("sys/"),
+                ("run/bin/app.wasm".to_owned(), false)
+            ]
+        );
+        // A program named like a mount point stays a file.
+        assert_eq!(
+            entries(&single_file_tar("/run", b"\0asm", 0)?),
+            vec![
+                dir("dev/"),
+                dir("proc/"),
+                dir("sys/"),
+                ("run".to_owned(), false)
+            ]
+        );
+        Ok(())
     }
 
     #[test]

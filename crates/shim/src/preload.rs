@@ -57,6 +57,7 @@ pub fn start() {
         *preloaded() = Some(engine);
     }
     refresh();
+    crate::footprint::settle();
 }
 
 /// In the starter, before it forks a server: loads what the cache received since the last
@@ -81,7 +82,13 @@ pub fn refresh() {
             .clear();
         return;
     }
-    *INHERITED_FDS.lock().unwrap_or_else(PoisonError::into_inner) = fds;
+    let mut inherited = INHERITED_FDS.lock().unwrap_or_else(PoisonError::into_inner);
+    if *inherited != fds {
+        *inherited = fds;
+        // Loading ran code no child needs from here (a fork copies no page-table entries of
+        // the binary's code): let go of it, and of the heap it freed, as a settled guest does.
+        crate::footprint::settle();
+    }
 }
 
 /// This process's open fds whose files lie under `dir`.
