@@ -21,7 +21,7 @@ import tarfile
 
 # The empty mount-point directories wasmcell's own image layers hold (oci::write::SKELETON_DIRS),
 # so runc's container starts without creating them either.
-SKELETON_DIRS = ["dev", "proc", "run", "sys"]
+SKELETON_DIRS = ["dev", "run"]
 
 
 def tar_bytes(entries):

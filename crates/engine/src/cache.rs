@@ -1,4 +1,5 @@
-//! The on-disk compile cache, and [`deserialize`], the crate's one `unsafe` function.
+//! The on-disk compile cache, and [`deserialize`], one of the crate's two `unsafe` blocks (the
+//! other unmaps a preloaded program a forked process does not run: `preload`).
 //!
 //! Layout: `<cache_dir>/<fingerprint>/<wasm-sha256>.cwasm` holds the output of
 //! `Engine::precompile_*`, and `<wasm-sha256>.blake3` beside it holds the hex BLAKE3 hash of

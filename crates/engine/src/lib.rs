@@ -35,6 +35,7 @@ use cache::{Cache, Kind, Lookup};
 pub use config::Tier;
 pub use error::{BoxError, EngineError};
 pub use host::{HostWorld, Policy, World};
+pub use preload::PreloadBudget;
 pub use run::{ExitStatus, IdleTask, Preopen, RunSpec, Stdio};
 pub use serve::{EPOCH_TICK, ServeLimits, ServeSpec, ServeSummary};
 pub use serve_p3::InstanceReuse;
@@ -302,14 +303,14 @@ impl WasmEngine {
         &self.options
     }
 
-    /// Keeps the `limit` most recently written programs of the cache loaded, so that a process
+    /// Keeps the most recently written programs of the cache that fit `budget` loaded, so that a process
     /// forked from this one finds them in memory ([`WasmEngine::load_if_cached`]): each entry
     /// verified as a lookup verifies it, mapped, and — a WASI 0.2 command — type-checked
     /// against the command linker, which is built here too. Rescans only when the cache
     /// directory changed since the last call; programs that are no longer among the newest are
     /// dropped. Returns how many are loaded. For a long-lived, single-threaded process that
     /// forks guests (the shim's starter); it never compiles.
-    pub fn preload_recent(&self, limit: usize) -> usize {
+    pub fn preload_recent(&self, budget: PreloadBudget) -> usize {
         let Some(cache) = &self.cache else {
             return 0;
         };
@@ -325,8 +326,8 @@ impl WasmEngine {
         {
             return before;
         }
-        let mut entries = Vec::with_capacity(limit);
-        for key in preload::recent_keys(cache.dir(), limit) {
+        let mut entries = Vec::with_capacity(budget.count);
+        for key in preload::recent_keys(cache.dir(), budget) {
             if let Some(index) = preloaded.entries.iter().position(|e| e.key == key) {
                 entries.push(preloaded.entries.swap_remove(index));
                 continue;
@@ -376,15 +377,24 @@ impl WasmEngine {
         self.lock_preloaded().get(sha256).is_some()
     }
 
-    /// Drops every preloaded program except the one whose wasm hashes to `keep`, and what was
-    /// kept of their type checks: a guest keeps nothing of other images mapped.
-    pub fn forget_preloaded_except(&self, keep: Option<&str>) {
+    /// Lets go of every preloaded program except the one whose wasm hashes to `keep`: for a
+    /// process forked from the preloading one (a guest), which must keep nothing of other images
+    /// mapped. Each other program's mapping is unmapped and its objects are leaked rather than
+    /// freed — freeing would write to heap pages the process shares with its ancestors, copying
+    /// each — so the caller must not use them again (they are gone from this engine) and should
+    /// close the files they were mapped from: their paths are returned.
+    pub fn forget_preloaded_except(&self, keep: Option<&str>) -> Vec<PathBuf> {
         let mut preloaded = self.lock_preloaded();
-        preloaded
-            .entries
-            .retain(|entry| Some(entry.key.as_str()) == keep);
+        let (kept, others): (Vec<_>, Vec<_>) = std::mem::take(&mut preloaded.entries)
+            .into_iter()
+            .partition(|entry| Some(entry.key.as_str()) == keep);
+        preloaded.entries = kept;
         self.linkers
-            .forget_checked_except(&preloaded_components(&preloaded));
+            .leak_checked_except(&preloaded_components(&preloaded));
+        others
+            .into_iter()
+            .map(preload::Entry::unmap_and_leak)
+            .collect()
     }
 
     /// The preloaded program for `sha256` if its entry's file is still the one verified

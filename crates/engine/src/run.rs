@@ -221,6 +221,22 @@ impl CommandLinkers {
         Ok(pre)
     }
 
+    /// Leaks (never drops) every checked command but those of `keep`: see
+    /// [`crate::WasmEngine::forget_preloaded_except`].
+    pub(crate) fn leak_checked_except(&self, keep: &[&Component]) {
+        let mut checked = self
+            .checked_commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (kept, others): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut *checked).into_iter().partition(|pre| {
+                let code = pre.component().image_range().start;
+                keep.iter().any(|c| c.image_range().start == code)
+            });
+        *checked = kept;
+        std::mem::forget(others);
+    }
+
     /// Forgets every checked command but those of `keep` (see [`CommandLinkers::command_pre`]).
     pub(crate) fn forget_checked_except(&self, keep: &[&Component]) {
         self.checked_commands

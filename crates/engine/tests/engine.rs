@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use wasmcell_engine::{
-    EngineOptions, ExitStatus, LoadOutcome, OptimizeOutcome, Policy, Preopen, Program, RunSpec,
-    Stdio, Tier, Wasm, WasmEngine,
+    EngineOptions, ExitStatus, LoadOutcome, OptimizeOutcome, Policy, PreloadBudget, Preopen,
+    Program, RunSpec, Stdio, Tier, Wasm, WasmEngine,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -1098,24 +1098,51 @@ fn the_newest_verified_entries_are_preloaded_and_dropped_when_they_change() -> T
         .open(entry(&component_sha))?
         .set_modified(past)?;
 
+    let up_to = |count| PreloadBudget {
+        count,
+        bytes: u64::MAX,
+    };
+    // A byte budget the component's code does not fit in.
+    let small = fs::metadata(entry(&hello_sha))?.len();
+    let budgeted = engine_cached_in(tmp.path())?;
+    let fits = PreloadBudget {
+        count: 8,
+        bytes: small,
+    };
+    assert_eq!(budgeted.preload_recent(fits), 1);
+    assert!(budgeted.is_preloaded(&hello_sha));
+
     let newest_only = engine_cached_in(tmp.path())?;
-    assert_eq!(newest_only.preload_recent(1), 1);
+    assert_eq!(newest_only.preload_recent(up_to(1)), 1);
     assert!(newest_only.is_preloaded(&hello_sha));
     assert!(!newest_only.is_preloaded(&component_sha));
 
     let starter = engine_cached_in(tmp.path())?;
-    assert_eq!(starter.preload_recent(8), 2);
-    assert_eq!(starter.preload_recent(8), 2, "nothing changed: no rescan");
+    assert_eq!(starter.preload_recent(up_to(8)), 2);
+    assert_eq!(
+        starter.preload_recent(up_to(8)),
+        2,
+        "nothing changed: no rescan"
+    );
     // Written in place after it was verified: dropped, then found again once replaced.
     write_corrupted(&entry(&component_sha))?;
-    assert_eq!(starter.preload_recent(8), 1, "the changed entry is dropped");
+    assert_eq!(
+        starter.preload_recent(up_to(8)),
+        1,
+        "the changed entry is dropped"
+    );
     assert!(starter.is_preloaded(&hello_sha));
     compiler.load(component)?;
-    assert_eq!(starter.preload_recent(8), 2);
+    assert_eq!(starter.preload_recent(up_to(8)), 2);
 
     // A forked guest (a clone shares the preloaded set; a fork copies it).
     let guest = starter.clone();
-    guest.forget_preloaded_except(Some(&component_sha));
+    let gone = guest.forget_preloaded_except(Some(&component_sha));
+    assert_eq!(
+        gone,
+        vec![entry(&hello_sha)],
+        "the other program's file, to close"
+    );
     assert!(!guest.is_preloaded(&hello_sha));
     let program = guest
         .load_if_cached(component)?
@@ -1134,7 +1161,7 @@ fn the_newest_verified_entries_are_preloaded_and_dropped_when_they_change() -> T
     // A corrupt entry is not loaded; one changed after the preload is not trusted either.
     write_corrupted(&entry(&hello_sha))?;
     let fresh = engine_cached_in(tmp.path())?;
-    assert_eq!(fresh.preload_recent(8), 1);
+    assert_eq!(fresh.preload_recent(up_to(8)), 1);
     assert!(fresh.is_preloaded(&component_sha));
     write_corrupted(&entry(&component_sha))?;
     assert!(guest.load_if_cached(component)?.is_none(), "corrupt entry");

@@ -642,10 +642,11 @@ fn tar_io(source: std::io::Error) -> PackageError {
 }
 
 /// Directories every image layer wasmcell writes holds, empty: where a container's runtime
-/// mounts `/dev`, `/proc`, `/run` and `/sys`. A runtime creates a missing mount point at every
-/// start, in the container's writable layer — on overlayfs a new directory on the host's
-/// filesystem per container — so an image that has them saves that.
-pub const SKELETON_DIRS: [&str; 4] = ["dev", "proc", "run", "sys"];
+/// mounts its `/dev` and `/run` tmpfs. A runtime creates a missing mount point at every start,
+/// in the container's writable layer — on overlayfs a new directory on the host's filesystem
+/// per container — so an image that has them saves that. (`/proc` and `/sys` are left out:
+/// wasmcell never mounts them into a guest, and a guest sees no such directories.)
+pub const SKELETON_DIRS: [&str; 2] = ["dev", "run"];
 
 /// A filesystem layer holding one executable file at `path`, with its parent directories and
 /// the [`SKELETON_DIRS`], directories in sorted order before the file.
@@ -751,34 +752,21 @@ mod tests {
         let dir = |p: &str| (p.to_owned(), true);
         assert_eq!(
             entries(&single_file_tar("/app.wasm", b"\0asm", 0)?),
-            vec![
-                dir("dev/"),
-                dir("proc/"),
-                dir("run/"),
-                dir("sys/"),
-                ("app.wasm".to_owned(), false)
-            ]
+            vec![dir("dev/"), dir("run/"), ("app.wasm".to_owned(), false)]
         );
         assert_eq!(
             entries(&single_file_tar("/run/bin/app.wasm", b"\0asm", 0)?),
             vec![
                 dir("dev/"),
-                dir("proc/"),
                 dir("run/"),
                 dir("run/bin/"),
-                dir("sys/"),
                 ("run/bin/app.wasm".to_owned(), false)
             ]
         );
         // A program named like a mount point stays a file.
         assert_eq!(
             entries(&single_file_tar("/run", b"\0asm", 0)?),
-            vec![
-                dir("dev/"),
-                dir("proc/"),
-                dir("sys/"),
-                ("run".to_owned(), false)
-            ]
+            vec![dir("dev/"), ("run".to_owned(), false)]
         );
         Ok(())
     }

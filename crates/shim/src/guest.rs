@@ -76,7 +76,10 @@ pub fn main(plan_path: &Path) -> i32 {
     if let Ok(plan) = &plan
         && plan.sandbox
     {
-        drop(inherited);
+        if let Some(engine) = inherited {
+            crate::preload::keep_only(&engine, None);
+            std::mem::forget(engine);
+        }
         if let Err(e) = plan.confinement.apply() {
             report(&mut status, Err(e.to_string()));
             return EXIT_SETUP;
@@ -459,7 +462,7 @@ fn load(
     };
     // Whatever this guest runs, nothing else the starter preloaded stays mapped in it.
     let sha256 = wasm.sha256();
-    engine.forget_preloaded_except(Some(&sha256));
+    crate::preload::keep_only(&engine, Some(&sha256));
     if purpose == Purpose::Run && plan.cache_dir.is_some() {
         if let Some(program) = engine.load_if_cached(wasm)? {
             return Ok(Loaded {

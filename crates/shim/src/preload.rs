@@ -14,10 +14,14 @@ use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use wasmcell_engine::{EngineOptions, WasmEngine};
+use wasmcell_engine::{EngineOptions, PreloadBudget, WasmEngine};
 
-/// How many programs the starter keeps loaded: the most recently compiled ones.
-pub const PRELOAD_LIMIT: usize = 8;
+/// What the starter keeps loaded: the most recently compiled programs, at most 8 and 16 MiB of
+/// compiled code together (the demo command is 1 MiB; a 10 MiB component's code is not kept).
+pub const PRELOAD_BUDGET: PreloadBudget = PreloadBudget {
+    count: 8,
+    bytes: 16 << 20,
+};
 
 static PRELOADED: Mutex<Option<WasmEngine>> = Mutex::new(None);
 
@@ -65,7 +69,7 @@ pub fn start() {
 pub fn refresh() {
     let mut engine = preloaded();
     let Some(cache_dir) = engine.as_ref().and_then(|loaded| {
-        loaded.preload_recent(PRELOAD_LIMIT);
+        loaded.preload_recent(PRELOAD_BUDGET);
         loaded.options().cache_dir.clone()
     }) else {
         return;
@@ -114,8 +118,37 @@ pub fn take() -> Option<WasmEngine> {
     preloaded().take()
 }
 
-/// `inherited` if it was built with `options`; dropped (its programs unmapped, their files
-/// closed) otherwise.
+/// `inherited` if it was built with `options`; otherwise its programs are let go of
+/// ([`keep_only`] with none kept) and the rest is leaked, not freed (see
+/// [`WasmEngine::forget_preloaded_except`]).
 pub fn for_options(inherited: Option<WasmEngine>, options: &EngineOptions) -> Option<WasmEngine> {
-    inherited.filter(|engine| engine.options() == options)
+    let engine = inherited?;
+    if engine.options() == options {
+        return Some(engine);
+    }
+    keep_only(&engine, None);
+    std::mem::forget(engine);
+    None
+}
+
+/// In a guest: lets go of every preloaded program but the one whose wasm hashes to `sha256`
+/// ([`WasmEngine::forget_preloaded_except`]: unmapped and leaked) and closes their files.
+pub fn keep_only(engine: &WasmEngine, sha256: Option<&str>) {
+    let gone = engine.forget_preloaded_except(sha256);
+    if gone.is_empty() {
+        return;
+    }
+    for fd in inherited_fds() {
+        let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else {
+            continue;
+        };
+        if gone.contains(&target) {
+            // SAFETY: the fd belongs to a file wasmtime opened for a program that was just
+            // leaked: the owning `File` is never dropped, so this is the only close.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::close(fd);
+            }
+        }
+    }
 }
