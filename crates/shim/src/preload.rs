@@ -16,11 +16,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use wasmcell_engine::{EngineOptions, PreloadBudget, WasmEngine};
 
-/// What the starter keeps loaded: the most recently compiled programs, at most 8 and 16 MiB of
-/// compiled code together (the demo command is 1 MiB; a 10 MiB component's code is not kept).
+/// What the starter keeps loaded: the most recently compiled programs, at most 4 and 4 MiB of
+/// compiled code together (the demo command's is 1 MiB). Kept small on purpose: a full bench
+/// with 16 MiB, which let the bench's 10 MiB component in, measured per-pod throughput and
+/// memory worse, not better (see the README's performance section).
 pub const PRELOAD_BUDGET: PreloadBudget = PreloadBudget {
-    count: 8,
-    bytes: 16 << 20,
+    count: 4,
+    bytes: 4 << 20,
 };
 
 static PRELOADED: Mutex<Option<WasmEngine>> = Mutex::new(None);
