@@ -877,6 +877,30 @@ fn second_run_uses_the_compile_cache_and_survives_corruption(version: Version) {
         "the background compile replaced the corrupt optimized entry, and the starter dropped \
          the changed one and preloaded its replacement: {c4}"
     );
+
+    // The whole cache removed under the running starter: its engine makes the directories
+    // again, so the cold start's stash for the optimizer, and then the optimized code, land.
+    std::fs::remove_dir_all(containerd.cache_dir()).unwrap();
+    let fifth = run_demo(&containerd, IMAGE, "c5", &[], &["echo", "five"], b"");
+    assert_eq!(text(&fifth.stdout), "five\n", "{}", text(&fifth.stderr));
+    let c5 = load_outcome(&containerd, "c5");
+    assert!(
+        c5.starts_with("compiled by a helper process, then mapped; baseline code until"),
+        "{c5}"
+    );
+    assert!(
+        !containerd.log().contains("container c5: cannot store"),
+        "{}",
+        containerd.log()
+    );
+    wait_for_optimized_code(&containerd);
+    let sixth = run_demo(&containerd, IMAGE, "c6", &[], &["echo", "six"], b"");
+    assert_eq!(text(&sixth.stdout), "six\n");
+    let c6 = load_outcome(&containerd, "c6");
+    assert!(
+        c6.starts_with("cache hit; confined in ") && c6.ends_with("; preloaded by the starter"),
+        "after the cache was emptied, the optimized code is stored and preloaded again: {c6}"
+    );
 }
 
 /// How the shim log says container `id`'s program was loaded (inside the parentheses; the log

@@ -52,6 +52,7 @@ impl Kind {
 /// One fingerprint's directory of the cache.
 #[derive(Debug, Clone)]
 pub(crate) struct Cache {
+    root: PathBuf,
     dir: PathBuf,
 }
 
@@ -72,7 +73,23 @@ impl Cache {
         secure_dir(root)?;
         let dir = root.join(fingerprint);
         secure_dir(&dir)?;
-        Ok(Cache { dir })
+        Ok(Cache {
+            root: root.to_owned(),
+            dir,
+        })
+    }
+
+    /// Makes the directories again, as [`Cache::open`] does, if the fingerprint's directory is
+    /// gone: an engine can outlive them — the starter's preloaded one, inherited by every guest,
+    /// lives as long as the starter, and an operator may empty the cache meanwhile — and what it
+    /// compiles after that must still be stored. Called before anything is written (one `stat`).
+    fn ensure_dir(&self) -> io::Result<()> {
+        if self.dir.is_dir() {
+            return Ok(());
+        }
+        secure_dir(&self.root)
+            .and_then(|()| secure_dir(&self.dir))
+            .map_err(io::Error::other)
     }
 
     /// The fingerprint's directory.
@@ -122,6 +139,7 @@ impl Cache {
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.ensure_dir()?;
         // tempfile creates the file with O_EXCL and mode 0600, and removes it if we fail.
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
@@ -161,12 +179,15 @@ impl Cache {
 
     fn lock_file(&self, key: &str) -> Option<File> {
         let path = self.dir.join(format!("{key}.lock"));
-        fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
+        self.ensure_dir()
+            .and_then(|()| {
+                fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .mode(0o600)
+                    .open(&path)
+            })
             // A cache that cannot take a lock file cannot store the entry either; the store
             // failure is the one warning.
             .map_err(|e| log::debug!("cannot open the compile lock {}: {e}", path.display()))

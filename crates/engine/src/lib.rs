@@ -35,7 +35,7 @@ use cache::{Cache, Kind, Lookup};
 pub use config::Tier;
 pub use error::{BoxError, EngineError};
 pub use host::{HostWorld, Policy, World};
-pub use preload::PreloadBudget;
+pub use preload::{PreloadBudget, PreloadScan};
 pub use run::{ExitStatus, IdleTask, Preopen, RunSpec, Stdio};
 pub use serve::{EPOCH_TICK, ServeLimits, ServeSpec, ServeSummary};
 pub use serve_p3::InstanceReuse;
@@ -308,11 +308,14 @@ impl WasmEngine {
     /// verified as a lookup verifies it, mapped, and — a WASI 0.2 command — type-checked
     /// against the command linker, which is built here too. Rescans only when the cache
     /// directory changed since the last call; programs that are no longer among the newest are
-    /// dropped. Returns how many are loaded. For a long-lived, single-threaded process that
-    /// forks guests (the shim's starter); it never compiles.
-    pub fn preload_recent(&self, budget: PreloadBudget) -> usize {
+    /// dropped. For a long-lived, single-threaded process that forks guests (the shim's
+    /// starter); it never compiles.
+    pub fn preload_recent(&self, budget: PreloadBudget) -> PreloadScan {
         let Some(cache) = &self.cache else {
-            return 0;
+            return PreloadScan {
+                loaded: 0,
+                changed: false,
+            };
         };
         // Built here once rather than in every guest; a failure shows in the guest's run.
         if !self.options.serve_http {
@@ -324,7 +327,10 @@ impl WasmEngine {
         preloaded.entries.retain(preload::Entry::unchanged);
         if modified.is_some() && modified == preloaded.scanned && before == preloaded.entries.len()
         {
-            return before;
+            return PreloadScan {
+                loaded: before,
+                changed: false,
+            };
         }
         let mut entries = Vec::with_capacity(budget.count);
         for key in preload::recent_keys(cache.dir(), budget) {
@@ -367,9 +373,14 @@ impl WasmEngine {
         }
         preloaded.entries = entries;
         preloaded.scanned = modified;
-        self.linkers
-            .forget_checked_except(&preloaded_components(&preloaded));
-        preloaded.entries.len()
+        drop(
+            self.linkers
+                .take_checked_except(&preloaded_components(&preloaded)),
+        );
+        PreloadScan {
+            loaded: preloaded.entries.len(),
+            changed: true,
+        }
     }
 
     /// Whether the program whose wasm hashes to `sha256` (hex) is preloaded.
@@ -389,8 +400,10 @@ impl WasmEngine {
             .into_iter()
             .partition(|entry| Some(entry.key.as_str()) == keep);
         preloaded.entries = kept;
-        self.linkers
-            .leak_checked_except(&preloaded_components(&preloaded));
+        std::mem::forget(
+            self.linkers
+                .take_checked_except(&preloaded_components(&preloaded)),
+        );
         others
             .into_iter()
             .map(preload::Entry::unmap_and_leak)
@@ -398,17 +411,20 @@ impl WasmEngine {
     }
 
     /// The preloaded program for `sha256` if its entry's file is still the one verified
-    /// (one `stat`: a process forked long after the preload must not trust a changed entry);
-    /// a changed one is dropped.
+    /// (one `stat`: a process forked long after the preload must not trust a changed entry).
+    /// A changed one is taken out and leaked, as [`WasmEngine::forget_preloaded_except`] does,
+    /// because this runs in forked processes.
     fn preloaded_program(&self, sha256: &str) -> Option<Program> {
         let mut preloaded = self.lock_preloaded();
-        let entry = preloaded.get(sha256)?;
-        if entry.unchanged() {
-            return Some(entry.program.clone());
+        let index = preloaded.entries.iter().position(|e| e.key == sha256)?;
+        if preloaded.entries[index].unchanged() {
+            return Some(preloaded.entries[index].program.clone());
         }
-        preloaded.entries.retain(|entry| entry.key != sha256);
-        self.linkers
-            .forget_checked_except(&preloaded_components(&preloaded));
+        std::mem::forget(preloaded.entries.swap_remove(index));
+        std::mem::forget(
+            self.linkers
+                .take_checked_except(&preloaded_components(&preloaded)),
+        );
         None
     }
 

@@ -123,6 +123,16 @@ pub struct PreloadBudget {
     pub bytes: u64,
 }
 
+/// What [`crate::WasmEngine::preload_recent`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreloadScan {
+    /// How many programs are loaded now.
+    pub loaded: usize,
+    /// Whether the cache was scanned again, so the loaded programs (and the files they keep
+    /// open) may differ from before; `false` when nothing changed since the last scan.
+    pub changed: bool,
+}
+
 /// The keys (wasm sha256) of the most recently modified `.cwasm` entries in `dir` that fit
 /// `budget`, newest first. Unreadable entries are skipped: they would fail a lookup too.
 pub(crate) fn recent_keys(dir: &Path, budget: PreloadBudget) -> Vec<String> {

@@ -201,51 +201,48 @@ impl CommandLinkers {
         &self,
         engine: &Engine,
         component: &Component,
-    ) -> Result<InstancePre<ComponentState>, wasmtime::Error> {
+    ) -> Result<InstancePre<ComponentState>, EngineError> {
         let code = component.image_range().start;
-        let mut checked = self
-            .checked_commands
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut checked = self.lock_checked();
         if let Some(pre) = checked
             .iter()
             .find(|pre| pre.component().image_range().start == code)
         {
             return Ok(pre.clone());
         }
-        let linker = self
-            .component(engine)
-            .map_err(|e| wasmtime::Error::msg(e.to_string()))?;
-        let pre = linker.instantiate_pre(component)?;
+        let pre = self
+            .component(engine)?
+            .instantiate_pre(component)
+            .map_err(|e| EngineError::Unsatisfied {
+                kind: "component",
+                message: format!("{e:#}"),
+            })?;
         checked.push(pre.clone());
         Ok(pre)
     }
 
-    /// Leaks (never drops) every checked command but those of `keep`: see
-    /// [`crate::WasmEngine::forget_preloaded_except`].
-    pub(crate) fn leak_checked_except(&self, keep: &[&Component]) {
-        let mut checked = self
-            .checked_commands
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// Removes every checked command but those of `keep` and hands them back: the caller drops
+    /// them, or — in a process forked from the one that checked them — leaks them (see
+    /// [`crate::WasmEngine::forget_preloaded_except`]).
+    #[must_use = "the removed commands are to be dropped or leaked, on purpose"]
+    pub(crate) fn take_checked_except(
+        &self,
+        keep: &[&Component],
+    ) -> Vec<InstancePre<ComponentState>> {
+        let mut checked = self.lock_checked();
         let (kept, others): (Vec<_>, Vec<_>) =
             std::mem::take(&mut *checked).into_iter().partition(|pre| {
                 let code = pre.component().image_range().start;
                 keep.iter().any(|c| c.image_range().start == code)
             });
         *checked = kept;
-        std::mem::forget(others);
+        others
     }
 
-    /// Forgets every checked command but those of `keep` (see [`CommandLinkers::command_pre`]).
-    pub(crate) fn forget_checked_except(&self, keep: &[&Component]) {
+    fn lock_checked(&self) -> std::sync::MutexGuard<'_, Vec<InstancePre<ComponentState>>> {
         self.checked_commands
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|pre| {
-                let code = pre.component().image_range().start;
-                keep.iter().any(|c| c.image_range().start == code)
-            });
     }
 
     /// The preview1 linker ([`module_linker`]).
@@ -407,7 +404,7 @@ pub(crate) fn check_imports(
                 refusal,
             })?;
             match world {
-                HostWorld::Command => linkers.command_pre(engine, component).map(drop),
+                HostWorld::Command => return linkers.command_pre(engine, component).map(drop),
                 HostWorld::Proxy => {
                     crate::serve::proxy_linker::<crate::serve::RequestState>(engine)?
                         .instantiate_pre(component)
@@ -530,10 +527,7 @@ async fn run_component_inner(
 ) -> Result<ExitStatus, EngineError> {
     const KIND: &str = "component";
     let mut store = component_store(engine, spec)?;
-    let pre = match linkers.command_pre(engine, component) {
-        Ok(pre) => pre,
-        Err(e) => return guest_failure(e, &store.data().limits, KIND),
-    };
+    let pre = linkers.command_pre(engine, component)?;
 
     let Some(name) = spec.entry.as_deref() else {
         let command = match CommandPre::new(pre) {

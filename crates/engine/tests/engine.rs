@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use wasmcell_engine::{
-    EngineOptions, ExitStatus, LoadOutcome, OptimizeOutcome, Policy, PreloadBudget, Preopen,
-    Program, RunSpec, Stdio, Tier, Wasm, WasmEngine,
+    EngineOptions, ExitStatus, LoadOutcome, OptimizeOutcome, Policy, PreloadBudget, PreloadScan,
+    Preopen, Program, RunSpec, Stdio, Tier, Wasm, WasmEngine,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -734,6 +734,36 @@ fn baseline_code_runs_and_the_optimizer_replaces_it() -> TestResult {
     Ok(())
 }
 
+/// An engine outlives its cache directory (the starter's preloaded engine lives as long as the
+/// starter): once the directory is removed, storing makes it again, with the same mode, instead
+/// of failing every later start.
+#[test]
+fn an_engine_stores_again_after_its_cache_directory_is_removed() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().join("cache");
+    let engine = engine_cached_in(&root)?;
+    let wasm = hello_module();
+    fs::remove_dir_all(&root)?;
+    let stashed = engine.stash_for_optimizer(&wasm)?;
+    assert!(stashed.exists(), "the copy for the optimizer is written");
+    assert_eq!(
+        fs::metadata(root.join(engine.fingerprint()))?
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o700
+    );
+    assert_eq!(
+        engine.optimize_stashed(&stashed)?,
+        OptimizeOutcome::Compiled
+    );
+    fs::remove_dir_all(&root)?;
+    let (_, outcome) = engine.load(&wasm)?;
+    assert_eq!(outcome, LoadOutcome::Compiled, "stored, not kept in memory");
+    assert!(engine.load_if_cached(&wasm)?.is_some());
+    Ok(())
+}
+
 #[test]
 fn the_optimizer_refuses_copies_that_are_not_what_they_claim() -> TestResult {
     let tmp = tempfile::tempdir()?;
@@ -1109,31 +1139,38 @@ fn the_newest_verified_entries_are_preloaded_and_dropped_when_they_change() -> T
         count: 8,
         bytes: small,
     };
-    assert_eq!(budgeted.preload_recent(fits), 1);
+    assert_eq!(budgeted.preload_recent(fits).loaded, 1);
     assert!(budgeted.is_preloaded(&hello_sha));
 
     let newest_only = engine_cached_in(tmp.path())?;
-    assert_eq!(newest_only.preload_recent(up_to(1)), 1);
+    assert_eq!(newest_only.preload_recent(up_to(1)).loaded, 1);
     assert!(newest_only.is_preloaded(&hello_sha));
     assert!(!newest_only.is_preloaded(&component_sha));
 
     let starter = engine_cached_in(tmp.path())?;
-    assert_eq!(starter.preload_recent(up_to(8)), 2);
+    let scanned = PreloadScan {
+        loaded: 2,
+        changed: true,
+    };
+    assert_eq!(starter.preload_recent(up_to(8)), scanned);
     assert_eq!(
         starter.preload_recent(up_to(8)),
-        2,
+        PreloadScan {
+            changed: false,
+            ..scanned
+        },
         "nothing changed: no rescan"
     );
     // Written in place after it was verified: dropped, then found again once replaced.
     write_corrupted(&entry(&component_sha))?;
     assert_eq!(
-        starter.preload_recent(up_to(8)),
+        starter.preload_recent(up_to(8)).loaded,
         1,
         "the changed entry is dropped"
     );
     assert!(starter.is_preloaded(&hello_sha));
     compiler.load(component)?;
-    assert_eq!(starter.preload_recent(up_to(8)), 2);
+    assert_eq!(starter.preload_recent(up_to(8)).loaded, 2);
 
     // A forked guest (a clone shares the preloaded set; a fork copies it).
     let guest = starter.clone();
@@ -1161,7 +1198,7 @@ fn the_newest_verified_entries_are_preloaded_and_dropped_when_they_change() -> T
     // A corrupt entry is not loaded; one changed after the preload is not trusted either.
     write_corrupted(&entry(&hello_sha))?;
     let fresh = engine_cached_in(tmp.path())?;
-    assert_eq!(fresh.preload_recent(up_to(8)), 1);
+    assert_eq!(fresh.preload_recent(up_to(8)).loaded, 1);
     assert!(fresh.is_preloaded(&component_sha));
     write_corrupted(&entry(&component_sha))?;
     assert!(guest.load_if_cached(component)?.is_none(), "corrupt entry");

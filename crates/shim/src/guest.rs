@@ -479,7 +479,9 @@ fn load(
                 warnings.extend(outcome.warning());
                 let optimize = engine
                     .stash_for_optimizer(wasm)
-                    .map_err(|e| warnings.push(format!("{e}; later starts compile again")))
+                    .map_err(|e| {
+                        warnings.push(format!("{}; later starts compile again", with_causes(&e)))
+                    })
                     .ok();
                 return Ok(Loaded {
                     engine: baseline,

@@ -67,12 +67,13 @@ pub fn start() {
 }
 
 /// In the starter, before it forks a server: loads what the cache received since the last
-/// call, and records which fds its programs' files have.
+/// call, and records which fds its programs' files have (only when that may have changed: this
+/// runs before every fork).
 pub fn refresh() {
     let mut engine = preloaded();
     let Some(cache_dir) = engine.as_ref().and_then(|loaded| {
-        loaded.preload_recent(PRELOAD_BUDGET);
-        loaded.options().cache_dir.clone()
+        let scan = loaded.preload_recent(PRELOAD_BUDGET);
+        scan.changed.then(|| loaded.options().cache_dir.clone())?
     }) else {
         return;
     };
