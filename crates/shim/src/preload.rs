@@ -17,9 +17,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use wasmcell_engine::{EngineOptions, PreloadBudget, WasmEngine};
 
 /// What the starter keeps loaded: the most recently compiled programs, at most 4 and 4 MiB of
-/// compiled code together (the demo command's is 1 MiB). Kept small on purpose: a full bench
-/// with 16 MiB, which let the bench's 10 MiB component in, measured per-pod throughput and
-/// memory worse, not better (see the README's performance section).
+/// compiled code together (the demo command's is 1 MiB). Every preloaded program's metadata
+/// lives in the starter's heap, which each server, launcher and guest shares until it writes
+/// near it, so the budget bounds what preloading can cost in memory; a node's few hot images
+/// fit, a 10 MiB component does not.
 pub const PRELOAD_BUDGET: PreloadBudget = PreloadBudget {
     count: 4,
     bytes: 4 << 20,
