@@ -627,6 +627,13 @@ fn two_containers_share_the_pod_network_and_not_the_hosts(version: Version) {
     let port = "8080";
     let server = node.run_demo(&pod, &sandbox, "server", &["listen", port]);
     node.wait_running(&server);
+    // A pod's shim keeps its launcher for the pod's next containers.
+    let shim = crate::shim::parent_of(node.container_pid(&server)).expect("the guest's parent");
+    assert_eq!(
+        crate::shim::children_with(shim, "__wasmcell-zygote").len(),
+        1,
+        "the launcher under the pod's shim {shim}"
+    );
     // The pod's IP on the CNI bridge answers from the host.
     let (ip, _) = node.pod_network(&pod);
     assert!(!ip.is_empty(), "the pod has no IP");

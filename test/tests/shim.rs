@@ -33,6 +33,7 @@ on_2_1_and_1_7!(
     a_storm_of_sigterms_ends_a_guest_once,
     a_guest_killed_while_compiling_leaves_nothing_behind,
     guests_come_from_the_launcher_and_outlive_it,
+    a_container_outside_any_pod_lets_its_launcher_go,
     later_servers_are_forked_by_the_starter_which_can_die,
     no_starter_is_asked_or_started_under_shim_start_exec,
     a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code,
@@ -1458,13 +1459,49 @@ fn cmdline_of(pid: u32) -> String {
 }
 
 /// The children of `pid` whose command line contains `needle`.
-fn children_with(pid: u32, needle: &str) -> Vec<u32> {
+pub(crate) fn children_with(pid: u32, needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&p| parent_of(p) == Some(pid) && cmdline_of(p).contains(needle))
         .collect()
+}
+
+/// A container outside any pod has a shim server of its own, which will start no other guest:
+/// once the guest runs, the server lets its launcher go, so the guest is the server's only
+/// child (two shim-side processes per container, as runc has), and the guest still ends on
+/// SIGTERM with the status the signal gives.
+fn a_container_outside_any_pod_lets_its_launcher_go(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let guest = run_demo_detached(&containerd, "alone", &["sleep", "600"]);
+    let shim = parent_of(guest).expect("the guest's parent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children = children_with(shim, "");
+        if children == [guest] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shim {shim} still has {children:?} besides its guest {guest}: {:?}",
+            children.iter().map(|&p| cmdline_of(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGTERM", "alone"]);
+    wait_for_status(&containerd, "alone", "STOPPED");
+    let listed = text(&containerd.ctr(&["task", "ls"]).stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("alone ") && l.contains("STOPPED")),
+        "{listed}"
+    );
+    containerd.ctr_ok(&["task", "delete", "alone"]);
+    containerd.ctr_ok(&["container", "delete", "alone"]);
 }
 
 /// A shared shim forks its guests from its single-threaded launcher: a guest is the shim's

@@ -390,7 +390,14 @@ impl Service {
         // (no launcher, or it is gone) needs the spawner thread.
         let launched = match self.config.zygote.as_deref() {
             Some(zygote) => {
-                launch_by_zygote(zygote, &exe, &plan_path, stdio, &network, &pid_namespace)
+                let launched =
+                    launch_by_zygote(zygote, &exe, &plan_path, stdio, &network, &pid_namespace);
+                if matches!(launched, Ok(Launched::Forked(_)))
+                    && shim::has_a_server_of_its_own(spec)
+                {
+                    zygote.retire();
+                }
+                launched
             }
             None => Ok(Launched::NeedsExec(stdio)),
         };

@@ -19,6 +19,19 @@ pub fn cache_dir() -> Option<PathBuf> {
     wasmcell_engine::cache_dir_from_env()
 }
 
+/// Whether the container of `spec` is the only one its shim server will ever serve: with the
+/// default grouping (a shim per pod) a container outside any pod — no sandbox-id annotation,
+/// as with `ctr run` — has a server of its own, keyed by its id.
+pub fn has_a_server_of_its_own(spec: &Spec) -> bool {
+    use wasmcell_shim_front::group::{Grouping, SANDBOX_ID_ANNOTATION};
+    Grouping::from_env() == Grouping::Pod
+        && !is_sandbox(spec)
+        && !spec
+            .annotations()
+            .as_ref()
+            .is_some_and(|a| a.contains_key(SANDBOX_ID_ANNOTATION))
+}
+
 /// Whether `spec` is a pod's sandbox container, which wasmcell runs itself instead of the
 /// (native) pause image.
 pub fn is_sandbox(spec: &Spec) -> bool {

@@ -204,6 +204,19 @@ impl Zygote {
     }
 }
 
+impl Zygote {
+    /// Lets the zygote go once the server will start no other guest: a container outside any
+    /// pod has a server of its own ([`crate::shim::has_a_server_of_its_own`]), and a launcher
+    /// kept for it would stay as long as its guest, a third process with its own copies of the
+    /// pages it wrote. Closing the socket ends the zygote (it reads EOF); the server reaps it.
+    /// A launch after this finds it gone and the guest is exec'd.
+    pub fn retire(&self) {
+        if let Ok(mut socket) = self.socket.lock() {
+            socket.take();
+        }
+    }
+}
+
 /// The zygote's life: answer requests until the server's end closes.
 fn serve(socket: OwnedFd, server: nix::unistd::Pid, server_args: Vec<OsString>) -> ! {
     // The zygote dies with the server (its main thread, which forked us, lives as long as it).
