@@ -6,7 +6,8 @@
 #   1. ctr run --rm latency: demo-app `echo hello` (wasmcell) vs a static C hello (runc),
 #      BENCH_WARMUP warm-up runs each, then BENCH_ITERATIONS pairs, alternating which goes first.
 #   2. PSS of every shim-side process (shims and their descendants: wasmcell guests, runc
-#      container processes) with N detached sleeping containers, N in BENCH_COUNTS.
+#      container processes) with N detached sleeping containers, N in BENCH_COUNTS; for
+#      wasmcell after one warm run, so that its starter is there (see warm_starter).
 #   4. Signal latency: from starting `ctr task kill` (SIGTERM, then SIGKILL) of a running
 #      sleeper until a client already waiting through containerd's API sees the exit
 #      (test/examples/await_exit.rs), BENCH_SIGNAL_RUNS each; `ctr task kill`'s own time beside it.
@@ -531,6 +532,14 @@ start_many() {
   [ "$running" -eq "$n" ] || { ctr_ task ls >&2; die "$kind: $running of $n tasks RUNNING"; }
 }
 
+# warm_starter ID: one wasmcell run before a memory figure, so that each is taken in the same
+# steady state. wasmcell's starter leaves after a minute without starts (the runc figure before
+# can take longer), and the first start after that execs its server rather than forking it from
+# the starter, whose preloaded programs its guests would share.
+warm_starter() {
+  run_once wasmcell "$1" >/dev/null
+}
+
 # stop_all: SIGKILL every task, delete tasks and containers, wait until no shim-side process is
 # left.
 stop_all() {
@@ -791,6 +800,7 @@ bench_one() {
   for n in $BENCH_COUNTS; do
     for kind in wasmcell runc; do
       log "containerd $ver: PSS, $n running $kind container(s)"
+      if [ "$kind" = wasmcell ]; then warm_starter "pss-warm-$n"; fi
       start_many "$kind" "$n"
       sleep 2 # let start-up allocations settle
       # wasmcell's starter outlives wasmcell's runs (it leaves after a minute idle): it is
@@ -805,6 +815,7 @@ bench_one() {
     echo "wasmcell-namespace-$NS" >>"$IDS_FILE"
     for n in 10 50; do
       log "containerd $ver: PSS, $n running wasmcell containers, one shim for the namespace"
+      warm_starter "grouped-warm-$n"
       start_many wasmcell "$n"
       sleep 2
       python3 "$ROOT/bench/pss.py" "$ADDR" >"$RAW/grouped-pss-$n.json"

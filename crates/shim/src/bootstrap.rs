@@ -85,7 +85,9 @@ fn serve_on_new_runtime(
             return 1;
         }
     };
-    match runtime.block_on(serve(flags, zygote)) {
+    // Boxed: the server's whole future lives on the heap once rather than being moved through
+    // stack frames, each move dirtying (copying, after the fork from the starter) more stack.
+    match runtime.block_on(Box::pin(serve(flags, zygote))) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("{}: {e:#}", shim::RUNTIME_ID);
