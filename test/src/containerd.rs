@@ -394,8 +394,46 @@ impl Drop for Containerd {
         self.stop_daemon();
         kill_processes_using(&self.dir);
         unmount_below(&self.dir);
+        remove_cgroups_named(&self.namespace);
         if let Some(bridge) = &self.bridge {
             let _ = Command::new("ip").args(["link", "del", bridge]).status();
+        }
+    }
+}
+
+/// The cgroup trees of this host: `/sys/fs/cgroup` (v2, or v1's parent) and each v1 hierarchy
+/// mounted below it.
+pub fn cgroup_roots() -> Vec<PathBuf> {
+    let top = PathBuf::from("/sys/fs/cgroup");
+    let mut roots = vec![top.clone()];
+    if let Ok(entries) = std::fs::read_dir(&top) {
+        roots.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    roots
+}
+
+/// Removes the cgroup `name` (and any left below it) from every cgroup tree. containerd puts
+/// a container's cgroup at `/NAMESPACE/ID`, and the shim removes `ID` but, as runc does, not the
+/// namespace's parent: with a namespace per instance, each test would leave one empty cgroup per
+/// hierarchy on the host. A cgroup with a process left in it is kept (`rmdir` refuses).
+pub fn remove_cgroups_named(name: &str) {
+    fn remove_bottom_up(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_bottom_up(&entry.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    if name.is_empty() || name.contains('/') {
+        return;
+    }
+    for root in cgroup_roots() {
+        let cgroup = root.join(name);
+        if cgroup.is_dir() {
+            remove_bottom_up(&cgroup);
         }
     }
 }

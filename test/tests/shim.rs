@@ -34,6 +34,7 @@ on_2_1_and_1_7!(
     a_guest_killed_while_compiling_leaves_nothing_behind,
     guests_come_from_the_launcher_and_outlive_it,
     a_container_outside_any_pod_lets_its_launcher_go,
+    an_instance_leaves_no_cgroup_behind,
     later_servers_are_forked_by_the_starter_which_can_die,
     no_starter_is_asked_or_started_under_shim_start_exec,
     a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code,
@@ -1510,6 +1511,32 @@ fn a_container_outside_any_pod_lets_its_launcher_go(version: Version) {
     wait_for_status(&containerd, "alone", "STOPPED");
     containerd.ctr_ok(&["task", "delete", "alone"]);
     containerd.ctr_ok(&["container", "delete", "alone"]);
+}
+
+/// A container's cgroup (`/NAMESPACE/ID` in every hierarchy) is removed at delete, and a test
+/// instance's namespace cgroup when the instance is dropped: nothing is left on the host.
+fn an_instance_leaves_no_cgroup_behind(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let namespace = containerd.namespace.clone();
+    run_demo_detached(&containerd, "grouped-cg", &["sleep", "600"]);
+    let in_trees = |name: &str| -> Vec<std::path::PathBuf> {
+        wasmcell_tests::containerd::cgroup_roots()
+            .into_iter()
+            .map(|root| root.join(name))
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    let container = format!("{namespace}/grouped-cg");
+    assert!(
+        !in_trees(&container).is_empty(),
+        "the running container's cgroup {container}"
+    );
+    delete_stopped_after_kill(&containerd, "grouped-cg");
+    assert_eq!(in_trees(&container), Vec::<std::path::PathBuf>::new());
+    drop(containerd);
+    assert_eq!(in_trees(&namespace), Vec::<std::path::PathBuf>::new());
 }
 
 /// A shared shim forks its guests from its single-threaded launcher: a guest is the shim's
