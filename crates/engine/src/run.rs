@@ -213,10 +213,7 @@ impl CommandLinkers {
         let pre = self
             .component(engine)?
             .instantiate_pre(component)
-            .map_err(|e| EngineError::Unsatisfied {
-                kind: "component",
-                message: format!("{e:#}"),
-            })?;
+            .map_err(unsatisfied("component"))?;
         checked.push(pre.clone());
         Ok(pre)
     }
@@ -367,12 +364,6 @@ pub(crate) fn check_imports(
     program: &crate::Program,
     policy: &Policy,
 ) -> Result<(), EngineError> {
-    let unsatisfied = |kind: &'static str| {
-        move |e: wasmtime::Error| EngineError::Unsatisfied {
-            kind,
-            message: format!("{e:#}"),
-        }
-    };
     match program {
         crate::Program::Module(module) => {
             let linker = linkers.module(engine)?;
@@ -424,6 +415,14 @@ pub(crate) fn check_imports(
         }
     }
     Ok(())
+}
+
+/// The error for a program that failed the type check against `kind`'s linker.
+fn unsatisfied(kind: &'static str) -> impl Fn(wasmtime::Error) -> EngineError {
+    move |e| EngineError::Unsatisfied {
+        kind,
+        message: format!("{e:#}"),
+    }
 }
 
 /// The world `component` runs in, from its exports ([`HostWorld::for_exports`]).

@@ -140,6 +140,17 @@ impl Zygote {
         }
     }
 
+    /// Lets the zygote go once the server will start no other guest: a container outside any
+    /// pod has a server of its own ([`crate::shim::has_a_server_of_its_own`]), and a launcher
+    /// kept for it would stay as long as its guest, a third process with its own copies of the
+    /// pages it wrote. Closing the socket ends the zygote (it reads EOF); the server reaps it.
+    /// A launch after this finds it gone and the guest is exec'd.
+    pub fn retire(&self) {
+        if let Ok(mut socket) = self.socket.lock() {
+            socket.take();
+        }
+    }
+
     /// Has the zygote fork a guest; returns its pid (a child of this process).
     pub fn launch(
         &self,
@@ -201,19 +212,6 @@ impl Zygote {
         Err(ZygoteError::Refused(
             answer.strip_prefix("error ").unwrap_or(&answer).to_owned(),
         ))
-    }
-}
-
-impl Zygote {
-    /// Lets the zygote go once the server will start no other guest: a container outside any
-    /// pod has a server of its own ([`crate::shim::has_a_server_of_its_own`]), and a launcher
-    /// kept for it would stay as long as its guest, a third process with its own copies of the
-    /// pages it wrote. Closing the socket ends the zygote (it reads EOF); the server reaps it.
-    /// A launch after this finds it gone and the guest is exec'd.
-    pub fn retire(&self) {
-        if let Ok(mut socket) = self.socket.lock() {
-            socket.take();
-        }
     }
 }
 
