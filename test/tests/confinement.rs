@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use wasmcell_tests::containerd::{Containerd, Version};
 use wasmcell_tests::image::{Entry, write_platform_image_tar};
@@ -14,7 +13,7 @@ use wasmcell_tests::skip_or_fail;
 use wasmcell_tests::DEMO_IMAGES;
 
 use crate::shim::{
-    IMAGE, RUNTIME, containerd_with_demo, containerd_with_demo_images, run_demo, text,
+    IMAGE, RUNTIME, containerd_with_demo, containerd_with_demo_images, new_starter, run_demo, text,
     wait_for_status,
 };
 
@@ -57,6 +56,7 @@ on_2_1_and_1_7!(
     binds_keep_owners_single_files_and_read_only_flags,
     procfs_and_sysfs_never_reach_a_guest,
     the_escape_drill_fails_at_everything,
+    guests_without_a_network_share_one_empty_namespace,
 );
 
 /// containerd 1.6 runs the classic image: the same comparison there.
@@ -398,25 +398,71 @@ fn drill(containerd: &Containerd, id: &str, flags: &[&str], setting: &str) -> St
     stdout
 }
 
+/// What the drill must leave alone on the host: a secret file in a directory, a process, a
+/// loopback listener.
+struct DrillTargets {
+    host: tempfile::TempDir,
+    secret: std::path::PathBuf,
+    target: std::process::Child,
+    _listener: std::net::TcpListener,
+    /// `WASMCELL_ESCAPE_DRILL`'s value.
+    setting: String,
+}
+
+impl DrillTargets {
+    fn new() -> DrillTargets {
+        let host = tempfile::tempdir().unwrap();
+        let secret = host.path().join("secret");
+        std::fs::write(&secret, "host secret").unwrap();
+        let target = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let setting = format!(
+            "secret={};dir={};pid={};port={}",
+            secret.display(),
+            host.path().display(),
+            target.id(),
+            listener.local_addr().unwrap().port()
+        );
+        DrillTargets {
+            host,
+            secret,
+            target,
+            _listener: listener,
+            setting,
+        }
+    }
+
+    /// The process still runs (then is stopped), nothing was written next to the secret.
+    fn assert_untouched(mut self) {
+        assert!(
+            self.target.try_wait().unwrap().is_none(),
+            "the host process the drill signalled must still run"
+        );
+        let _ = self.target.kill();
+        let _ = self.target.wait();
+        let left: Vec<_> = std::fs::read_dir(self.host.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            [std::ffi::OsString::from("secret")],
+            "nothing written outside the rootfs"
+        );
+        assert!(self.secret.is_file());
+    }
+}
+
 fn the_escape_drill_fails_at_everything(version: Version) {
     let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
-    let host = tempfile::tempdir().unwrap();
-    let secret = host.path().join("secret");
-    std::fs::write(&secret, "host secret").unwrap();
-    let mut target = std::process::Command::new("sleep")
-        .arg("300")
-        .spawn()
-        .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let setting = format!(
-        "secret={};dir={};pid={};port={}",
-        secret.display(),
-        host.path().display(),
-        target.id(),
-        listener.local_addr().unwrap().port()
-    );
+    let targets = DrillTargets::new();
+    let setting = &targets.setting;
     let attempts = [
         "read /etc/shadow",
         "read ",
@@ -442,7 +488,7 @@ fn the_escape_drill_fails_at_everything(version: Version) {
         &["--user", "1000:1000", "--seccomp"],
     ];
     for (n, flags) in cases.iter().enumerate() {
-        let out = drill(&containerd, &format!("drill-{n}"), flags, &setting);
+        let out = drill(&containerd, &format!("drill-{n}"), flags, setting);
         for attempt in attempts {
             assert!(
                 out.lines()
@@ -455,21 +501,116 @@ fn the_escape_drill_fails_at_everything(version: Version) {
         }
         assert!(!out.contains("ESCAPED"), "{flags:?}:\n{out}");
     }
+    targets.assert_untouched();
+}
+
+/// A preview 1 module that sleeps two minutes (`poll_oneoff` on the monotonic clock) and
+/// imports nothing that reaches a network.
+const NAP_MODULE: &str = r#"(module
+    (import "wasi_snapshot_preview1" "poll_oneoff"
+        (func $poll (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 16) "\01")
+    (func (export "_start")
+        (i64.store (i32.const 24) (i64.const 120000000000))
+        (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+/// Guests whose programs import no network interface, launched from a starter's server, share
+/// the starter's empty network namespace instead of each paying for one; the demo, which
+/// imports `wasi:sockets`, still gets one of its own; neither is the host's. In the shared one
+/// a guest can make no socket at all (the drill's extra probe), so none can change it or reach
+/// another.
+fn guests_without_a_network_share_one_empty_namespace(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nap = crate::validation::classic_image(&containerd, dir.path(), "nap", NAP_MODULE);
+    // The first server is spawned by the front and forks the starter; later ones are forked.
+    let out = run_demo(&containerd, IMAGE, "warm", &[], &["echo", "warm"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    new_starter(&containerd, None);
+    let start_nap = |id: &str| {
+        containerd.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip1/wasm",
+            &nap,
+            id,
+            "/nap.wasm",
+        ]);
+        wait_for_status(&containerd, id, "RUNNING").to_string()
+    };
+    let (first, second) = (start_nap("nap-1"), start_nap("nap-2"));
+    let demo = start_sleeper(&containerd, "demo", true, &[]).to_string();
+    let host = namespace("self", "net");
+    let shared = namespace(&first, "net");
     assert!(
-        target.try_wait().unwrap().is_none(),
-        "the host process the drill signalled must still run"
+        !shared.is_empty() && shared != host,
+        "{shared} vs the host's {host}"
     );
-    let _ = target.kill();
-    let _ = target.wait();
-    let left: Vec<_> = std::fs::read_dir(host.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
     assert_eq!(
-        left,
-        [std::ffi::OsString::from("secret")],
-        "nothing written outside the rootfs"
+        namespace(&second, "net"),
+        shared,
+        "the second nap has a namespace of its own"
     );
-    assert!(Path::new(&secret).is_file());
+    let own = namespace(&demo, "net");
+    assert!(
+        !own.is_empty() && own != shared && own != host,
+        "the demo imports wasi:sockets and must have a namespace of its own: {own}"
+    );
+    let log = containerd.log();
+    for (id, joined) in [("nap-1", true), ("nap-2", true), ("demo", false)] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("container {id}: program loaded (")))
+            .unwrap_or_else(|| panic!("no load outcome for {id}"));
+        assert_eq!(
+            line.contains("in the shared empty network namespace"),
+            joined,
+            "{id}: {line}"
+        );
+    }
+    for id in ["nap-1", "nap-2", "demo"] {
+        remove(&containerd, id);
+    }
+
+    // The drill, run in place of the nap, with the nap's confinement.
+    let targets = DrillTargets::new();
+    let env = format!("WASMCELL_ESCAPE_DRILL={}", targets.setting);
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip1/wasm",
+        "--env",
+        &env,
+        &nap,
+        "nap-drill",
+        "/nap.wasm",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the drill escaped:\n{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "blocked a socket in the shared empty network namespace: Operation not permitted"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("blocked reach the host's loopback"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ESCAPED"), "{stdout}");
+    targets.assert_untouched();
 }

@@ -1630,7 +1630,7 @@ fn starters_of(containerd: &Containerd) -> Vec<u32> {
 }
 
 /// Waits until `containerd` has exactly one starter other than `old`, and returns it.
-fn new_starter(containerd: &Containerd, old: Option<u32>) -> u32 {
+pub(crate) fn new_starter(containerd: &Containerd, old: Option<u32>) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now: Vec<u32> = starters_of(containerd)

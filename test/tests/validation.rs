@@ -64,7 +64,12 @@ fn write_wasm(dir: &Path, file: &str, wat_text: &str) -> std::path::PathBuf {
 }
 
 /// Packages `wat_text` as a classic image `localhost/test/NAME:latest` with `/NAME.wasm`.
-fn classic_image(containerd: &Containerd, dir: &Path, name: &str, wat_text: &str) -> String {
+pub(crate) fn classic_image(
+    containerd: &Containerd,
+    dir: &Path,
+    name: &str,
+    wat_text: &str,
+) -> String {
     let wasm = write_wasm(dir, &format!("{name}.wasm"), wat_text);
     let image = format!("localhost/test/{name}:latest");
     package_and_import(containerd, &wasm, &image, &dir.join(format!("{name}.tar")));

@@ -181,6 +181,20 @@ pub fn run(drill: &Drill) -> i32 {
         let rooted = unsafe { libc::setuid(0) } == 0;
         verdict("setuid(0)", rooted, format!("{}", errno()));
     }
+    if crate::empty_network::joined() {
+        // SAFETY: socket takes integers; a returned fd is closed right away.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+        let detail = format!("{}", errno());
+        if fd >= 0 {
+            // SAFETY: fd was just returned by socket and is owned here.
+            unsafe { libc::close(fd) };
+        }
+        verdict(
+            "a socket in the shared empty network namespace",
+            fd >= 0,
+            detail,
+        );
+    }
     chroot_escape(drill, &mut verdict);
     fd_escape(drill, &mut verdict);
     let loopback = std::net::TcpStream::connect(("127.0.0.1", drill.port));

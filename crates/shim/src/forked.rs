@@ -21,6 +21,7 @@ pub fn close_from_but(first: RawFd, keep: &[RawFd]) -> std::io::Result<()> {
         .iter()
         .copied()
         .chain(crate::preload::inherited_fds())
+        .chain(crate::empty_network::inherited_fd())
         .filter_map(|fd| libc::c_uint::try_from(fd).ok())
         .collect();
     kept.sort_unstable();

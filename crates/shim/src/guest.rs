@@ -88,14 +88,20 @@ pub fn main(plan_path: &Path) -> i32 {
     }
     // Load (the cache is outside the rootfs and root-only), then confine, then report: a
     // guest that could not be confined never reports ready.
-    let prepared = plan.and_then(|plan| {
+    let prepared = plan.and_then(|mut plan| {
         let mut prepared = prepare(&plan, inherited)?;
         let started = std::time::Instant::now();
+        crate::empty_network::stack_socket_filter(&mut plan.confinement.seccomp);
         plan.confinement.apply().map_err(|e| e.to_string())?;
         prepared.outcome = format!(
-            "{}; confined in {} µs{}",
+            "{}; confined in {} µs{}{}",
             prepared.outcome,
             started.elapsed().as_micros(),
+            if crate::empty_network::joined() {
+                "; in the shared empty network namespace"
+            } else {
+                ""
+            },
             if prepared.preloaded {
                 "; preloaded by the starter"
             } else {
@@ -323,6 +329,10 @@ fn prepare(plan: &GuestPlan, inherited: Option<WasmEngine>) -> Result<Prepared, 
     let name = plan.args.first().map_or("", |a| a);
     let world = crate::http::world_of(&bytes).map_err(|e| format!("program {name:?}: {e}"))?;
     let serve_http = world.is_served();
+    if serve_http {
+        // It binds its socket below, in the namespace it is to keep.
+        crate::empty_network::leave_unless_networkless(false)?;
+    }
     // A server's limits size its engine's instance pool, so they are read first.
     let serve_setup = if serve_http {
         Some(crate::http::prepare(plan, world).map_err(|e| format!("program {name:?}: {e}"))?)
@@ -390,6 +400,10 @@ fn prepare(plan: &GuestPlan, inherited: Option<WasmEngine>) -> Result<Prepared, 
     engine
         .check_imports(&program, &policy)
         .map_err(|e| format!("program {name:?}: {e}"))?;
+    if crate::empty_network::joined() {
+        let networkless = !crate::empty_network::needs_network(&engine.imports(&program));
+        crate::empty_network::leave_unless_networkless(networkless)?;
+    }
     if let Some(setup) = serve_setup {
         return Ok(Prepared {
             engine,

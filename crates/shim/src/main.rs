@@ -20,6 +20,7 @@ mod container;
 mod content;
 #[cfg(debug_assertions)]
 mod drill;
+mod empty_network;
 mod events;
 mod footprint;
 mod forked;

@@ -23,6 +23,9 @@ pub enum NetworkMode {
     Host,
     /// A new, empty network namespace (only a down loopback).
     Private,
+    /// An empty namespace as `Private`, but the starter's shared one for a guest whose program
+    /// turns out to need no network ([`crate::empty_network`]).
+    Empty,
     /// Join the namespace at this path (a pod's).
     Join(PathBuf),
 }
@@ -223,7 +226,19 @@ impl GuestPlan {
             None => NetworkMode::Host,
             Some(ns) => match ns.path() {
                 Some(path) => NetworkMode::Join(path.clone()),
-                None => NetworkMode::Private,
+                // A pod's containers join the sandbox's namespace, a `net.*` sysctl changes the
+                // namespace, and a privileged container is expected to have runc's own one.
+                None if sandbox
+                    || confinement
+                        .namespaces
+                        .sysctls
+                        .iter()
+                        .any(|(k, _)| k.starts_with("net."))
+                    || crate::confine::audit::is_privileged(spec) =>
+                {
+                    NetworkMode::Private
+                }
+                None => NetworkMode::Empty,
             },
         };
 

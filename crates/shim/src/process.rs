@@ -198,7 +198,8 @@ pub fn fork_exec_guest(
         ),
         _ => None,
     };
-    let new_netns = *network == NetworkMode::Private;
+    // An exec'd guest holds no starter's namespace: `Empty` is a new one too.
+    let new_netns = matches!(network, NetworkMode::Private | NetworkMode::Empty);
 
     let to_stdio = |f: Option<File>| f.map_or_else(Stdio::null, Stdio::from);
     let mut command = Command::new(exe);

@@ -101,6 +101,8 @@ fn become_starter(socket: &Path, containerd_address: &str) -> ! {
     // Once here rather than in every server's guest launcher: each `cpuid` traps to the
     // hypervisor, and every server forked from here inherits the answers.
     wasmcell_engine::detect_cpu_features();
+    // Without it each network-less guest gets a namespace of its own: slower, as safe.
+    let _ = crate::empty_network::create();
     crate::preload::start();
     // Its servers are never waited for: the kernel reaps them.
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.

@@ -417,8 +417,10 @@ fn set_up_child(request: &LaunchRequest, fds: Vec<OwnedFd>) -> std::io::Result<(
             "network",
         )?,
         NetworkMode::Private => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?,
+        NetworkMode::Empty => crate::empty_network::enter_at_launch()?,
         NetworkMode::Host => {}
     }
+    crate::empty_network::close_inherited();
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -342,6 +342,17 @@ const DEFAULT_DENY: &[&str] = &[
     "uselib",
 ];
 
+/// What [`SeccompFilters::no_new_sockets`] denies whatever the arguments.
+const NO_NEW_SOCKETS: [&str; 7] = [
+    "socket",
+    "bind",
+    "connect",
+    "listen",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+];
+
 /// The obsolete `SOCK_PACKET` socket type (libc deprecates the name, the kernel still takes it).
 const SOCK_PACKET: u32 = 10;
 
@@ -492,6 +503,39 @@ impl SeccompFilters {
         DEFAULT.get_or_init(compile_default_filter).clone()
     }
 
+    /// The program a guest in the shared empty network namespace ([`crate::empty_network`])
+    /// stacks on its filter; everything it does not name is left to the other programs:
+    ///
+    /// | syscalls | verdict | why |
+    /// | --- | --- | --- |
+    /// | `socket`, `bind`, `connect`, `listen` | `EPERM` | no socket of any family, and no name or peer for one: no netlink request can reconfigure the namespace, no guest can reach another through an abstract UNIX socket or the loopback |
+    /// | `socketpair` unless `AF_UNIX` and `SOCK_STREAM` | `EPERM` | a connected stream pair reaches only its own other end (tokio's signal driver makes one); a datagram pair could be pointed at a name |
+    /// | `io_uring_setup`, `io_uring_enter`, `io_uring_register` | `EPERM` | io_uring opens, binds and connects sockets past a filter that sees only syscalls |
+    ///
+    /// Like every program compiled here it kills a syscall made through another ABI. Compiled
+    /// once per process (a starter compiles it before it forks, so guests clone it); fails
+    /// closed like [`default_filter`](Self::default_filter).
+    pub fn no_new_sockets() -> SeccompFilters {
+        static NO_SOCKETS: std::sync::OnceLock<SeccompFilters> = std::sync::OnceLock::new();
+        NO_SOCKETS
+            .get_or_init(|| {
+                no_new_sockets_plan()
+                    .and_then(assemble)
+                    .unwrap_or_else(|e| {
+                        log::error!(
+                            "seccomp: socket filter unavailable ({e}); the guest will be killed"
+                        );
+                        SeccompFilters::kill_at_next_syscall()
+                    })
+            })
+            .clone()
+    }
+
+    /// Appends `other`'s programs, installed after these with these flags.
+    pub fn stack(&mut self, other: SeccompFilters) {
+        self.programs.extend(other.programs);
+    }
+
     /// Installs every program, in order, on the calling thread, with `seccomp(2)`
     /// (`SECCOMP_SET_MODE_FILTER`, no `TSYNC`: the guest is single-threaded when it runs this).
     ///
@@ -579,11 +623,18 @@ fn compile_default_filter() -> SeccompFilters {
         Ok(filters) => filters,
         Err(e) => {
             log::error!("seccomp: default filter unavailable ({e}); the guest will be killed");
-            SeccompFilters {
-                programs: vec![vec![Insn::ret(libc::SECCOMP_RET_KILL_PROCESS)]],
-                flags: 0,
-                skipped: Vec::new(),
-            }
+            SeccompFilters::kill_at_next_syscall()
+        }
+    }
+}
+
+impl SeccompFilters {
+    /// The fail-closed fallback: a program that kills the process at its next syscall.
+    fn kill_at_next_syscall() -> SeccompFilters {
+        SeccompFilters {
+            programs: vec![vec![Insn::ret(libc::SECCOMP_RET_KILL_PROCESS)]],
+            flags: 0,
+            skipped: Vec::new(),
         }
     }
 }
@@ -881,6 +932,39 @@ fn default_plan() -> Result<Plan, SeccompError> {
     );
 
     plan.add(&SeccompAction::Errno(libc::ENOSYS as u32), "clone3", &None);
+    Ok(plan)
+}
+
+fn no_new_sockets_plan() -> Result<Plan, SeccompError> {
+    let label = "socket filter";
+    let eperm = SeccompAction::Errno(libc::EPERM as u32);
+    let mut plan = Plan::new(SeccompAction::Allow, 0);
+    for name in NO_NEW_SOCKETS {
+        plan.add(&eperm, name, &None);
+    }
+    let low = |index: u8, op: SeccompCmpOp, value: u32| {
+        condition(label, index, SeccompCmpArgLen::Dword, op, value.into())
+    };
+    let pair = vec![
+        new_rule(label, vec![low(0, SeccompCmpOp::Ne, libc::AF_UNIX as u32)?])?,
+        new_rule(
+            label,
+            vec![low(
+                1,
+                SeccompCmpOp::MaskedEq(0xf),
+                libc::SOCK_DGRAM as u32,
+            )?],
+        )?,
+        new_rule(
+            label,
+            vec![low(
+                1,
+                SeccompCmpOp::MaskedEq(0xf),
+                libc::SOCK_SEQPACKET as u32,
+            )?],
+        )?,
+    ];
+    plan.add(&eperm, "socketpair", &Some(pair));
     Ok(plan)
 }
 
@@ -2216,13 +2300,13 @@ mod tests {
         ))
     }
 
-    fn socketpair(domain: i32) -> i64 {
+    fn socketpair(domain: i32, ty: i32) -> i64 {
         let mut fds = [-1 as libc::c_int; 2];
         let rc = sys(
             libc::SYS_socketpair,
             [
                 domain.into(),
-                libc::SOCK_STREAM.into(),
+                ty.into(),
                 0,
                 fds.as_mut_ptr() as libc::c_long,
                 0,
@@ -2283,8 +2367,15 @@ mod tests {
     const UNIX: Probe = ("socket(AF_UNIX, SOCK_STREAM)", || {
         socket(libc::AF_UNIX, libc::SOCK_STREAM, 0)
     });
-    const PAIR_UNIX: Probe = ("socketpair(AF_UNIX)", || socketpair(libc::AF_UNIX));
-    const PAIR_INET: Probe = ("socketpair(AF_INET)", || socketpair(libc::AF_INET));
+    const PAIR_UNIX: Probe = ("socketpair(AF_UNIX)", || {
+        socketpair(libc::AF_UNIX, libc::SOCK_STREAM)
+    });
+    const PAIR_UNIX_DGRAM: Probe = ("socketpair(AF_UNIX, SOCK_DGRAM)", || {
+        socketpair(libc::AF_UNIX, libc::SOCK_DGRAM)
+    });
+    const PAIR_INET: Probe = ("socketpair(AF_INET)", || {
+        socketpair(libc::AF_INET, libc::SOCK_STREAM)
+    });
     // Without the filter: EINVAL (size 0 is below the smallest clone_args).
     const CLONE3: Probe = ("clone3(NULL, 0)", || sys0(libc::SYS_clone3));
     const CLONE_NEWNS: Probe = ("clone(CLONE_NEWNS)", || clone_probe(libc::CLONE_NEWNS));
@@ -2425,6 +2516,63 @@ mod tests {
                 (UNSHARE_USER, EPERM),
             ],
         );
+    }
+
+    /// Stacked on the default filter, and alone (a spec whose profile allows everything
+    /// compiles to no program): every way to a new socket is refused, nothing else changes.
+    #[test]
+    fn no_new_sockets_stacks_on_any_filter() {
+        let mut stacked = SeccompFilters::default_filter();
+        stacked.stack(SeccompFilters::no_new_sockets());
+        let mut alone = SeccompFilters::from_spec(Some(&profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW"
+        }))))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(alone.programs.is_empty());
+        alone.stack(SeccompFilters::no_new_sockets());
+        for filters in [&stacked, &alone] {
+            check(
+                Some(filters),
+                &[
+                    (TCP, EPERM),
+                    (UNIX, EPERM),
+                    (NETLINK, EPERM),
+                    (PAIR_UNIX, 0),
+                    (PAIR_UNIX_DGRAM, EPERM),
+                    (PAIR_INET, EPERM),
+                    (IO_URING, EPERM),
+                    (CLONE_PLAIN, 0),
+                    (GETPID, 0),
+                    (PERSONALITY_QUERY, 0),
+                ],
+            );
+        }
+        let f = SeccompFilters::no_new_sockets();
+        assert_eq!(f.programs.len(), 1);
+        for name in NO_NEW_SOCKETS {
+            assert_eq!(verdict(&f, name, args(0, 0)), errno(libc::EPERM), "{name}");
+        }
+        for name in ["read", "openat", "mmap", "accept4", "sendmsg", "sendto"] {
+            assert_eq!(verdict(&f, name, args(0, 0)), ALLOW, "{name}");
+        }
+        let unix = libc::AF_UNIX as u64;
+        let cloexec = libc::SOCK_CLOEXEC as u64;
+        for (domain, ty, want) in [
+            (unix, libc::SOCK_STREAM as u64 | cloexec, ALLOW),
+            (unix, libc::SOCK_DGRAM as u64 | cloexec, errno(libc::EPERM)),
+            (unix, libc::SOCK_SEQPACKET as u64, errno(libc::EPERM)),
+            (
+                libc::AF_INET as u64,
+                libc::SOCK_STREAM as u64,
+                errno(libc::EPERM),
+            ),
+        ] {
+            assert_eq!(
+                verdict(&f, "socketpair", args(domain, ty)),
+                want,
+                "{domain} {ty:#x}"
+            );
+        }
     }
 
     /// The probes mean something: without a filter the kernel answers differently.
