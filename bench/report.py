@@ -214,6 +214,8 @@ def figures(meta, lat, pss, reject, signals, throughput, cold, cpu):
         fig["throughput_fraction_of_containerd_ceiling"] = ratio(rate, ceiling)
         fig["throughput_fraction_of_containerd_ceiling_grouped"] = ratio(
             throughput.get(("grouped", "api", 10)), ceiling)
+        fig["throughput_fraction_of_containerd_ceiling_networkless"] = ratio(
+            throughput.get(("networkless", "api", 10)), ceiling)
     for (runtime, client, par), rate in sorted(throughput.items()):
         suffix = "" if client == "api" else "_ctr_run"
         fig[f"throughput_tasks_per_s_parallel{par}{suffix}_{runtime}"] = r2(rate)
@@ -341,6 +343,14 @@ def table(fig):
                     f"{fmt(fig.get('throughput_fraction_of_containerd_ceiling_grouped'))} | |")
         rows.append(f"| … its shim + guest CPU per task, 10 in parallel (ms) | "
                     f"{fmt(fig.get('shim_guest_cpu_ms_per_task_parallel10_grouped'))} | — | — | |")
+    if fig.get("throughput_tasks_per_s_parallel10_networkless"):
+        rows.append(f"| a command that imports no `wasi:sockets` (demo-p3, WASI 0.3: its guests share "
+                    f"one empty network namespace), API, 10 in parallel (tasks/s); as a fraction of "
+                    f"the ceiling | "
+                    f"{fmt(fig['throughput_tasks_per_s_parallel10_networkless'])} | — | "
+                    f"{fmt(fig.get('throughput_fraction_of_containerd_ceiling_networkless'))} | |")
+        rows.append(f"| … its shim + guest CPU per task, 10 in parallel (ms) | "
+                    f"{fmt(fig.get('shim_guest_cpu_ms_per_task_parallel10_networkless'))} | — | — | |")
     if fig.get("containerd_cpu_bound_tasks_per_s"):
         rows.append(f"| containerd's CPU bound (CPUs × 1000 / its CPU ms per task) (tasks/s); "
                     f"throughput as a fraction of it | {fmt(fig['containerd_cpu_bound_tasks_per_s'])} | — | "
