@@ -15,7 +15,7 @@
 //! and the container is not a pod's sandbox, sets no `net.*` sysctl and is not privileged, see
 //! [`crate::plan`]) launched by a launcher forked from a starter ([`enter_at_launch`]). Once
 //! the guest has read its program it decides ([`leave_unless_networkless`]): a program that
-//! imports `wasi:sockets` or `wasi:http`, or serves HTTP, moves to a new namespace of its own
+//! imports `wasi:sockets` or `wasi:http` (or preview 1's `sock_*`), or serves HTTP, moves to a new namespace of its own
 //! (`unshare`) before it binds, loads a policy or confines anything. Without a starter (an
 //! exec'd server or guest) every such guest gets a new namespace, as before.
 //!
@@ -44,8 +44,14 @@ pub fn close_inherited() {
 /// In a guest: it is in the shared namespace (set by [`enter_at_launch`]).
 static JOINED: AtomicBool = AtomicBool::new(false);
 
-/// Import prefixes that need a network of the guest's own.
-const NETWORK_IMPORTS: [&str; 2] = ["wasi:sockets/", "wasi:http/"];
+/// Import prefixes that need a network of the guest's own: the interfaces a deny policy's
+/// `wasi:sockets/*` and `wasi:http/*` match, preview 1's `sock_*` functions included (they
+/// only use sockets the host hands over, which a guest in the shared namespace could not have).
+const NETWORK_IMPORTS: [&str; 3] = [
+    "wasi:sockets/",
+    "wasi:http/",
+    "wasi_snapshot_preview1.sock_",
+];
 
 /// In the starter, once, while it has a single thread: makes the empty namespace and keeps an
 /// fd to it (close-on-exec: an exec'd process never holds it). On failure the starter goes on
@@ -138,7 +144,11 @@ mod tests {
             "wasi:cli/environment@0.2.0",
             "wasi:filesystem/types@0.2.0",
             "wasi:io/streams@0.2.0",
-            "wasi_snapshot_preview1.sock_accept",
+            "wasi_snapshot_preview1.fd_write",
+            "wasi_snapshot_preview1.poll_oneoff",
+        ])));
+        assert!(needs_network(&names(&[
+            "wasi_snapshot_preview1.sock_accept"
         ])));
         assert!(needs_network(&names(&[
             "wasi:cli/stdout@0.2.0",
