@@ -15,9 +15,10 @@
 //! and the container is not a pod's sandbox, sets no `net.*` sysctl and is not privileged, see
 //! [`crate::plan`]) launched by a launcher forked from a starter ([`enter_at_launch`]). Once
 //! the guest has read its program it decides ([`leave_unless_networkless`]): a program that
-//! imports `wasi:sockets` or `wasi:http` (or preview 1's `sock_*`), or serves HTTP, moves to a new namespace of its own
-//! (`unshare`) before it binds, loads a policy or confines anything. Without a starter (an
-//! exec'd server or guest) every such guest gets a new namespace, as before.
+//! imports `wasi:sockets` or `wasi:http` (or preview 1's `sock_*`), or serves HTTP, moves to a
+//! new namespace of its own (`unshare`) before it is confined, and a server before it binds its
+//! socket. Without a starter (an exec'd server or guest) every such guest gets a new
+//! namespace, as before.
 //!
 //! [`SeccompFilters::no_new_sockets`]: crate::confine::SeccompFilters::no_new_sockets
 //! [`NetworkMode::Empty`]: crate::plan::NetworkMode::Empty
