@@ -14,7 +14,7 @@
 //! Who joins: a guest whose plan says [`NetworkMode::Empty`] (the spec asks for a new namespace
 //! and the container is not a pod's sandbox, sets no `net.*` sysctl and is not privileged, see
 //! [`crate::plan`]) launched by a launcher forked from a starter ([`enter_at_launch`]). Once
-//! the guest has read its program it decides ([`leave_unless_networkless`]): a program that
+//! the guest has read its program it decides ([`leave_if`]): a program that
 //! imports `wasi:sockets` or `wasi:http` (or preview 1's `sock_*`), or serves HTTP, moves to a
 //! new namespace of its own (`unshare`) before it is confined, and a server before it binds its
 //! socket. Without a starter (an exec'd server or guest) every such guest gets a new
@@ -23,7 +23,7 @@
 //! [`SeccompFilters::no_new_sockets`]: crate::confine::SeccompFilters::no_new_sockets
 //! [`NetworkMode::Empty`]: crate::plan::NetworkMode::Empty
 
-use std::os::fd::{AsFd, IntoRawFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sched::CloneFlags;
@@ -32,16 +32,6 @@ use crate::confine::SeccompFilters;
 
 /// The starter's namespace, inherited by every server and launcher it forks (`-1`: none).
 static SHARED: AtomicI32 = AtomicI32::new(-1);
-/// In a launcher's child, whatever its network: closes the inherited fd if it is still open.
-pub fn close_inherited() {
-    let fd = SHARED.swap(-1, Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: as in `enter_at_launch`: this process's only owner of the fd.
-        #[allow(unsafe_code)]
-        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-    }
-}
-
 /// In a guest: it is in the shared namespace (set by [`enter_at_launch`]).
 static JOINED: AtomicBool = AtomicBool::new(false);
 
@@ -86,17 +76,27 @@ pub fn inherited_fd() -> Option<RawFd> {
 /// joins the shared namespace if this process descends from a starter, else makes a new one.
 /// Closes the inherited fd either way: a guest holds no namespace but its own.
 pub fn enter_at_launch() -> nix::Result<()> {
-    let fd = SHARED.swap(-1, Ordering::Relaxed);
-    if fd < 0 {
+    let Some(shared) = take_inherited() else {
         return nix::sched::unshare(CloneFlags::CLONE_NEWNET);
-    }
-    // SAFETY: `fd` is the starter's namespace fd, which every process between the starter and
-    // this one kept open and nothing else owns in this one; the OwnedFd closes it below.
-    #[allow(unsafe_code)]
-    let shared = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    };
     nix::sched::setns(shared.as_fd(), CloneFlags::CLONE_NEWNET)?;
     JOINED.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// In a launcher's child, whatever its network: closes the inherited fd if it is still open.
+pub fn close_inherited() {
+    drop(take_inherited());
+}
+
+/// Takes this process's inherited fd of the shared namespace, if it has one.
+fn take_inherited() -> Option<OwnedFd> {
+    let fd = SHARED.swap(-1, Ordering::Relaxed);
+    // SAFETY: a non-negative value is the starter's namespace fd, which every process between
+    // the starter and this one kept open (`crate::forked::close_from_but`); the swap leaves
+    // this the only owner of it in this process.
+    #[allow(unsafe_code)]
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// In a guest: it is in the shared namespace, and must stack the socket filter.
@@ -122,10 +122,10 @@ pub fn needs_network(imports: &[String]) -> bool {
     })
 }
 
-/// In a guest, before it is confined: leaves the shared namespace for a new one unless
-/// `networkless`. A no-op for a guest that is not in it.
-pub fn leave_unless_networkless(networkless: bool) -> Result<(), String> {
-    if networkless || !joined() {
+/// In a guest, before it is confined: leaves the shared namespace for a new one if it
+/// `needs_network`. A no-op for a guest that is not in it.
+pub fn leave_if(needs_network: bool) -> Result<(), String> {
+    if !needs_network || !joined() {
         return Ok(());
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWNET)

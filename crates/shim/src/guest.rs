@@ -331,7 +331,7 @@ fn prepare(plan: &GuestPlan, inherited: Option<WasmEngine>) -> Result<Prepared, 
     let serve_http = world.is_served();
     if serve_http {
         // It binds its socket below, in the namespace it is to keep.
-        crate::empty_network::leave_unless_networkless(false)?;
+        crate::empty_network::leave_if(true)?;
     }
     // A server's limits size its engine's instance pool, so they are read first.
     let serve_setup = if serve_http {
@@ -401,8 +401,8 @@ fn prepare(plan: &GuestPlan, inherited: Option<WasmEngine>) -> Result<Prepared, 
         .check_imports(&program, &policy)
         .map_err(|e| format!("program {name:?}: {e}"))?;
     if crate::empty_network::joined() {
-        let networkless = !crate::empty_network::needs_network(&engine.imports(&program));
-        crate::empty_network::leave_unless_networkless(networkless)?;
+        let imports = engine.imports(&program);
+        crate::empty_network::leave_if(crate::empty_network::needs_network(&imports))?;
     }
     if let Some(setup) = serve_setup {
         return Ok(Prepared {
