@@ -33,7 +33,7 @@ on_2_1_and_1_7!(
     a_storm_of_sigterms_ends_a_guest_once,
     a_guest_killed_while_compiling_leaves_nothing_behind,
     guests_come_from_the_launcher_and_outlive_it,
-    a_container_outside_any_pod_lets_its_launcher_go,
+    a_lone_containers_launcher_becomes_its_guest,
     an_instance_leaves_no_cgroup_behind,
     later_servers_are_forked_by_the_starter_which_can_die,
     no_starter_is_asked_or_started_under_shim_start_exec,
@@ -1485,32 +1485,72 @@ pub(crate) fn children_with(pid: u32, needle: &str) -> Vec<u32> {
 }
 
 /// A container outside any pod has a shim server of its own, which will start no other guest:
-/// once the guest runs, the server lets its launcher go, so the guest is the server's only
-/// child (two shim-side processes per container, as runc has), and the guest still stops on
-/// SIGTERM.
-fn a_container_outside_any_pod_lets_its_launcher_go(version: Version) {
+/// its launcher, forked in a new PID namespace, becomes the guest, so the guest is the server's
+/// only child from the start (two shim-side processes per container, as runc has), PID 1 of a
+/// namespace that is not the server's, and still stops on SIGTERM. A lone container whose spec
+/// joins another PID namespace (here the first guest's) is not what that launcher can become:
+/// its guest is exec'd into the namespace asked for.
+fn a_lone_containers_launcher_becomes_its_guest(version: Version) {
     let Some(containerd) = containerd_with_demo(version) else {
         return;
     };
     let guest = run_demo_detached(&containerd, "alone", &["sleep", "600"]);
     let shim = parent_of(guest).expect("the guest's parent");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let children = children_with(shim, "");
-        if children == [guest] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "shim {shim} still has {children:?} besides its guest {guest}: {:?}",
-            children.iter().map(|&p| cmdline_of(p)).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let children = children_with(shim, "");
+    assert_eq!(
+        children,
+        [guest],
+        "shim {shim}'s children besides its guest {guest}: {:?}",
+        children.iter().map(|&p| cmdline_of(p)).collect::<Vec<_>>()
+    );
+    assert!(
+        cmdline_of(guest).contains("__wasmcell-guest"),
+        "the guest's command line: {:?}",
+        cmdline_of(guest)
+    );
+    assert_eq!(
+        innermost_pid(guest),
+        Some(1),
+        "the guest is PID 1 of its namespace"
+    );
+    let pid_namespace = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    assert_ne!(pid_namespace(guest), pid_namespace(shim));
+
+    let join = format!("pid:/proc/{guest}/ns/pid");
+    let mut args = vec!["run", "-d", "--with-ns", &join];
+    args.extend(&detached_demo_args("joins", &["sleep", "600"])[2..]);
+    containerd.ctr_ok(&args);
+    let joined = wait_for_status(&containerd, "joins", "RUNNING");
+    assert_eq!(pid_namespace(joined), pid_namespace(guest));
+    assert_ne!(innermost_pid(joined), Some(1));
+    assert!(
+        cmdline_of(joined).contains("__wasmcell-guest"),
+        "the exec'd guest's command line: {:?}",
+        cmdline_of(joined)
+    );
+
+    let log = containerd.log();
+    let became = |id: &str| log.contains(&format!("container {id}: its launcher became its guest"));
+    assert!(became("alone"), "no word of alone's launcher in:\n{log}");
+    assert!(!became("joins"), "joins was exec'd, not its launcher");
+
+    delete_stopped_after_kill(&containerd, "joins");
     containerd.ctr_ok(&["task", "kill", "-s", "SIGTERM", "alone"]);
     wait_for_status(&containerd, "alone", "STOPPED");
     containerd.ctr_ok(&["task", "delete", "alone"]);
     containerd.ctr_ok(&["container", "delete", "alone"]);
+}
+
+/// Process `pid`'s pid in its innermost PID namespace (the last `NSpid` field).
+fn innermost_pid(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// A container's cgroup (`/NAMESPACE/ID` in every hierarchy) is removed at delete, and a test

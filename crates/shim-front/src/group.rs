@@ -50,6 +50,14 @@ pub fn config_file() -> PathBuf {
 
 /// The environment variable `start` hands the serving process its grouping in.
 pub const GROUP_ENV: &str = "WASMCELL_SHIM_GROUP";
+/// The environment variable `start` sets to `1` for the server of a container outside any pod
+/// under the default grouping: a server that will only ever serve that one container.
+pub const LONE_ENV: &str = "WASMCELL_SHIM_LONE";
+
+/// Whether this process is the server of a lone container ([`LONE_ENV`]).
+pub fn serves_a_lone_container() -> bool {
+    std::env::var_os(LONE_ENV).is_some_and(|v| v == "1")
+}
 /// How long a claim keeps a shim from leaving: far more than containerd takes from `start`
 /// to `create`, and a claim whose create never came stops blocking after it.
 pub const CLAIM_TTL: Duration = Duration::from_secs(30);
@@ -134,11 +142,15 @@ impl Grouping {
             .unwrap_or_default()
     }
 
-    /// The group name of container `id` (its shim's socket is derived from it).
-    pub fn group_of(self, bundle: &Path, id: &str, namespace: &str) -> String {
+    /// The group name of container `id` (its shim's socket is derived from it), and whether
+    /// the container is alone in it (outside any pod, under [`Grouping::Pod`]).
+    pub fn group_of(self, bundle: &Path, id: &str, namespace: &str) -> (String, bool) {
         match self {
-            Grouping::Pod => pod_of(bundle).unwrap_or_else(|| id.to_owned()),
-            Grouping::Namespace => format!("wasmcell-namespace-{namespace}"),
+            Grouping::Pod => match pod_of(bundle) {
+                Some(pod) => (pod, false),
+                None => (id.to_owned(), true),
+            },
+            Grouping::Namespace => (format!("wasmcell-namespace-{namespace}"), false),
         }
     }
 }
@@ -218,6 +230,9 @@ pub struct StartPlace {
     pub address: String,
     /// Whether a shim answers at it; if not, the caller must start one.
     pub served: bool,
+    /// Whether the container is outside any pod under [`Grouping::Pod`]: a server started for
+    /// it serves it alone (the caller sets [`LONE_ENV`] for that server).
+    pub lone: bool,
     _lock: Option<HandoverLock>,
 }
 
@@ -233,7 +248,7 @@ impl StartPlace {
         id: &str,
         containerd_address: &str,
     ) -> std::io::Result<StartPlace> {
-        let group = grouping.group_of(bundle, id, namespace);
+        let (group, lone) = grouping.group_of(bundle, id, namespace);
         let address = socket_address(containerd_address, namespace, &group);
         let lock = match grouping {
             Grouping::Pod => None,
@@ -248,6 +263,7 @@ impl StartPlace {
         Ok(StartPlace {
             address,
             served,
+            lone,
             _lock: lock,
         })
     }
@@ -387,6 +403,39 @@ mod tests {
         let err = Grouping::from_toml("group = 3\n").err().unwrap_or_default();
         assert!(err.contains("not an integer"), "{err}");
         assert!(Grouping::from_toml("group = ").is_err());
+    }
+
+    #[test]
+    fn only_a_container_outside_any_pod_is_alone_in_its_group()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let write_spec = |annotations: serde_json::Value| {
+            std::fs::write(
+                dir.path().join("config.json"),
+                serde_json::json!({ "ociVersion": "1.0.2", "annotations": annotations })
+                    .to_string(),
+            )
+        };
+        write_spec(serde_json::json!({}))?;
+        assert_eq!(
+            Grouping::Pod.group_of(dir.path(), "c1", "ns"),
+            ("c1".to_owned(), true)
+        );
+        assert_eq!(
+            Grouping::Namespace.group_of(dir.path(), "c1", "ns"),
+            ("wasmcell-namespace-ns".to_owned(), false)
+        );
+        write_spec(serde_json::json!({ SANDBOX_ID_ANNOTATION: "pod-1" }))?;
+        assert_eq!(
+            Grouping::Pod.group_of(dir.path(), "c1", "ns"),
+            ("pod-1".to_owned(), false)
+        );
+        // The sandbox itself carries its own id: it is its pod's first container, not alone.
+        assert_eq!(
+            Grouping::Pod.group_of(dir.path(), "pod-1", "ns"),
+            ("pod-1".to_owned(), false)
+        );
+        Ok(())
     }
 
     #[test]

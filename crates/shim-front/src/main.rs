@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-use wasmcell_shim_front::group::{GROUP_ENV, Grouping, StartPlace, server_args};
+use wasmcell_shim_front::group::{GROUP_ENV, Grouping, LONE_ENV, StartPlace, server_args};
 use wasmcell_shim_front::starter::{
     START_ENV, StartRequest, request_start, starter_socket, starter_wanted,
 };
@@ -64,7 +64,7 @@ fn answer_start(invocation: &ShimInvocation, bundle: &Path, argv0: Option<&OsStr
     ) else {
         return false;
     };
-    if !place.served && start_server(invocation, bundle, grouping, &place.address, argv0).is_err() {
+    if !place.served && start_server(invocation, bundle, grouping, &place, argv0).is_err() {
         return false;
     }
     place.answer(bundle, &mut std::io::stdout()).is_ok()
@@ -79,10 +79,11 @@ fn start_server(
     invocation: &ShimInvocation,
     bundle: &Path,
     grouping: Grouping,
-    address: &str,
+    place: &StartPlace,
     argv0: Option<&OsString>,
 ) -> std::io::Result<()> {
     let core = core_path();
+    let lone = place.lone.then_some("1");
     let (mut ready, ready_write) = std::io::pipe()?;
     let null = std::fs::OpenOptions::new()
         .read(true)
@@ -93,14 +94,14 @@ fn start_server(
         &invocation.namespace,
         &invocation.id,
         &invocation.address,
-        address,
+        &place.address,
         invocation.debug,
     ));
     let forked = starter_wanted(std::env::var_os(START_ENV).as_deref())
         && starter_socket(&invocation.address, &core).is_some_and(|socket| {
             let request = StartRequest {
                 args: args.clone(),
-                env: environment_with(GROUP_ENV, grouping.name()),
+                env: environment_with(&[(GROUP_ENV, Some(grouping.name())), (LONE_ENV, lone)]),
                 cwd: bundle.to_owned(),
             };
             request_start(
@@ -116,9 +117,13 @@ fn start_server(
             .args(&args[1..])
             .current_dir(bundle)
             .env(GROUP_ENV, grouping.name())
+            .env_remove(LONE_ENV)
             .stdin(null.try_clone()?)
             .stdout(ready_write.try_clone()?)
             .stderr(null.try_clone()?);
+        if let Some(lone) = lone {
+            command.env(LONE_ENV, lone);
+        }
         // Not waited for: the server outlives this process, as containerd expects.
         let _server = command.spawn()?;
     }
@@ -129,10 +134,11 @@ fn start_server(
     Ok(())
 }
 
-/// This process's environment as `KEY=VALUE` strings, with `key` set to `value`.
-fn environment_with(key: &str, value: &str) -> Vec<OsString> {
+/// This process's environment as `KEY=VALUE` strings, with each of `pairs` set to its value
+/// (or removed, for `None`).
+fn environment_with(pairs: &[(&str, Option<&str>)]) -> Vec<OsString> {
     let mut env: Vec<OsString> = std::env::vars_os()
-        .filter(|(k, _)| k != key)
+        .filter(|(k, _)| pairs.iter().all(|(key, _)| k != key))
         .map(|(k, v)| {
             let mut pair = k;
             pair.push("=");
@@ -140,7 +146,11 @@ fn environment_with(key: &str, value: &str) -> Vec<OsString> {
             pair
         })
         .collect();
-    env.push(format!("{key}={value}").into());
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            env.push(format!("{key}={value}").into());
+        }
+    }
     env
 }
 

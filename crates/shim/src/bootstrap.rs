@@ -32,7 +32,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::events::EventPublisher;
-use crate::group::{GROUP_ENV, Grouping, Handover, StartPlace, server_args, socket_path};
+use crate::group::{GROUP_ENV, Grouping, Handover, LONE_ENV, StartPlace, server_args, socket_path};
 use crate::service::{Service, ServiceConfig};
 use crate::shim;
 
@@ -148,7 +148,7 @@ fn start(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
             &place.address,
             flags.debug,
         ));
-        fork_server(&bundle, args, grouping)?;
+        fork_server(&bundle, args, grouping, place.lone)?;
     }
     place
         .answer(&bundle, &mut std::io::stdout())
@@ -161,7 +161,12 @@ fn start(flags: &containerd_shim::Flags) -> anyhow::Result<()> {
 /// Why a fork, not an exec of this binary: an exec costs the dynamic loader's start-up again,
 /// and on a VM that is mostly `cpuid` traps (glibc probes the caches at every start); a fork of
 /// this small, freshly started process costs a fraction of that.
-fn fork_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping) -> anyhow::Result<()> {
+fn fork_server(
+    bundle: &Path,
+    args: Vec<OsString>,
+    grouping: Grouping,
+    lone: bool,
+) -> anyhow::Result<()> {
     let (ready_read, ready_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the start pipe")?;
     // Once here, not in the server, its guest launcher and every guest separately.
@@ -173,7 +178,7 @@ fn fork_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping) -> anyhow
     match unsafe { nix::unistd::fork() }.context("forking the shim server")? {
         nix::unistd::ForkResult::Child => {
             drop(ready_read);
-            std::process::exit(become_server(bundle, args, grouping, ready_write))
+            std::process::exit(become_server(bundle, args, grouping, lone, ready_write))
         }
         nix::unistd::ForkResult::Parent { .. } => {
             drop(ready_write);
@@ -186,9 +191,16 @@ fn fork_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping) -> anyhow
 
 /// In the forked child: take what an exec'd server got from `start` — `/dev/null` as stdin and
 /// stderr, the start pipe as stdout, no other fd of start's (the group's lock among them: its
-/// `flock` stays with start), the bundle as working directory, the grouping in the environment,
-/// the server's command line — then serve as an exec'd server does.
-fn become_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping, ready: OwnedFd) -> i32 {
+/// `flock` stays with start), the bundle as working directory, the grouping (and whether the
+/// container is alone in it) in the environment, the server's command line — then serve as an
+/// exec'd server does.
+fn become_server(
+    bundle: &Path,
+    args: Vec<OsString>,
+    grouping: Grouping,
+    lone: bool,
+    ready: OwnedFd,
+) -> i32 {
     let set_up = || -> anyhow::Result<containerd_shim::Flags> {
         let null = std::fs::OpenOptions::new()
             .read(true)
@@ -208,6 +220,11 @@ fn become_server(bundle: &Path, args: Vec<OsString>, grouping: Grouping, ready: 
         #[allow(unsafe_code)]
         unsafe {
             std::env::set_var(GROUP_ENV, grouping.name());
+            if lone {
+                std::env::set_var(LONE_ENV, "1");
+            } else {
+                std::env::remove_var(LONE_ENV);
+            }
         }
         crate::forked::set_command_line(&args);
         containerd_shim::parse(&args[1..]).context("parsing the server's flags")

@@ -90,13 +90,19 @@ fn main() {
     std::process::exit(bootstrap::run(&args, zygote));
 }
 
-/// Forks the guest launcher for a server whose command line is `server_args`, unless
-/// containerd's environment has `WASMCELL_GUEST_START=exec` (every guest a fresh exec); `None`
-/// (guests will be exec'd) then, or if the fork fails. Call only while this process has a
-/// single thread.
+/// Forks the guest launcher for a server whose command line is `server_args` — for a lone
+/// container's server, one that becomes its guest, if this process may make a PID namespace —
+/// unless containerd's environment has `WASMCELL_GUEST_START=exec` (every guest a fresh exec);
+/// `None` (guests will be exec'd) then, or if the fork fails. Call only while this process has
+/// a single thread.
 fn launcher_if_wanted(server_args: Vec<std::ffi::OsString>) -> Option<zygote::Zygote> {
     if std::env::var_os(zygote::GUEST_START_ENV).is_some_and(|v| v == "exec") {
         return None;
+    }
+    if group::serves_a_lone_container()
+        && let Ok(zygote) = zygote::Zygote::fork_to_become_the_guest(server_args.clone())
+    {
+        return Some(zygote);
     }
     match zygote::Zygote::fork(server_args) {
         Ok(zygote) => Some(zygote),

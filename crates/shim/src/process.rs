@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use tokio::io::AsyncBufReadExt;
 
-use log::warn;
+use log::{debug, warn};
 use nix::fcntl::OFlag;
 
 use crate::cgroup::ContainerCgroup;
@@ -170,6 +170,10 @@ pub fn launch_by_zygote(
         })),
         Err(ZygoteError::Refused(message)) => Err(SpawnError::Setup(message)),
         Err(ZygoteError::Gone) => Ok(Launched::NeedsExec(stdio)),
+        Err(e @ ZygoteError::Declined(_)) => {
+            debug!("{e}; exec'ing it");
+            Ok(Launched::NeedsExec(stdio))
+        }
         Err(e) => {
             warn!("{e}; starting guests by exec from now on");
             Ok(Launched::NeedsExec(stdio))

@@ -392,10 +392,12 @@ impl Service {
             Some(zygote) => {
                 let launched =
                     launch_by_zygote(zygote, &exe, &plan_path, stdio, &network, &pid_namespace);
-                if matches!(launched, Ok(Launched::Forked(_)))
-                    && shim::has_a_server_of_its_own(spec)
-                {
-                    zygote.retire();
+                if matches!(launched, Ok(Launched::Forked(_))) {
+                    if zygote.becomes_the_guest() {
+                        debug!("container {}: its launcher became its guest", req.id);
+                    } else if shim::has_a_server_of_its_own(spec) {
+                        zygote.retire();
+                    }
                 }
                 launched
             }

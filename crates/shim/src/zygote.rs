@@ -20,6 +20,13 @@
 //! command line) the child sets up itself before it enters [`crate::guest::main`]; a failure
 //! there is reported on the status pipe as the guest's setup error.
 //!
+//! A lone container's server (outside any pod, under the default grouping: it will start one
+//! guest, ever) forks a launcher that *becomes* that guest instead of cloning it: forked already
+//! in a new PID namespace (the one the spec asks for, almost always), it answers `self`, sets
+//! itself up as a cloned guest would and runs as the guest — one process fewer to fork, fault in
+//! and tear down per container. A spec asking for the host's PID namespace or another's is
+//! declined (`decline REASON`) and that guest is exec'd.
+//!
 //! When the zygote cannot be forked or has died, or [`GUEST_START_ENV`] says `exec`, the server
 //! execs guests.
 
@@ -48,6 +55,9 @@ pub const GUEST_START_ENV: &str = "WASMCELL_GUEST_START";
 /// The zygote's own command line marker, so `ps` tells it from the server.
 pub const ZYGOTE_ARG: &str = "__wasmcell-zygote";
 
+/// A lone container's launcher's answer when it becomes the guest.
+const SELF_ANSWER: &str = "self";
+
 /// Largest request the zygote accepts (a plan path and two namespace paths).
 const MAX_REQUEST: usize = 64 * 1024;
 /// fds that travel with a request: control, status, stdin, stdout, stderr.
@@ -74,6 +84,9 @@ pub enum ZygoteError {
     /// The zygote could not fork the guest (it is still usable).
     #[error("{0}")]
     Refused(String),
+    /// A lone container's launcher cannot become this guest (it has left): exec it instead.
+    #[error("the guest launcher cannot become this guest: {0}")]
+    Declined(String),
 }
 
 /// What the server asks for: one guest.
@@ -90,6 +103,14 @@ struct LaunchRequest {
     stdio: [bool; 3],
 }
 
+impl LaunchRequest {
+    /// How many fds travel with the request: control, status and the stdio that is not
+    /// `/dev/null`.
+    fn expected_fds(&self) -> usize {
+        2 + self.stdio.iter().filter(|&&s| s).count()
+    }
+}
+
 /// The fds a guest starts with.
 pub struct GuestFds {
     /// The read end of the control pipe (becomes fd 3).
@@ -104,6 +125,18 @@ pub struct GuestFds {
 #[derive(Debug)]
 pub struct Zygote {
     socket: Mutex<Option<OwnedFd>>,
+    /// A lone container's launcher, which becomes its guest: its pid (ours, not its own view).
+    becomes_the_guest: Option<u32>,
+}
+
+/// What the zygote does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Clones a guest per request, in the requested namespaces.
+    Launcher,
+    /// Becomes the one guest asked for, if it is to be in a new PID namespace (as this process
+    /// already is).
+    BecomesTheGuest,
 }
 
 impl Zygote {
@@ -128,16 +161,60 @@ impl Zygote {
         match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
                 drop(server_end);
-                serve(zygote_end, server, server_args)
+                serve(zygote_end, Some(server), server_args, Role::Launcher)
             }
             Ok(nix::unistd::ForkResult::Parent { .. }) => Ok(Zygote {
                 socket: Mutex::new(Some(server_end)),
+                becomes_the_guest: None,
             }),
             Err(source) => Err(ZygoteError::Os {
                 what: "forking the guest launcher",
                 source,
             }),
         }
+    }
+
+    /// Forks, in a new PID namespace, a launcher that becomes the one guest of a lone container's
+    /// server (see the module docs). Call only while this process has a single thread, as for
+    /// [`Zygote::fork`]; fails where this process may not make a PID namespace.
+    pub fn fork_to_become_the_guest(server_args: Vec<OsString>) -> Result<Zygote, ZygoteError> {
+        let (server_end, zygote_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|source| ZygoteError::Os {
+            what: "creating the guest launcher's socket",
+            source,
+        })?;
+        let flags = (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong;
+        // SAFETY: as in `launch`: a clone without CLONE_VM and without a new stack is a fork of
+        // this single-threaded process (the caller guarantees it), so the child owns a
+        // consistent copy of every lock and allocator state; it never returns from `serve`.
+        #[allow(unsafe_code)]
+        let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+        if pid < 0 {
+            return Err(ZygoteError::Os {
+                what: "forking the guest launcher in a new PID namespace",
+                source: nix::errno::Errno::last(),
+            });
+        }
+        if pid == 0 {
+            drop(server_end);
+            // Its parent is outside its PID namespace (getppid says 0): a server that died
+            // before the parent-death signal was armed shows as EOF on the socket instead.
+            serve(zygote_end, None, server_args, Role::BecomesTheGuest)
+        }
+        Ok(Zygote {
+            socket: Mutex::new(Some(server_end)),
+            becomes_the_guest: u32::try_from(pid).ok(),
+        })
+    }
+
+    /// Whether this is a lone container's launcher, which becomes the guest it is asked for.
+    pub fn becomes_the_guest(&self) -> bool {
+        self.becomes_the_guest.is_some()
     }
 
     /// Lets the zygote go once the server will start no other guest: a container outside any
@@ -209,21 +286,39 @@ impl Zygote {
                 .parse()
                 .map_err(|_| ZygoteError::Unavailable(format!("it answered {answer:?}")));
         }
+        if self.becomes_the_guest.is_some() {
+            // One request is all it takes: it is the guest now, or gone.
+            *socket = None;
+        }
+        if answer == SELF_ANSWER {
+            return self
+                .becomes_the_guest
+                .ok_or_else(|| ZygoteError::Unavailable(format!("it answered {answer:?}")));
+        }
+        if let Some(reason) = answer.strip_prefix("decline ") {
+            return Err(ZygoteError::Declined(reason.to_owned()));
+        }
         Err(ZygoteError::Refused(
             answer.strip_prefix("error ").unwrap_or(&answer).to_owned(),
         ))
     }
 }
 
-/// The zygote's life: answer requests until the server's end closes.
-fn serve(socket: OwnedFd, server: nix::unistd::Pid, server_args: Vec<OsString>) -> ! {
+/// The zygote's life: answer requests until the server's end closes. `server` is the
+/// server's pid when it is visible from here (not across a PID namespace).
+fn serve(
+    socket: OwnedFd,
+    server: Option<nix::unistd::Pid>,
+    server_args: Vec<OsString>,
+    role: Role,
+) -> ! {
     // The zygote dies with the server (its main thread, which forked us, lives as long as it).
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and touches no memory.
     #[allow(unsafe_code)]
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
     }
-    if nix::unistd::getppid() != server {
+    if server.is_some_and(|server| nix::unistd::getppid() != server) {
         std::process::exit(0);
     }
     let title = zygote_title(server_args);
@@ -266,7 +361,11 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid, server_args: Vec<OsString>) 
         if n == 0 {
             std::process::exit(0); // the server closed its end
         }
-        let answer = match serde_json::from_slice::<LaunchRequest>(&body[..n]) {
+        let request = serde_json::from_slice::<LaunchRequest>(&body[..n]);
+        if role == Role::BecomesTheGuest {
+            become_the_requested_guest(&socket, request, fds);
+        }
+        let answer = match request {
             Ok(request) => launch(&request, fds),
             Err(e) => Err(format!("bad launch request: {e}")),
         };
@@ -283,6 +382,35 @@ fn serve(socket: OwnedFd, server: nix::unistd::Pid, server_args: Vec<OsString>) 
         {
             std::process::exit(0);
         }
+    }
+}
+
+/// A lone container's launcher: becomes the guest `request` asks for, or declines and leaves.
+fn become_the_requested_guest(
+    socket: &OwnedFd,
+    request: Result<LaunchRequest, serde_json::Error>,
+    fds: Vec<OwnedFd>,
+) -> ! {
+    let answer = match &request {
+        Ok(request) if request.pid_namespace != NsAction::New => {
+            "decline its PID namespace is not a new one".to_owned()
+        }
+        Ok(request) if fds.len() != request.expected_fds() => format!(
+            "decline the request came with {} fds, expected {}",
+            fds.len(),
+            request.expected_fds()
+        ),
+        Ok(_) => SELF_ANSWER.to_owned(),
+        Err(e) => format!("error bad launch request: {e}"),
+    };
+    let sent = nix::sys::socket::send(
+        socket.as_raw_fd(),
+        answer.as_bytes(),
+        MsgFlags::MSG_NOSIGNAL,
+    );
+    match request {
+        Ok(request) if answer == SELF_ANSWER && sent.is_ok() => become_guest(&request, fds),
+        _ => std::process::exit(0),
     }
 }
 
@@ -336,7 +464,7 @@ fn detach_from_server(socket: &OwnedFd) {
 
 /// Forks one guest; in the child, never returns.
 fn launch(request: &LaunchRequest, fds: Vec<OwnedFd>) -> Result<i32, String> {
-    let expected = 2 + request.stdio.iter().filter(|&&s| s).count();
+    let expected = request.expected_fds();
     if fds.len() != expected {
         return Err(format!(
             "launch request came with {} fds, expected {expected}",
