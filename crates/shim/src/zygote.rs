@@ -144,16 +144,7 @@ impl Zygote {
     /// any runtime or thread exists): the child carries on with whatever state the fork caught.
     /// `server_args` is the server's command line, from which the zygote's own is made.
     pub fn fork(server_args: Vec<OsString>) -> Result<Zygote, ZygoteError> {
-        let (server_end, zygote_end) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|source| ZygoteError::Os {
-            what: "creating the guest launcher's socket",
-            source,
-        })?;
+        let (server_end, zygote_end) = launcher_socket()?;
         let server = nix::unistd::getpid();
         // SAFETY: the caller guarantees this process is single-threaded, so the child owns a
         // consistent copy of every lock and allocator state; it never returns from `serve`.
@@ -178,16 +169,7 @@ impl Zygote {
     /// server (see the module docs). Call only while this process has a single thread, as for
     /// [`Zygote::fork`]; fails where this process may not make a PID namespace.
     pub fn fork_to_become_the_guest(server_args: Vec<OsString>) -> Result<Zygote, ZygoteError> {
-        let (server_end, zygote_end) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|source| ZygoteError::Os {
-            what: "creating the guest launcher's socket",
-            source,
-        })?;
+        let (server_end, zygote_end) = launcher_socket()?;
         let flags = (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong;
         // SAFETY: as in `launch`: a clone without CLONE_VM and without a new stack is a fork of
         // this single-threaded process (the caller guarantees it), so the child owns a
@@ -302,6 +284,20 @@ impl Zygote {
             answer.strip_prefix("error ").unwrap_or(&answer).to_owned(),
         ))
     }
+}
+
+/// The server's and the launcher's ends of the socket they talk over.
+fn launcher_socket() -> Result<(OwnedFd, OwnedFd), ZygoteError> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|source| ZygoteError::Os {
+        what: "creating the guest launcher's socket",
+        source,
+    })
 }
 
 /// The zygote's life: answer requests until the server's end closes. `server` is the
