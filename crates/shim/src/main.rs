@@ -92,14 +92,16 @@ fn main() {
 
 /// Forks the guest launcher for a server whose command line is `server_args` — for a lone
 /// container's server, one that becomes its guest, if this process may make a PID namespace —
-/// unless containerd's environment has `WASMCELL_GUEST_START=exec` (every guest a fresh exec);
-/// `None` (guests will be exec'd) then, or if the fork fails. Call only while this process has
-/// a single thread.
+/// unless containerd's environment has `WASMCELL_GUEST_START=exec` (every guest a fresh exec;
+/// `launcher`: no launcher becomes a guest, for comparing); `None` (guests will be exec'd)
+/// then, or if the fork fails. Call only while this process has a single thread.
 fn launcher_if_wanted(server_args: Vec<std::ffi::OsString>) -> Option<zygote::Zygote> {
-    if std::env::var_os(zygote::GUEST_START_ENV).is_some_and(|v| v == "exec") {
+    let start = std::env::var_os(zygote::GUEST_START_ENV);
+    if start.as_ref().is_some_and(|v| v == "exec") {
         return None;
     }
     if group::serves_a_lone_container()
+        && start.as_ref().is_none_or(|v| v != "launcher")
         && let Ok(zygote) = zygote::Zygote::fork_to_become_the_guest(server_args.clone())
     {
         return Some(zygote);

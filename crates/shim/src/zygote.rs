@@ -49,7 +49,8 @@ use crate::guest::{CONTROL_FD, EXIT_SETUP, GUEST_ARG, STATUS_FD};
 use crate::plan::NetworkMode;
 
 /// `exec` in containerd's environment: no zygote, every guest is a fresh exec (for comparing
-/// the two, or should a kernel refuse `CLONE_PARENT`).
+/// the two, or should a kernel refuse `CLONE_PARENT`); `launcher`: a lone container's launcher
+/// clones its guest as any other does instead of becoming it (for comparing those two).
 pub const GUEST_START_ENV: &str = "WASMCELL_GUEST_START";
 
 /// The zygote's own command line marker, so `ps` tells it from the server.
