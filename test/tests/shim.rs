@@ -1489,9 +1489,10 @@ pub(crate) fn children_with(pid: u32, needle: &str) -> Vec<u32> {
 /// only child from the start (two shim-side processes per container, as runc has), PID 1 of a
 /// namespace that is not the server's, and still stops on SIGTERM. A lone container whose spec
 /// joins another PID namespace (here the first guest's) is not what that launcher can become:
-/// its guest is exec'd into the namespace asked for.
+/// its guest is exec'd into the namespace asked for. Under `WASMCELL_GUEST_START=launcher` the
+/// launcher clones the guest instead, and the server lets it go once the guest runs.
 fn a_lone_containers_launcher_becomes_its_guest(version: Version) {
-    let Some(containerd) = containerd_with_demo(version) else {
+    let Some(mut containerd) = containerd_with_demo(version) else {
         return;
     };
     let guest = run_demo_detached(&containerd, "alone", &["sleep", "600"]);
@@ -1539,6 +1540,29 @@ fn a_lone_containers_launcher_becomes_its_guest(version: Version) {
     wait_for_status(&containerd, "alone", "STOPPED");
     containerd.ctr_ok(&["task", "delete", "alone"]);
     containerd.ctr_ok(&["container", "delete", "alone"]);
+
+    containerd
+        .restart_with_env("WASMCELL_GUEST_START", "launcher")
+        .expect("containerd restarts");
+    let cloned = run_demo_detached(&containerd, "cloned", &["sleep", "600"]);
+    let shim = parent_of(cloned).expect("the cloned guest's parent");
+    assert_eq!(innermost_pid(cloned), Some(1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children_with(shim, "") != [cloned] {
+        assert!(
+            Instant::now() < deadline,
+            "shim {shim} kept its launcher: {:?}",
+            children_with(shim, "")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !containerd
+            .log()
+            .contains("container cloned: its launcher became its guest"),
+        "the launcher cloned the guest under WASMCELL_GUEST_START=launcher"
+    );
+    delete_stopped_after_kill(&containerd, "cloned");
 }
 
 /// Process `pid`'s pid in its innermost PID namespace (the last `NSpid` field).
