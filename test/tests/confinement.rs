@@ -57,6 +57,7 @@ on_2_1_and_1_7!(
     procfs_and_sysfs_never_reach_a_guest,
     the_escape_drill_fails_at_everything,
     guests_without_a_network_share_one_empty_namespace,
+    a_used_network_namespace_goes_to_the_next_guest_that_may_have_it,
 );
 
 /// containerd 1.6 runs the classic image: the same comparison there.
@@ -613,4 +614,88 @@ fn guests_without_a_network_share_one_empty_namespace(version: Version) {
     );
     assert!(!stdout.contains("ESCAPED"), "{stdout}");
     targets.assert_untouched();
+}
+
+/// The interfaces `pid`'s network namespace has, as its `/proc/PID/net/dev` lists them.
+fn interfaces(pid: &str) -> Vec<String> {
+    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+    dev.lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+/// A guest that needs a network namespace of its own (the demo imports `wasi:sockets`) and
+/// could change nothing in it leaves it to the starter when it is reaped, and the next such
+/// guest is given it instead of a new one — showing only the loopback, as a new one would. A
+/// guest with `CAP_NET_ADMIN` neither gets a used namespace nor gives its own back.
+fn a_used_network_namespace_goes_to_the_next_guest_that_may_have_it(version: Version) {
+    let Some(mut containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let out = run_demo(&containerd, IMAGE, "warm", &[], &["echo", "warm"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    new_starter(&containerd, None);
+    let host = namespace("self", "net");
+
+    let first = start_sleeper(&containerd, "used-1", true, &[]).to_string();
+    let used = namespace(&first, "net");
+    assert!(
+        !used.is_empty() && used != host,
+        "{used} vs the host's {host}"
+    );
+    // Held, the namespace stays alive, so no new one can be given its inode number.
+    let _held = std::fs::File::open(format!("/proc/{first}/ns/net")).unwrap();
+    remove(&containerd, "used-1");
+
+    let second = start_sleeper(&containerd, "used-2", true, &[]).to_string();
+    assert_eq!(
+        namespace(&second, "net"),
+        used,
+        "the second guest was not given the first one's namespace"
+    );
+    assert_eq!(interfaces(&second), ["lo"]);
+    remove(&containerd, "used-2");
+
+    // The pool holds `used`; a guest that could reconfigure a namespace gets a new one, and
+    // its own is not kept: the pool lends the last one it took, so the next guest gets `used`.
+    let admin =
+        start_sleeper(&containerd, "admin", true, &["--cap-add", "CAP_NET_ADMIN"]).to_string();
+    let admins = namespace(&admin, "net");
+    assert!(
+        admins != used && admins != host,
+        "a guest with CAP_NET_ADMIN was given {admins} (used: {used})"
+    );
+    remove(&containerd, "admin");
+    let third = start_sleeper(&containerd, "used-3", true, &[]).to_string();
+    assert_eq!(
+        namespace(&third, "net"),
+        used,
+        "the guest with CAP_NET_ADMIN gave its namespace back"
+    );
+    // None spare while the third runs: a fourth gets a new one.
+    let fourth = start_sleeper(&containerd, "used-4", true, &[]).to_string();
+    let fourths = namespace(&fourth, "net");
+    assert!(fourths != used && fourths != host, "{fourths}");
+    for id in ["used-3", "used-4"] {
+        remove(&containerd, id);
+    }
+
+    // Turned off, a guest's namespace is not kept for the next.
+    containerd
+        .restart_with_env("WASMCELL_NETWORK_REUSE", "off")
+        .expect("containerd restarts");
+    let fifth = start_sleeper(&containerd, "used-5", true, &[]).to_string();
+    let fifths = namespace(&fifth, "net");
+    let _held = std::fs::File::open(format!("/proc/{fifth}/ns/net")).unwrap();
+    assert!(fifths != used && fifths != host, "{fifths}");
+    remove(&containerd, "used-5");
+    let sixth = start_sleeper(&containerd, "used-6", true, &[]).to_string();
+    let sixths = namespace(&sixth, "net");
+    assert!(
+        sixths != fifths && sixths != used && sixths != host,
+        "with reuse off the sixth guest was given {sixths} (fifth: {fifths}, used: {used})"
+    );
+    remove(&containerd, "used-6");
 }

@@ -314,6 +314,9 @@ async fn serve(
         handover: (Grouping::from_env() == Grouping::Namespace)
             .then(|| Handover::for_address(&flags.socket)),
         zygote: zygote.map(Arc::new),
+        network_pool: crate::starter::socket_if_wanted(&flags.address)
+            .filter(|_| crate::network_pool::reuse_wanted())
+            .map(|socket| crate::network_pool::socket_of(&socket)),
     };
     let service = Service::new(publisher, config, exit.clone()).await;
     tokio::spawn(reap_children());

@@ -79,6 +79,9 @@ pub struct Container {
     pub output: Option<crate::stdio::OutputDrain>,
     /// The guest waiting for `start`.
     pub prepared: Option<PreparedGuest>,
+    /// The guest's network namespace, given back to the starter's pool once the guest is
+    /// reaped ([`crate::network_pool`]); `None` unless its plan may share a used one.
+    pub used_network: Option<std::os::fd::OwnedFd>,
     /// Exit, once known; waiters subscribe to it.
     pub exit: watch::Sender<Option<Exit>>,
 }

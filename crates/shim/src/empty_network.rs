@@ -16,9 +16,10 @@
 //! [`crate::plan`]) launched by a launcher forked from a starter ([`enter_at_launch`]). Once
 //! the guest has read its program it decides ([`leave_if`]): a program that
 //! imports `wasi:sockets` or `wasi:http` (or preview 1's `sock_*`), or serves HTTP, moves to a
-//! new namespace of its own (`unshare`) before it is confined, and a server before it binds its
-//! socket. Without a starter (an exec'd server or guest) every such guest gets a new
-//! namespace, as before.
+//! namespace of its own before it is confined (a used one from the starter's pool,
+//! [`crate::network_pool`], or a new one: `unshare`), and a server before it binds its socket.
+//! Without a starter (an exec'd server or guest) every such guest gets a new namespace, as
+//! before.
 //!
 //! [`SeccompFilters::no_new_sockets`]: crate::confine::SeccompFilters::no_new_sockets
 //! [`NetworkMode::Empty`]: crate::plan::NetworkMode::Empty
@@ -122,14 +123,20 @@ pub fn needs_network(imports: &[String]) -> bool {
     })
 }
 
-/// In a guest, before it is confined: leaves the shared namespace for a new one if it
-/// `needs_network`. A no-op for a guest that is not in it.
-pub fn leave_if(needs_network: bool) -> Result<(), String> {
+/// In a guest, before it is confined: leaves the shared namespace if it `needs_network`,
+/// for a used one from the starter's `pool` ([`crate::network_pool`]) or else a new one. A
+/// no-op for a guest that is not in it.
+pub fn leave_if(needs_network: bool, pool: Option<&std::path::Path>) -> Result<(), String> {
     if !needs_network || !joined() {
         return Ok(());
     }
-    nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("creating the guest's network namespace (unshare): {e}"))?;
+    let used = pool.and_then(crate::network_pool::borrow);
+    match used {
+        Some(used) => nix::sched::setns(used, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("joining a network namespace from the pool (setns): {e}"))?,
+        None => nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("creating the guest's network namespace (unshare): {e}"))?,
+    }
     JOINED.store(false, Ordering::Relaxed);
     Ok(())
 }

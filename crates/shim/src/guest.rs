@@ -331,7 +331,7 @@ fn prepare(plan: &GuestPlan, inherited: Option<WasmEngine>) -> Result<Prepared, 
     let serve_http = world.is_served();
     if serve_http {
         // It binds its socket below, in the namespace it is to keep.
-        crate::empty_network::leave_if(true)?;
+        crate::empty_network::leave_if(true, plan.network_pool.as_deref())?;
     }
     // A server's limits size its engine's instance pool, so they are read first.
     let serve_setup = if serve_http {
@@ -402,7 +402,10 @@ fn prepare(plan: &GuestPlan, inherited: Option<WasmEngine>) -> Result<Prepared, 
         .map_err(|e| format!("program {name:?}: {e}"))?;
     if crate::empty_network::joined() {
         let imports = engine.imports(&program);
-        crate::empty_network::leave_if(crate::empty_network::needs_network(&imports))?;
+        crate::empty_network::leave_if(
+            crate::empty_network::needs_network(&imports),
+            plan.network_pool.as_deref(),
+        )?;
     }
     if let Some(setup) = serve_setup {
         return Ok(Prepared {

@@ -26,6 +26,7 @@ mod footprint;
 mod forked;
 mod guest;
 mod http;
+mod network_pool;
 mod plan;
 mod policy;
 mod preload;

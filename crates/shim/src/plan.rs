@@ -10,7 +10,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::confine::mounts::BindSource;
-use crate::confine::{ConfineError, Confinement, MountPlan};
+use crate::confine::{ConfineError, Confinement, MountPlan, NsAction};
 use crate::rootfs::{ResolveError, resolve_in_root};
 use nix::mount::MsFlags;
 
@@ -88,6 +88,26 @@ pub struct GuestPlan {
     /// guest keys the compile cache with it instead of hashing the program again.
     #[serde(default)]
     pub program_sha256: Option<String>,
+    /// The starter's pool of used network namespaces ([`crate::network_pool`]), set by the
+    /// shim when [`GuestPlan::may_share_a_used_network`] and a starter may be serving: a guest
+    /// that leaves the shared empty namespace borrows one there before it makes one.
+    #[serde(default)]
+    pub network_pool: Option<PathBuf>,
+}
+
+impl GuestPlan {
+    /// Whether this guest may be given a network namespace another guest used, and its own
+    /// be given to the next: it gets an empty one ([`NetworkMode::Empty`]: no pod's, no
+    /// `net.*` sysctl, not privileged), nothing in it can change a namespace (neither
+    /// `CAP_NET_ADMIN` nor `CAP_SYS_ADMIN` in its bounding set; user namespaces are refused)
+    /// and it is PID 1 of a new PID namespace, so its reaping means nothing is left in it.
+    pub fn may_share_a_used_network(&self) -> bool {
+        let bounding = &self.confinement.identity.bounding;
+        self.network == NetworkMode::Empty
+            && self.confinement.namespaces.pid == NsAction::New
+            && !bounding.contains("CAP_NET_ADMIN")
+            && !bounding.contains("CAP_SYS_ADMIN")
+    }
 }
 
 /// Linear memory a guest may use under a cgroup limit of `limit` bytes: the limit minus a
@@ -259,6 +279,7 @@ impl GuestPlan {
             allow_outbound: Vec::new(),
             declared_imports: None,
             program_sha256: None,
+            network_pool: None,
         })
     }
 }

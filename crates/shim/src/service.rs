@@ -6,6 +6,7 @@
 //! published as `/tasks/exit`.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +35,7 @@ use wasmcell_engine::host::SignaturePolicy;
 use wasmcell_engine::{Policy, host};
 
 use crate::events::{EventPublisher, TaskEvent};
+use crate::network_pool;
 use crate::plan::{GuestPlan, PLAN_FILE, PROGRAM_FILE, PlanError, ProgramSource};
 use crate::policy;
 use crate::process::{Launched, Spawner, fork_exec_guest, launch_by_zygote};
@@ -47,6 +49,7 @@ struct PreparedContainer {
     prepared: crate::process::PreparedGuest,
     stdin_relay: Option<StdinRelay>,
     output: Option<OutputDrain>,
+    used_network: Option<OwnedFd>,
 }
 
 /// Settings every container of this shim shares.
@@ -65,6 +68,9 @@ pub struct ServiceConfig {
     pub handover: Option<crate::group::Handover>,
     /// Forks guests without an exec ([`crate::zygote`]); `None`: every guest is exec'd.
     pub zygote: Option<Arc<crate::zygote::Zygote>>,
+    /// The starter's pool of used network namespaces ([`crate::network_pool`]), where one
+    /// may be serving.
+    pub network_pool: Option<PathBuf>,
 }
 
 /// The task service.
@@ -275,6 +281,13 @@ impl Service {
         );
         container.status = Status::Stopped;
         container.prepared = None;
+        // Reaped: its PID namespace, and so its network namespace, is empty.
+        if let (Some(used), Some(pool)) = (
+            container.used_network.take(),
+            self.config.network_pool.as_deref(),
+        ) {
+            network_pool::give_back(pool, used);
+        }
         container.exit.send_replace(Some(exit));
         let event = TaskExit {
             container_id: container.id.clone(),
@@ -326,6 +339,7 @@ impl Service {
                 prepared,
                 stdin_relay,
                 output,
+                used_network,
             }) => Ok(Container {
                 id: req.id.clone(),
                 bundle,
@@ -338,6 +352,7 @@ impl Service {
                 stderr: req.stderr.clone(),
                 cgroup,
                 rootfs_mounted,
+                used_network,
                 prepared: Some(prepared),
                 exit: watch::channel(None).0,
             }),
@@ -364,7 +379,10 @@ impl Service {
             self.check_signature(&req.id, required, &policy.source)
                 .await?;
         }
-        let plan = self.plan(req, bundle, rootfs, spec, &policy).await?;
+        let mut plan = self.plan(req, bundle, rootfs, spec, &policy).await?;
+        if plan.may_share_a_used_network() {
+            plan.network_pool = self.config.network_pool.clone();
+        }
         let plan_path = bundle.join(PLAN_FILE);
         let plan_json = serde_json::to_vec(&plan).map_err(|e| e.to_string())?;
         std::fs::write(&plan_path, plan_json)
@@ -432,11 +450,18 @@ impl Service {
                 if let Some(score) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
                     set_oom_score_adj(&req.id, prepared.pid, score);
                 }
+                // The guest is ready: it has entered the namespace it keeps, and none of its
+                // program has run yet.
+                let used_network = plan
+                    .network_pool
+                    .as_ref()
+                    .and_then(|_| network_pool::namespace_of_guest(prepared.pid));
                 Ok(PreparedContainer {
                     cgroup,
                     prepared,
                     stdin_relay,
                     output,
+                    used_network,
                 })
             }
             Err(e) => {

@@ -19,7 +19,9 @@
 use std::ffi::OsString;
 use std::io::{IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -41,13 +43,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// unless [`START_ENV`] says `exec` (one that finds another starter serving leaves at once).
 /// Call only while this process has a single thread, and before it becomes a subreaper.
 pub fn start_if_absent(containerd_address: &str) {
-    if !starter_wanted(std::env::var_os(START_ENV).as_deref()) {
-        return;
-    }
-    let Ok(core) = std::env::current_exe() else {
-        return;
-    };
-    let Some(socket) = starter_socket(containerd_address, &core) else {
+    let Some(socket) = socket_if_wanted(containerd_address) else {
         return;
     };
     // SAFETY: called from `main` before any other thread exists, so the children own a
@@ -68,6 +64,15 @@ pub fn start_if_absent(containerd_address: &str) {
         }
         Err(_) => {}
     }
+}
+
+/// The socket of this core's starter for containerd at `containerd_address`, unless
+/// [`START_ENV`] says `exec` (or this binary cannot be read).
+pub fn socket_if_wanted(containerd_address: &str) -> Option<PathBuf> {
+    if !starter_wanted(std::env::var_os(START_ENV).as_deref()) {
+        return None;
+    }
+    starter_socket(containerd_address, &std::env::current_exe().ok()?)
 }
 
 /// In the forked child: detach from the server and containerd, take the socket (or leave if
@@ -104,6 +109,8 @@ fn become_starter(socket: &Path, containerd_address: &str) -> ! {
     // Without it each network-less guest gets a namespace of its own: slower, as safe.
     let _ = crate::empty_network::create();
     crate::preload::start();
+    // After the empty namespace, which it must never lend.
+    let mut pool = crate::network_pool::Pool::bind(socket);
     // Its servers are never waited for: the kernel reaps them.
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
     #[allow(unsafe_code)]
@@ -113,12 +120,15 @@ fn become_starter(socket: &Path, containerd_address: &str) -> ! {
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
-    serve(&listener, containerd_address);
-    // Both go while the lock is held. A starter starting now either failed to take the lock
+    serve(&listener, pool.as_mut(), containerd_address);
+    // All go while the lock is held. A starter starting now either failed to take the lock
     // (and left) or takes the lock of a new file after this; one that still took this file's
     // lock binds a socket the next one replaces, and idles out.
     let _ = std::fs::remove_file(socket);
     let _ = std::fs::remove_file(lock_path(socket));
+    if pool.is_some() {
+        let _ = std::fs::remove_file(crate::network_pool::socket_of(socket));
+    }
     exit_now(0)
 }
 
@@ -162,17 +172,51 @@ fn take_socket(socket: &Path) -> Option<(UnixListener, std::fs::File)> {
     Some((listener, lock))
 }
 
-/// Accepts requests until idle, until containerd is gone, or until a front shows that this
-/// starter's place has moved.
-fn serve(listener: &UnixListener, containerd_address: &str) {
+/// Accepts requests (and answers the network pool's) until idle, until containerd is gone, or
+/// until a front shows that this starter's place has moved.
+fn serve(
+    listener: &UnixListener,
+    mut pool: Option<&mut crate::network_pool::Pool>,
+    containerd_address: &str,
+) {
     let containerd_socket = Path::new(
         containerd_address
             .strip_prefix("unix://")
             .unwrap_or(containerd_address),
     );
+    // No request for a while: is containerd still there? A socket file alone does not say so
+    // (a killed containerd leaves it).
+    let still_wanted = |last_request: Instant| {
+        last_request.elapsed() < IDLE_LIMIT && UnixStream::connect(containerd_socket).is_ok()
+    };
     let home = Place::of("self");
     let mut last_request = Instant::now();
     loop {
+        if let Some(pool) = pool.as_deref_mut() {
+            let mut ready = [
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(pool.listener(), PollFlags::POLLIN),
+            ];
+            let timeout =
+                u16::try_from(CHECK_EVERY.as_millis()).map_or(PollTimeout::MAX, PollTimeout::from);
+            match nix::poll::poll(&mut ready, timeout) {
+                Ok(0) if !still_wanted(last_request) => return,
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+            let is_ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            let (front, lending) = (is_ready(&ready[0]), is_ready(&ready[1]));
+            if lending {
+                // Guests come and go with containers: the starter is still in use.
+                last_request = Instant::now();
+                pool.answer_waiting();
+            }
+            if !front {
+                continue;
+            }
+        }
         match listener.accept() {
             Ok((connection, _)) => {
                 last_request = Instant::now();
@@ -180,17 +224,13 @@ fn serve(listener: &UnixListener, containerd_address: &str) {
                     return;
                 }
             }
-            // No request for a while: is containerd still there? A socket file alone does not
-            // say so (a killed containerd leaves it).
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                if last_request.elapsed() >= IDLE_LIMIT
-                    || UnixStream::connect(containerd_socket).is_err()
-                {
+                if !still_wanted(last_request) {
                     return;
                 }
             }
