@@ -310,8 +310,44 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// A program file's bytes, mapped rather than copied: hashing and parsing them then reads
+/// the page cache in place, with no buffer to fault in and free in every guest.
+enum ProgramBytes {
+    Mapped(memmap2::Mmap),
+    /// A file that cannot be mapped (empty, or on a filesystem without `mmap`).
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for ProgramBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ProgramBytes::Mapped(map) => map,
+            ProgramBytes::Read(bytes) => bytes,
+        }
+    }
+}
+
+fn read_program(path: &Path) -> std::io::Result<ProgramBytes> {
+    let mut file = std::fs::File::open(path)?;
+    // SAFETY: a private, read-only mapping of the container's program: a file of its image's
+    // layers (or the one the shim wrote into the bundle) in a rootfs whose container has not
+    // started, which only the host's root could change while the guest reads it; the mapping
+    // lives as long as the value, and no reference into it outlives `prepare`.
+    #[allow(unsafe_code)]
+    match unsafe { memmap2::Mmap::map(&file) } {
+        Ok(map) => Ok(ProgramBytes::Mapped(map)),
+        Err(_) => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            Ok(ProgramBytes::Read(bytes))
+        }
+    }
+}
+
 fn prepare(plan: &GuestPlan, inherited: Option<WasmEngine>) -> Result<Prepared, String> {
-    let bytes = std::fs::read(&plan.program).map_err(|e| {
+    let bytes = read_program(&plan.program).map_err(|e| {
         format!(
             "reading program {}: {e}",
             plan.args.first().map_or("", |a| a)
