@@ -10,7 +10,8 @@
 //! longer answers, or when a front arrives whose cgroups, namespaces or privileges are not its
 //! own (its containerd moved: the front then spawns the core, whose server forks a fresh
 //! starter). It never touches a container, and its children are reaped by the kernel
-//! (`SIGCHLD` ignored).
+//! (`SIGCHLD` ignored). On a second socket it keeps network namespaces that guests have left,
+//! for the next guests ([`crate::network_pool`]).
 //!
 //! The server it forks for a request takes the front's place — its stdin, stdout and stderr,
 //! the command line, environment and working directory it sent, its rlimits, OOM score and
