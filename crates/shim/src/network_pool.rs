@@ -337,28 +337,22 @@ mod tests {
         assert_eq!(pool.spare.len(), 1);
 
         // A lend is answered from another thread (the pool is the starter's, single-threaded).
-        let lent = std::thread::scope(|scope| {
-            let borrower = scope.spawn(|| borrow(&path));
-            while !borrower.is_finished() {
-                pool.answer_waiting();
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            borrower.join().expect("borrower")
-        });
-        let lent = lent.expect("the spare is lent");
+        let mut borrow_one = || {
+            std::thread::scope(|scope| {
+                let borrower = scope.spawn(|| borrow(&path));
+                while !borrower.is_finished() {
+                    pool.answer_waiting();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                borrower.join().expect("borrower")
+            })
+        };
+        let lent = borrow_one().expect("the spare is lent");
         assert_eq!(
             network_namespace_name(lent.as_fd()),
             network_namespace_name(own.as_fd())
         );
-        assert_eq!(pool.spare.len(), 0);
-        let none = std::thread::scope(|scope| {
-            let borrower = scope.spawn(|| borrow(&path));
-            while !borrower.is_finished() {
-                pool.answer_waiting();
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            borrower.join().expect("borrower")
-        });
+        let none = borrow_one();
         assert!(none.is_none(), "nothing spare, nothing lent");
     }
 }
