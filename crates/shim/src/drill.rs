@@ -195,6 +195,7 @@ pub fn run(drill: &Drill) -> i32 {
             detail,
         );
     }
+    network_change(&mut verdict);
     chroot_escape(drill, &mut verdict);
     fd_escape(drill, &mut verdict);
     let loopback = std::net::TcpStream::connect(("127.0.0.1", drill.port));
@@ -204,6 +205,43 @@ pub fn run(drill: &Drill) -> i32 {
         format!("127.0.0.1:{}: {:?}", drill.port, loopback.map(|_| ())),
     );
     escapes
+}
+
+/// A change to the guest's network namespace — its loopback brought up — which a namespace
+/// lent to the next guest ([`crate::network_pool`]) must not carry.
+#[allow(unsafe_code)]
+fn network_change(verdict: &mut impl FnMut(&str, bool, String)) {
+    let name = "change its network namespace (loopback up)";
+    // SAFETY: socket takes integers; a returned fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        verdict(name, false, format!("socket: {}", errno()));
+        return;
+    }
+    // SAFETY: ifreq is plain data, valid zeroed.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo") {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: a live socket and a live ifreq naming an interface.
+    let read = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) };
+    let (changed, detail) = if read == 0 {
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        // SAFETY: as above.
+        let set = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) };
+        let detail = if set == 0 {
+            "SIOCSIFFLAGS: the loopback is up".to_owned()
+        } else {
+            format!("SIOCSIFFLAGS: {}", errno())
+        };
+        (set == 0, detail)
+    } else {
+        (false, format!("SIOCGIFFLAGS: {}", errno()))
+    };
+    // SAFETY: fd was returned by socket above and is owned here.
+    unsafe { libc::close(fd) };
+    verdict(name, changed, detail);
 }
 
 /// The classic chroot escape: chroot into a subdirectory, climb out with `..`, chroot there.
