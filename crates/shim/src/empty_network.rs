@@ -130,12 +130,14 @@ pub fn leave_if(needs_network: bool, pool: Option<&std::path::Path>) -> Result<(
     if !needs_network || !joined() {
         return Ok(());
     }
-    let used = pool.and_then(crate::network_pool::borrow);
-    match used {
-        Some(used) => nix::sched::setns(used, CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("joining a network namespace from the pool (setns): {e}"))?,
-        None => nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("creating the guest's network namespace (unshare): {e}"))?,
+    // `setns` checks that what the pool lent is a network namespace; if it is not, or none
+    // was lent, the guest makes its own.
+    let joined_a_used_one = pool
+        .and_then(crate::network_pool::borrow)
+        .is_some_and(|used| nix::sched::setns(used, CloneFlags::CLONE_NEWNET).is_ok());
+    if !joined_a_used_one {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("creating the guest's network namespace (unshare): {e}"))?;
     }
     JOINED.store(false, Ordering::Relaxed);
     Ok(())

@@ -22,8 +22,8 @@
 //! own (the host's) nor the shared empty one ([`crate::empty_network`]).
 //!
 //! Who borrows: a guest in the shared empty namespace whose program turns out to need a
-//! network ([`crate::empty_network::leave_if`]) asks ([`borrow`]) and, with none to lend or no
-//! answer within [`ANSWER_WAIT`], makes a new one as before. Spares live only in the starter:
+//! network ([`crate::empty_network::leave_if`]) asks ([`borrow`]) and, with none to lend, no
+//! answer within [`ANSWER_WAIT`] or a fd `setns` refuses, makes a new one as before. Spares live only in the starter:
 //! when it leaves, they are destroyed with it.
 //!
 //! `WASMCELL_NETWORK_REUSE=off` in containerd's environment ([`REUSE_ENV`]) turns it off.
@@ -103,16 +103,7 @@ impl Pool {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).ok()?;
         listener.set_nonblocking(true).ok()?;
-        let mut never = Vec::new();
-        if let Ok(own) = std::fs::read_link("/proc/self/ns/net") {
-            never.push(own.to_string_lossy().into_owned());
-        }
-        if let Some(shared) = crate::empty_network::inherited_fd() {
-            // SAFETY: the starter holds the shared namespace's fd for its whole life.
-            #[allow(unsafe_code)]
-            let shared = unsafe { BorrowedFd::borrow_raw(shared) };
-            never.extend(network_namespace_name(shared));
-        }
+        let never = never_to_lend();
         if never.is_empty() {
             return None;
         }
@@ -186,7 +177,7 @@ pub fn borrow(pool: &Path) -> Option<OwnedFd> {
     let connection = connect(pool, false)?;
     send(connection.as_fd(), LEND, None)?;
     match receive(connection.as_fd())? {
-        (HERE, Some(namespace)) => network_namespace_name(namespace.as_fd()).map(|_| namespace),
+        (HERE, Some(namespace)) => Some(namespace),
         _ => None,
     }
 }
@@ -196,19 +187,30 @@ pub fn borrow(pool: &Path) -> Option<OwnedFd> {
 pub fn namespace_of_guest(pid: u32) -> Option<OwnedFd> {
     let namespace = OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()?);
     let name = network_namespace_name(namespace.as_fd())?;
-    let own = std::fs::read_link("/proc/self/ns/net").ok()?;
-    if own.to_str() == Some(name.as_str()) {
-        return None;
-    }
+    (!never_lent().contains(&name)).then_some(namespace)
+}
+
+/// [`never_to_lend`], read once per server.
+fn never_lent() -> &'static [String] {
+    static NEVER: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NEVER.get_or_init(never_to_lend)
+}
+
+/// The namespaces this process (a starter or a server) must never put in the pool: its own,
+/// the host's, and the starter's shared empty one. Empty if even its own cannot be read.
+fn never_to_lend() -> Vec<String> {
+    let Ok(own) = std::fs::read_link("/proc/self/ns/net") else {
+        return Vec::new();
+    };
+    let mut never = vec![own.to_string_lossy().into_owned()];
     if let Some(shared) = crate::empty_network::inherited_fd() {
-        // SAFETY: servers keep the starter's shared namespace fd open for their whole life.
+        // SAFETY: starters and servers keep the shared namespace's fd open for their whole
+        // life.
         #[allow(unsafe_code)]
         let shared = unsafe { BorrowedFd::borrow_raw(shared) };
-        if network_namespace_name(shared).as_deref() == Some(name.as_str()) {
-            return None;
-        }
+        never.extend(network_namespace_name(shared));
     }
-    Some(namespace)
+    never
 }
 
 /// In a server that has reaped the guest `namespace` belonged to: hands it to the pool at

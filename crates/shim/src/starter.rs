@@ -21,12 +21,12 @@ use std::ffi::OsString;
 use std::io::{IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use wasmcell_shim_front::starter::{
     ACCEPTED, DECLINED, MAX_REQUEST_BYTES, START_ENV, STARTER_TITLE, StartRequest, starter_socket,
