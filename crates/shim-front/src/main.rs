@@ -16,6 +16,11 @@ use wasmcell_shim_front::starter::{
 };
 use wasmcell_shim_front::{CORE_BINARY, ShimInvocation, delete_response, remove_bundle_leftovers};
 
+mod arena;
+
+#[global_allocator]
+static ALLOCATOR: arena::Arena = arena::Arena;
+
 fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
     let invocation = ShimInvocation::parse(args.get(1..).unwrap_or_default());
