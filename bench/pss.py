@@ -7,6 +7,8 @@ Shims are the processes whose command line is `containerd-shim-* … -address AD
 long-lived shim servers; the short-lived `start`/`delete` invocations are gone by the time this
 runs), and wasmcell's starter (`wasmcell-shim-starter ADDRESS`, which forks new pods' shims)
 unless RUNTIME is another runtime than wasmcell (the starter outlives wasmcell's containers).
+The starter's children count with it: the servers it forked, and the spare servers
+(`wasmcell-shim-spare ADDRESS`) waiting at it to serve the next container.
 Every descendant of a shim counts too: wasmcell's guest processes
 (`containerd-shim-wasmcell-v1 __wasmcell-guest PLAN`), runc's container processes. Prints one
 JSON object: process counts and Pss/Rss totals in KiB from /proc/PID/smaps_rollup, split by

@@ -106,10 +106,12 @@ pids_using_dir() {
 # Long-lived shims of our containerd (ctr itself says --address, so anchor on a space).
 shim_count() { pgrep -f -- "containerd-shim[^ ]* .*(^| )-address $ADDR( |\$)" | wc -l; }
 
-# What is left of the shims once every container is gone: processes using $DIR but containerd
-# and wasmcell's starter (one per containerd; it forks new pods' shims, and leaves when idle).
+# What is left of the shims once every container is gone: processes using $DIR but containerd,
+# wasmcell's starter (one per containerd; it forks new pods' shims, and leaves when idle) and
+# the spare servers waiting at it (a few at most; they leave with it, or after a minute unused).
 leftover_pids() {
-  pids_using_dir | grep -vx -e "$CTRD_PID" -e "$(pgrep -fx -- "wasmcell-shim-starter $ADDR" || echo none)" || true
+  pids_using_dir | grep -vx -e "$CTRD_PID" -e "$(pgrep -fx -- "wasmcell-shim-starter $ADDR" || echo none)" \
+    $(pgrep -fx -- "wasmcell-shim-spare $ADDR" | sed 's/^/-e /') || true
 }
 
 cleanup() {

@@ -36,6 +36,7 @@ on_2_1_and_1_7!(
     a_lone_containers_launcher_becomes_its_guest,
     an_instance_leaves_no_cgroup_behind,
     later_servers_are_forked_by_the_starter_which_can_die,
+    a_lone_containers_server_waits_as_a_spare_for_the_next,
     no_starter_is_asked_or_started_under_shim_start_exec,
     a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code,
 );
@@ -1812,6 +1813,113 @@ fn later_servers_are_forked_by_the_starter_which_can_die(version: Version) {
     );
     for id in ["forked", "forked-again"] {
         delete_stopped_after_kill(&containerd, id);
+    }
+}
+
+/// A lone container's server, once its container is deleted, waits at the starter as a spare
+/// (its child, titled `wasmcell-shim-spare ADDRESS`, holding none of the container's fds or
+/// directories) and serves the next new container — with that container's command line, its
+/// output, its log lines reaching containerd, and no fd more than before. With
+/// `WASMCELL_SERVER_REUSE=off` in containerd's environment a server exits with its container.
+fn a_lone_containers_server_waits_as_a_spare_for_the_next(version: Version) {
+    let Some(mut containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let out = run_demo(&containerd, IMAGE, "warm", &[], &["echo", "warm"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let starter = new_starter(&containerd, None);
+    let address = containerd.address().display().to_string();
+    let spare_title = format!("wasmcell-shim-spare {address}");
+    let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let wait_until_spare = |server: u32| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cmdline_of(server).trim_end() != spare_title {
+            assert!(
+                Instant::now() < deadline,
+                "server {server} is not a spare: {:?}",
+                cmdline_of(server)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let first = run_demo_detached(&containerd, "spare-1", &["sleep", "600"]);
+    let server = parent_of(first).expect("the guest's parent");
+    assert_eq!(parent_of(server), Some(starter), "forked by the starter");
+    assert!(
+        cmdline_of(server).contains(" -id spare-1 "),
+        "{}",
+        cmdline_of(server)
+    );
+    let serving_fds = fds(server);
+    delete_stopped_after_kill(&containerd, "spare-1");
+    wait_until_spare(server);
+    assert_eq!(
+        parent_of(server),
+        Some(starter),
+        "a spare waits at its starter"
+    );
+    let cwd = std::fs::read_link(format!("/proc/{server}/cwd")).unwrap();
+    assert_eq!(cwd, std::path::Path::new("/"), "a spare leaves the bundle");
+    let held: Vec<_> = std::fs::read_dir(format!("/proc/{server}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|target| target.starts_with(&containerd.dir))
+        .collect();
+    assert!(held.is_empty(), "the spare holds {held:?}");
+
+    let second = run_demo_detached(&containerd, "spare-2", &["sleep", "600"]);
+    assert_eq!(
+        parent_of(second),
+        Some(server),
+        "the spare serves the next container"
+    );
+    assert!(
+        cmdline_of(server).contains(" -id spare-2 "),
+        "{}",
+        cmdline_of(server)
+    );
+    assert_eq!(
+        fds(server),
+        serving_fds,
+        "the same fds as serving the first"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !containerd.log().contains("container spare-2 created") {
+        assert!(
+            Instant::now() < deadline,
+            "the spare's log lines do not reach containerd:\n{}",
+            containerd.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    delete_stopped_after_kill(&containerd, "spare-2");
+    wait_until_spare(server);
+    // Its output reaches the client, through the third container's streams.
+    let out = run_demo(&containerd, IMAGE, "spare-3", &[], &["echo", "third"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "third");
+    wait_until_spare(server);
+
+    // Turned off: a server exits with its container.
+    containerd
+        .restart_with_env("WASMCELL_SERVER_REUSE", "off")
+        .expect("containerd restarts");
+    let guest = run_demo_detached(&containerd, "no-spare", &["sleep", "600"]);
+    let last = parent_of(guest).expect("the guest's parent");
+    delete_stopped_after_kill(&containerd, "no-spare");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::path::Path::new(&format!("/proc/{last}")).exists()
+        && parent_of(last) == Some(starter)
+        && !cmdline_of(last).is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "with reuse off, server {last} stayed: {:?}",
+            cmdline_of(last)
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -59,13 +59,33 @@ pub fn act_if_asked(args: &[OsString]) -> Option<i32> {
     })
 }
 
-/// Serves, as a server exec'd with `-socket` (`start` forks its own): the exit code.
+/// Serves, as a server exec'd with `-socket` (`start` forks its own), then — a lone
+/// container's server that served and shut down cleanly — waits as a spare and serves the next
+/// group its starter hands it ([`crate::spare`]): the exit code.
 pub fn run(args: &[OsString], zygote: Option<crate::zygote::Zygote>) -> i32 {
+    let mut served = serve_once(args, zygote);
+    while let Ok(address) = served {
+        let Some(next) =
+            crate::spare::wait_for_request(&address).and_then(crate::starter::serve_handed)
+        else {
+            return 0;
+        };
+        let (args, zygote) = next;
+        served = serve_once(&args, zygote);
+    }
+    1
+}
+
+/// Serves one group on a fresh runtime; its containerd's address if all went well.
+fn serve_once(args: &[OsString], zygote: Option<crate::zygote::Zygote>) -> Result<String, ()> {
     match containerd_shim::parse(args.get(1..).unwrap_or_default()) {
-        Ok(flags) => serve_on_new_runtime(&flags, zygote),
+        Ok(flags) => match serve_on_new_runtime(&flags, zygote) {
+            0 => Ok(flags.address),
+            _ => Err(()),
+        },
         Err(e) => {
             eprintln!("{}: parsing the shim flags: {e}", shim::RUNTIME_ID);
-            1
+            Err(())
         }
     }
 }
@@ -75,6 +95,7 @@ fn serve_on_new_runtime(
     flags: &containerd_shim::Flags,
     zygote: Option<crate::zygote::Zygote>,
 ) -> i32 {
+    crate::spare::note_fds_before_first_runtime();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -229,15 +250,12 @@ fn become_server(
         crate::forked::set_command_line(&args);
         containerd_shim::parse(&args[1..]).context("parsing the server's flags")
     };
-    let flags = match set_up() {
-        Ok(flags) => flags,
-        Err(e) => {
-            eprintln!("{}: {e:#}", shim::RUNTIME_ID);
-            return 1;
-        }
-    };
-    let zygote = crate::launcher_if_wanted(args);
-    serve_on_new_runtime(&flags, zygote)
+    if let Err(e) = set_up() {
+        eprintln!("{}: {e:#}", shim::RUNTIME_ID);
+        return 1;
+    }
+    let zygote = crate::launcher_if_wanted(args.clone());
+    run(&args, zygote)
 }
 
 async fn socket_answers(address: &str) -> bool {
@@ -319,6 +337,7 @@ async fn serve(
             .map(|socket| crate::network_pool::socket_of(&socket)),
     };
     let service = Service::new(publisher, config, exit.clone()).await;
+    let watching = service.clone();
     tokio::spawn(reap_children());
     tokio::spawn(crate::footprint::settle_when_idle());
 
@@ -337,6 +356,7 @@ async fn serve(
     exit.wait().await;
     info!("shim shutting down");
     let _ = server.shutdown().await;
+    watching.stop_watching_exits().await;
     let _ = std::fs::remove_file(socket_path(&flags.socket));
     Ok(())
 }

@@ -10,7 +10,8 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 
 /// Closes every fd from `first` up but the starter's preloaded programs' files
-/// ([`crate::preload::inherited_fds`]), which wasmtime still reads from.
+/// ([`crate::preload::inherited_fds`]), which wasmtime still reads from, and in a spare
+/// server's children the async runtime's signal pipe ([`crate::spare::runtime_fds`]).
 pub fn close_from(first: RawFd) -> std::io::Result<()> {
     close_from_but(first, &[])
 }
@@ -22,6 +23,7 @@ pub fn close_from_but(first: RawFd, keep: &[RawFd]) -> std::io::Result<()> {
         .copied()
         .chain(crate::preload::inherited_fds())
         .chain(crate::empty_network::inherited_fd())
+        .chain(crate::spare::runtime_fds().iter().copied())
         .filter_map(|fd| libc::c_uint::try_from(fd).ok())
         .collect();
     kept.sort_unstable();
@@ -61,6 +63,19 @@ pub fn close_from_but(first: RawFd, keep: &[RawFd]) -> std::io::Result<()> {
             libc::close(fd);
         }
     }
+    Ok(())
+}
+
+/// Points stdin, stdout and stderr at `/dev/null`: a process that outlives whatever gave it
+/// its streams must not hold them (a pipe's reader waits until every writer has closed it).
+pub fn null_stdio() -> std::io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(&null)?;
+    nix::unistd::dup2_stderr(&null)?;
     Ok(())
 }
 

@@ -36,6 +36,7 @@ mod service;
 mod shim;
 mod shim_log;
 mod signatures;
+mod spare;
 mod starter;
 mod stdio;
 mod zygote;

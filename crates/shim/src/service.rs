@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use containerd_shim::api;
 use containerd_shim::asynchronous::ExitSignal;
-use containerd_shim::asynchronous::monitor::monitor_subscribe;
+use containerd_shim::asynchronous::monitor::{monitor_subscribe, monitor_unsubscribe};
 use containerd_shim::monitor::{Subject, Topic};
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
 use containerd_shim::protos::protobuf::MessageField;
@@ -90,6 +90,9 @@ pub struct Service {
     /// Serialises hand-over attempts; `true` once this shim has retired (it holds the group's
     /// lock until it exits, so a second attempt would wait on itself forever).
     retired: Arc<Mutex<bool>>,
+    /// Its subscription to the exit monitor, a process-wide one that outlives the service in
+    /// a spare server ([`crate::spare`]).
+    exit_subscription: Arc<std::sync::OnceLock<i64>>,
 }
 
 /// How often a namespace's idle shim looks again while a claimed container is on its way.
@@ -218,9 +221,11 @@ impl Service {
             pending_cleanups: Arc::default(),
             spawner: Arc::default(),
             retired: Arc::default(),
+            exit_subscription: Arc::default(),
         };
         match monitor_subscribe(Topic::Pid).await {
             Ok(mut subscription) => {
+                let _ = service.exit_subscription.set(subscription.id);
                 let monitor = service.clone();
                 tokio::spawn(async move {
                     while let Some(event) = subscription.rx.recv().await {
@@ -233,6 +238,15 @@ impl Service {
             Err(e) => warn!("cannot watch guest exits: {e}"),
         }
         service
+    }
+
+    /// Once it has shut down: stops the exit monitor sending it exits.
+    pub async fn stop_watching_exits(&self) {
+        if let Some(&id) = self.exit_subscription.get()
+            && let Err(e) = monitor_unsubscribe(id).await
+        {
+            warn!("leaving the exit monitor: {e}");
+        }
     }
 
     async fn on_exit(&self, pid: u32, code: u32) {

@@ -31,7 +31,8 @@ struct FollowingLogger {
 static LOGGER: OnceLock<FollowingLogger> = OnceLock::new();
 
 /// Installs the logger, writing to the `log` FIFO of the container `id` whose `start`
-/// launched this shim (the working directory is its bundle).
+/// launched this shim (the working directory is its bundle); in a spare server that served
+/// before, adds that FIFO to the installed logger.
 pub fn init(debug: bool, id: &str) -> std::io::Result<()> {
     let first = open_fifo(Path::new(LOG_FIFO))?;
     let logger = LOGGER.get_or_init(FollowingLogger::default);
@@ -45,7 +46,12 @@ pub fn init(debug: bool, id: &str) -> std::io::Result<()> {
     } else {
         level
     });
-    log::set_logger(logger).map_err(std::io::Error::other)
+    // A spare server ([`crate::spare`]) installs it once, and only adds each next container's
+    // FIFO to it.
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    let mut installed = Ok(());
+    INSTALLED.call_once(|| installed = log::set_logger(logger).map_err(std::io::Error::other));
+    installed
 }
 
 /// Also writes to container `id`'s FIFO in `bundle`, once the containers before it are gone.

@@ -81,15 +81,8 @@ pub fn socket_if_wanted(containerd_address: &str) -> Option<PathBuf> {
 fn become_starter(socket: &Path, containerd_address: &str) -> ! {
     let detach = || -> std::io::Result<()> {
         nix::unistd::setsid()?;
-        let null = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")?;
-        nix::unistd::dup2_stdin(&null)?;
         // The server's stdout is the front's pipe: holding it would keep the front waiting.
-        nix::unistd::dup2_stdout(&null)?;
-        nix::unistd::dup2_stderr(&null)?;
-        drop(null);
+        crate::forked::null_stdio()?;
         crate::forked::close_from(3)?;
         std::env::set_current_dir("/")?;
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -112,6 +105,7 @@ fn become_starter(socket: &Path, containerd_address: &str) -> ! {
     crate::preload::start();
     // After the empty namespace, which it must never lend.
     let mut pool = crate::network_pool::Pool::bind(socket);
+    let mut spares = crate::spare::Spares::bind(socket);
     // Its servers are never waited for: the kernel reaps them.
     // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
     #[allow(unsafe_code)]
@@ -121,7 +115,12 @@ fn become_starter(socket: &Path, containerd_address: &str) -> ! {
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
-    serve(&listener, pool.as_mut(), containerd_address);
+    serve(
+        &listener,
+        pool.as_mut(),
+        spares.as_mut(),
+        containerd_address,
+    );
     // All go while the lock is held. A starter starting now either failed to take the lock
     // (and left) or takes the lock of a new file after this; one that still took this file's
     // lock binds a socket the next one replaces, and idles out.
@@ -129,6 +128,9 @@ fn become_starter(socket: &Path, containerd_address: &str) -> ! {
     let _ = std::fs::remove_file(lock_path(socket));
     if pool.is_some() {
         let _ = std::fs::remove_file(crate::network_pool::socket_of(socket));
+    }
+    if let Some(path) = spares.as_ref().and_then(crate::spare::Spares::path) {
+        let _ = std::fs::remove_file(path);
     }
     exit_now(0)
 }
@@ -173,11 +175,12 @@ fn take_socket(socket: &Path) -> Option<(UnixListener, std::fs::File)> {
     Some((listener, lock))
 }
 
-/// Accepts requests (and answers the network pool's) until idle, until containerd is gone, or
-/// until a front shows that this starter's place has moved.
+/// Accepts requests (answers the network pool's, takes in spare servers) until idle, until
+/// containerd is gone, or until a front shows that this starter's place has moved.
 fn serve(
     listener: &UnixListener,
     mut pool: Option<&mut crate::network_pool::Pool>,
+    mut spares: Option<&mut crate::spare::Spares>,
     containerd_address: &str,
 ) {
     let containerd_socket = Path::new(
@@ -193,11 +196,14 @@ fn serve(
     let home = Place::of("self");
     let mut last_request = Instant::now();
     loop {
-        if let Some(pool) = pool.as_deref_mut() {
-            let mut ready = [
-                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(pool.listener(), PollFlags::POLLIN),
-            ];
+        let (front, lending, arriving) = {
+            let mut ready = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            if let Some(pool) = pool.as_deref() {
+                ready.push(PollFd::new(pool.listener(), PollFlags::POLLIN));
+            }
+            if let Some(spares) = spares.as_deref() {
+                ready.push(PollFd::new(spares.listener(), PollFlags::POLLIN));
+            }
             let timeout =
                 u16::try_from(CHECK_EVERY.as_millis()).map_or(PollTimeout::MAX, PollTimeout::from);
             match nix::poll::poll(&mut ready, timeout) {
@@ -208,34 +214,36 @@ fn serve(
                 Err(_) => return,
             }
             let is_ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-            let (front, lending) = (is_ready(&ready[0]), is_ready(&ready[1]));
-            if lending {
-                // Guests come and go with containers: the starter is still in use.
-                last_request = Instant::now();
-                pool.answer_waiting();
-            }
-            if !front {
-                continue;
-            }
+            let mut rest = ready.iter().skip(1);
+            let lending = pool.is_some() && rest.next().is_some_and(is_ready);
+            let arriving = spares.is_some() && rest.next().is_some_and(is_ready);
+            (is_ready(&ready[0]), lending, arriving)
+        };
+        if lending && let Some(pool) = pool.as_deref_mut() {
+            // Guests come and go with containers: the starter is still in use.
+            last_request = Instant::now();
+            pool.answer_waiting();
+        }
+        if arriving && let Some(spares) = spares.as_deref_mut() {
+            spares.accept_waiting();
+        }
+        if !front {
+            continue;
         }
         match listener.accept() {
             Ok((connection, _)) => {
                 last_request = Instant::now();
-                if handle(connection, &home) == Handled::Retire {
+                if handle(connection, &home, spares.as_deref_mut()) == Handled::Retire {
                     return;
                 }
             }
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if !still_wanted(last_request) {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
             Err(_) => return,
         }
     }
@@ -247,8 +255,12 @@ enum Handled {
     Retire,
 }
 
-/// One front's request: checked, read, and handed to a forked server.
-fn handle(mut connection: UnixStream, home: &Place) -> Handled {
+/// One front's request: checked, read, and handed to a spare server or a forked one.
+fn handle(
+    mut connection: UnixStream,
+    home: &Place,
+    spares: Option<&mut crate::spare::Spares>,
+) -> Handled {
     let Ok(peer) = rustix::net::sockopt::socket_peercred(&connection) else {
         return Handled::Served;
     };
@@ -265,6 +277,11 @@ fn handle(mut connection: UnixStream, home: &Place) -> Handled {
         let _ = connection.write_all(&[DECLINED]);
         return Handled::Served;
     };
+    if let Some(spares) = spares
+        && spares.hand_over(&connection, &streams, &request)
+    {
+        return Handled::Served;
+    }
     crate::preload::refresh();
     // SAFETY: the starter is single-threaded (forked from a server's `main` before any thread
     // existed, and it starts none), so the child owns a consistent copy of every lock and
@@ -362,7 +379,7 @@ fn become_server(
     request: StartRequest,
     peer: i32,
 ) -> ! {
-    if take_the_fronts_place(&connection, streams, &request, peer).is_err() {
+    if take_the_fronts_place(&connection, streams, &request, peer, Taker::ForkedServer).is_err() {
         // Declined: the front spawns the core instead, as if no starter were running.
         let _ = connection.write_all(&[DECLINED]);
         exit_now(1);
@@ -375,24 +392,71 @@ fn become_server(
     std::process::exit(crate::bootstrap::run(&request.args, zygote))
 }
 
+/// In a spare server ([`crate::spare`]), with the request the starter handed it: takes the
+/// front's place as a forked server does and answers the front; the server's command line and
+/// its new guest launcher, or `None` (the front was answered `DECLINED`, or is gone) when the
+/// spare should exit.
+pub fn serve_handed(
+    handed: crate::spare::Handed,
+) -> Option<(Vec<OsString>, Option<crate::zygote::Zygote>)> {
+    let crate::spare::Handed {
+        mut connection,
+        streams,
+        request,
+    } = handed;
+    let peer = rustix::net::sockopt::socket_peercred(&connection)
+        .ok()?
+        .pid
+        .as_raw_nonzero()
+        .get();
+    // Everything of the container it served closed with its service.
+    if take_the_fronts_place(&connection, streams, &request, peer, Taker::Spare).is_err() {
+        let _ = connection.write_all(&[DECLINED]);
+        return None;
+    }
+    connection.write_all(&[ACCEPTED]).ok()?;
+    drop(connection);
+    // As the starter does before each fork: the programs compiled since it left it.
+    crate::preload::refresh();
+    let zygote = crate::launcher_if_wanted(request.args.clone());
+    Some((request.args, zygote))
+}
+
+/// Which process takes a front's place: what it holds is the starter's, or its own.
+#[derive(PartialEq, Eq)]
+enum Taker {
+    /// A fresh fork of the starter: the starter's fds (its listener, its lock) are closed and
+    /// its ignored `SIGCHLD` is restored.
+    ForkedServer,
+    /// A spare server: its fds and signal handlers are its own (the async runtime's signal
+    /// pipe and `SIGCHLD` handler outlive the runtime, and are used again by the next).
+    Spare,
+}
+
 /// Takes the front's standard streams (as sent), rlimits, OOM score and umask, a session of
-/// its own, the working directory, environment and command line of the request. Everything
-/// else of the starter's is closed.
+/// its own, the working directory, environment and command line of the request (see [`Taker`]
+/// for what else). Call only while this process has a single thread.
 fn take_the_fronts_place(
     connection: &UnixStream,
     streams: [OwnedFd; 3],
     request: &StartRequest,
     peer: i32,
+    taker: Taker,
 ) -> std::io::Result<()> {
-    // SAFETY: restoring the default disposition installs no handler.
-    #[allow(unsafe_code)]
-    unsafe {
-        nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGCHLD,
-            nix::sys::signal::SigHandler::SigDfl,
-        )?;
+    if taker == Taker::ForkedServer {
+        // SAFETY: restoring the default disposition installs no handler.
+        #[allow(unsafe_code)]
+        unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGCHLD,
+                nix::sys::signal::SigHandler::SigDfl,
+            )?;
+        }
     }
-    nix::unistd::setsid()?;
+    // A spare leads the session it made as a forked server.
+    if nix::unistd::getsid(None)? != nix::unistd::getpid() {
+        nix::unistd::setsid()?;
+    }
     copy_rlimits(peer)?;
     let score = std::fs::read(format!("/proc/{peer}/oom_score_adj"))?;
     std::fs::write("/proc/self/oom_score_adj", score)?;
@@ -411,7 +475,9 @@ fn take_the_fronts_place(
     drop((stdin, stdout, stderr));
     // The listener, the lock and anything else of the starter's (the lock's `flock` belongs to
     // the open file, which the starter keeps).
-    crate::forked::close_from_but(3, &[connection.as_raw_fd()])?;
+    if taker == Taker::ForkedServer {
+        crate::forked::close_from_but(3, &[connection.as_raw_fd()])?;
+    }
     std::env::set_current_dir(&request.cwd)?;
     let old: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
     // SAFETY: this process has a single thread (see `handle`), so nothing reads the
