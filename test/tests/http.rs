@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use wasmcell_tests::DEMO_IMAGES;
 use wasmcell_tests::containerd::{Containerd, Version};
 
-use crate::shim::{RUNTIME, containerd_with_demo_images, text, wait_for_status};
+use crate::shim::{
+    RUNTIME, containerd_with_demo_images, spares_of, text, wait_for_spares, wait_for_status,
+};
 
 on_2_1_and_1_7!(
     every_route_answers_and_a_trap_costs_one_request,
@@ -461,7 +463,28 @@ fn sigterm_drains_in_flight_requests_of(version: Version, demo: HttpDemo) {
     let temp = tempfile::tempdir().unwrap();
     let log = temp.path().join("drain.log");
     let port = free_port();
+    // Served by a spare server (crate `shim`'s `spare`): the first container's server is
+    // spawned, the second's forked by the starter, and that one waits for the next. Its
+    // guest's signals must reach the guest, not the spare it was forked below.
+    for warm in ["warm-1", "warm-2"] {
+        serve(
+            &containerd,
+            demo,
+            warm,
+            port,
+            &[],
+            &temp.path().join("warm.log"),
+        );
+        stop(&containerd, warm);
+    }
+    let spares = wait_for_spares(&containerd);
     serve(&containerd, demo, "drain", port, &[], &log);
+    assert!(
+        spares
+            .iter()
+            .all(|spare| !spares_of(&containerd).contains(spare)),
+        "a spare serves the drain: {spares:?}"
+    );
     let results = std::thread::scope(|scope| {
         let in_flight: Vec<_> = (0..10)
             .map(|_| scope.spawn(|| request(port, "GET", "/sleep/2000", b"")))

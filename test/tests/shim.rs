@@ -1694,6 +1694,30 @@ fn starters_of(containerd: &Containerd) -> Vec<u32> {
         .collect()
 }
 
+/// The spare servers waiting at `containerd`'s starter (their command line names its socket).
+pub(crate) fn spares_of(containerd: &Containerd) -> Vec<u32> {
+    let title = format!("wasmcell-shim-spare {}", containerd.address().display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| cmdline_of(p).trim_end() == title)
+        .collect()
+}
+
+/// Waits up to 20 s until `containerd`'s starter has a spare server; returns them.
+pub(crate) fn wait_for_spares(containerd: &Containerd) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let spares = spares_of(containerd);
+        if !spares.is_empty() {
+            return spares;
+        }
+        assert!(Instant::now() < deadline, "no spare server came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until `containerd` has exactly one starter other than `old`, and returns it.
 pub(crate) fn new_starter(containerd: &Containerd, old: Option<u32>) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1828,19 +1852,13 @@ fn a_lone_containers_server_waits_as_a_spare_for_the_next(version: Version) {
     let out = run_demo(&containerd, IMAGE, "warm", &[], &["echo", "warm"], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let starter = new_starter(&containerd, None);
-    let address = containerd.address().display().to_string();
-    let spare_title = format!("wasmcell-shim-spare {address}");
     let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     let wait_until_spare = |server: u32| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while cmdline_of(server).trim_end() != spare_title {
-            assert!(
-                Instant::now() < deadline,
-                "server {server} is not a spare: {:?}",
-                cmdline_of(server)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert_eq!(
+            wait_for_spares(&containerd),
+            [server],
+            "server {server} is the spare"
+        );
     };
 
     let first = run_demo_detached(&containerd, "spare-1", &["sleep", "600"]);

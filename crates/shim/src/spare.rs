@@ -74,6 +74,45 @@ pub fn runtime_fds() -> &'static [RawFd] {
     RUNTIME_FDS.get().map_or(&[], Vec::as_slice)
 }
 
+/// In a guest forked below a spare, before it builds an async runtime: a signal pipe of its
+/// own. tokio reads a process's signals through one socket pair, made with the process's first
+/// runtime, which a fork shares: without this, the spare's runtime and the guest's read from
+/// the same socket, and either may take the other's wakeups (a guest's `SIGTERM`, the server's
+/// `SIGCHLD`). A new pair is put at the same fd numbers, where tokio's globals look.
+pub fn renew_runtime_fds() -> std::io::Result<()> {
+    let &[first, second] = runtime_fds() else {
+        return Ok(());
+    };
+    let (one, other) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )?;
+    for (new, target) in [(one, first), (other, second)] {
+        // SAFETY: dup3 onto an fd number this process owns (the inherited pair, which only
+        // tokio's globals refer to, by number); the new socket replaces it atomically.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::dup3(
+                std::os::fd::AsRawFd::as_raw_fd(&new),
+                target,
+                libc::O_CLOEXEC,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `fd` is a socket.
+fn is_socket(fd: RawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:["))
+}
+
 /// This process's open fds.
 fn open_fds() -> Vec<RawFd> {
     std::fs::read_dir("/proc/self/fd").map_or_else(
@@ -127,12 +166,17 @@ pub fn wait_for_request(containerd_address: &str) -> Option<Handed> {
     leave_the_old_container(containerd_address).ok()?;
     let before = BEFORE_ANY_RUNTIME.get()?;
     let connection_fd = std::os::fd::AsRawFd::as_raw_fd(&connection);
-    RUNTIME_FDS.get_or_init(|| {
+    let kept = RUNTIME_FDS.get_or_init(|| {
         open_fds()
             .into_iter()
             .filter(|fd| !before.contains(fd) && *fd != connection_fd)
             .collect()
     });
+    // Only tokio's signal pair may be left, or what a guest forked from here would hold is
+    // not known.
+    if kept.len() != 2 || !kept.iter().all(|&fd| is_socket(fd)) {
+        return None;
+    }
     connection.set_read_timeout(Some(SPARE_WAIT)).ok()?;
     let handed = receive(&connection)?;
     SERVED.fetch_add(1, Ordering::Relaxed);

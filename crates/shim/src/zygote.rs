@@ -584,7 +584,8 @@ fn set_up_child(request: &LaunchRequest, fds: Vec<OwnedFd>) -> std::io::Result<(
         #[allow(unsafe_code)]
         check(unsafe { libc::dup2(fd, target) })?;
     }
-    close_from(STATUS_FD + 1)
+    close_from(STATUS_FD + 1)?;
+    crate::spare::renew_runtime_fds()
 }
 
 #[cfg(test)]
