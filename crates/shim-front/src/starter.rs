@@ -9,12 +9,14 @@
 //! (with the grouping), the bundle as working directory, the three standard streams sent with
 //! the request, and the front's rlimits, OOM score and umask; the starter declines — and the
 //! front spawns the core as before — whenever it cannot give the server the front's cgroups,
-//! namespaces or identity.
+//! namespaces or identity. A lone container's server that has served may take the request
+//! instead of a fork (a *spare*, waiting at the starter; the core's `spare` module): it takes
+//! the same things from the front and answers it the same way.
 //!
 //! Wire format, front → starter: a 4-byte little-endian length carrying the new process's
 //! stdin, stdout and stderr as `SCM_RIGHTS`, then that many bytes of
-//! [`StartRequest::encode`]. Starter → front: one byte, [`ACCEPTED`] once a server has been
-//! forked for the request, or [`DECLINED`]. Until a request is accepted nothing has been done
+//! [`StartRequest::encode`]. Starter → front: one byte, [`ACCEPTED`] once a server (forked, or
+//! a spare) has taken the request, or [`DECLINED`]. Until a request is accepted nothing has been done
 //! for it, so the front spawns the core itself for a declined one, for a connection that ends
 //! first (no starter, or one that retired with the front in its backlog) and for a starter
 //! that does not answer within [`REPLY_TIMEOUT`].
@@ -38,7 +40,7 @@ pub const START_ENV: &str = "WASMCELL_SHIM_START";
 pub const STARTER_SOCKET_DIR: &str = "/run/containerd/s";
 /// The command line a starter shows: this, then its containerd's address.
 pub const STARTER_TITLE: &str = "wasmcell-shim-starter";
-/// The reply that means "a server was forked for your request".
+/// The reply that means "a server has taken your request" (forked for it, or a spare).
 pub const ACCEPTED: u8 = b'a';
 /// The reply that means "start the server yourself".
 pub const DECLINED: u8 = b'd';
