@@ -2,9 +2,10 @@
 //! cgroup v1 or v2 (whichever the host mounts), read for metrics, removed at delete.
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use cgroups_rs::CgroupPid;
-use cgroups_rs::fs::{Cgroup, hierarchies};
+use cgroups_rs::fs::{Cgroup, Hierarchy, Subsystem, hierarchies};
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::LinuxResources;
@@ -37,6 +38,54 @@ impl std::fmt::Debug for ContainerCgroup {
 }
 
 use wasmcell_shim_front::normalize_cgroup_path as normalize_path;
+
+/// The host's cgroup hierarchy, found once per process and shared by every cgroup made after.
+/// Finding it on v1 means reading and parsing all of `/proc/self/mountinfo`, which lists every
+/// mount the shim can see — each running container's rootfs among them — so a per-container
+/// lookup grew with the node's load (measured: ~0.15 ms of a server's CPU per container). The
+/// starter finds it before it forks servers ([`find_host_hierarchy`]), so they inherit it.
+/// Cgroup filesystems are mounted at boot and stay put while containerd runs; runc's
+/// libcontainer keeps its mount points for the life of its process the same way.
+#[derive(Debug, Clone)]
+struct HostHierarchy(Arc<dyn Hierarchy>);
+
+static HOST_HIERARCHY: OnceLock<HostHierarchy> = OnceLock::new();
+
+/// Finds the host's cgroup hierarchy now, if this process has not yet: the starter calls it so
+/// that the servers it forks start with it.
+pub fn find_host_hierarchy() {
+    host_hierarchy();
+}
+
+fn host_hierarchy() -> Box<dyn Hierarchy> {
+    Box::new(
+        HOST_HIERARCHY
+            .get_or_init(|| HostHierarchy(Arc::from(hierarchies::auto())))
+            .clone(),
+    )
+}
+
+impl Hierarchy for HostHierarchy {
+    fn subsystems(&self) -> Vec<Subsystem> {
+        self.0.subsystems()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.0.root()
+    }
+
+    fn root_control_group(&self) -> Cgroup {
+        self.0.root_control_group()
+    }
+
+    fn parent_control_group(&self, path: &str) -> Cgroup {
+        self.0.parent_control_group(path)
+    }
+
+    fn v2(&self) -> bool {
+        self.0.v2()
+    }
+}
 
 /// The controllers a container's cgroup is created in: every one, except v1's `cpuset` when
 /// the spec sets neither CPUs nor memory nodes. A v1 cpuset starts empty and must be given its
@@ -74,7 +123,7 @@ impl ContainerCgroup {
     ) -> Result<Self, CgroupError> {
         let path = normalize_path(spec_path);
         let relative = path.trim_start_matches('/').to_owned();
-        let hierarchy = hierarchies::auto();
+        let hierarchy = host_hierarchy();
         let controllers = controllers_to_join(hierarchy.as_ref(), resources);
         let cgroup = Cgroup::new_with_specified_controllers(hierarchy, &relative, controllers)
             .map_err(|e| CgroupError::Setup {
@@ -196,5 +245,31 @@ impl ContainerCgroup {
             path: self.path.clone(),
             message: format!("removing: {e}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller_roots(hierarchy: &dyn Hierarchy) -> Vec<PathBuf> {
+        hierarchy
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .collect()
+    }
+
+    #[test]
+    fn the_hierarchy_found_once_is_the_one_found_now() {
+        find_host_hierarchy();
+        let kept = host_hierarchy();
+        let fresh = hierarchies::auto();
+        assert_eq!(kept.v2(), fresh.v2());
+        assert_eq!(kept.root(), fresh.root());
+        assert_eq!(
+            controller_roots(kept.as_ref()),
+            controller_roots(fresh.as_ref())
+        );
     }
 }

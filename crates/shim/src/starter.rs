@@ -100,6 +100,7 @@ fn become_starter(socket: &Path, containerd_address: &str) -> ! {
     // Once here rather than in every server's guest launcher: each `cpuid` traps to the
     // hypervisor, and every server forked from here inherits the answers.
     wasmcell_engine::detect_cpu_features();
+    crate::cgroup::find_host_hierarchy();
     // Without it each network-less guest gets a namespace of its own: slower, as safe.
     let _ = crate::empty_network::create();
     crate::preload::start();
