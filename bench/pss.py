@@ -8,7 +8,8 @@ long-lived shim servers; the short-lived `start`/`delete` invocations are gone b
 runs), and wasmcell's starter (`wasmcell-shim-starter ADDRESS`, which forks new pods' shims)
 unless RUNTIME is another runtime than wasmcell (the starter outlives wasmcell's containers).
 The starter's children count with it: the servers it forked, and the spare servers
-(`wasmcell-shim-spare ADDRESS`) waiting at it to serve the next container.
+(`wasmcell-shim-spare ADDRESS`) waiting at it to serve the next container (also summed apart,
+as `spares`, for a figure about one container, which they are not part of).
 Every descendant of a shim counts too: wasmcell's guest processes
 (`containerd-shim-wasmcell-v1 __wasmcell-guest PLAN`), runc's container processes. Prints one
 JSON object: process counts and Pss/Rss totals in KiB from /proc/PID/smaps_rollup, split by
@@ -98,7 +99,8 @@ def main():
         frontier = nxt
     result = {"shims": 0, "children": 0, "processes": 0,
               "shim": dict.fromkeys(FIELDS, 0), "child": dict.fromkeys(FIELDS, 0),
-              "total": dict.fromkeys(FIELDS, 0), "child_commands": {}}
+              "total": dict.fromkeys(FIELDS, 0), "child_commands": {},
+              "spares": dict(dict.fromkeys(FIELDS, 0), count=0)}
     for role, group in (("shim", shims), ("child", list(children))):
         for p in group:
             r = rollup(p)
@@ -113,6 +115,10 @@ def main():
                  "Pss_File": r["Pss_File"], "Rss": r["Rss"]})
             if role == "child":
                 argv = cmdline(p)
+                if argv[:1] == ["wasmcell-shim-spare"]:
+                    result["spares"]["count"] += 1
+                    for k in FIELDS:
+                        result["spares"][k] += r[k]
                 name = os.path.basename(argv[0]) if argv else "?"
                 if len(argv) > 1 and argv[1].startswith("__"):
                     name += " " + argv[1]

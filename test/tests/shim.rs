@@ -1872,6 +1872,18 @@ fn a_lone_containers_server_waits_as_a_spare_for_the_next(version: Version) {
     let serving_fds = fds(server);
     delete_stopped_after_kill(&containerd, "spare-1");
     wait_until_spare(server);
+    let code_as_spare = resident_code_kib(server);
+    // Left waiting, it lets go of the code its last container ran, as an idle server does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while resident_code_kib(server) > SPARE_CODE_KIB {
+        assert!(
+            Instant::now() < deadline,
+            "spare {server} still maps {} KiB of the binary's code ({code_as_spare} KiB when it \
+             began to wait)",
+            resident_code_kib(server)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
         parent_of(server),
         Some(starter),
@@ -2078,6 +2090,11 @@ fn a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code(version: Vers
 /// has touched again since, 64 KiB per fault (a guest that has just started maps ~33 MiB of a
 /// debug build's code, several MiB of a release build's; settled, 2.5 MiB and less).
 const SETTLED_CODE_KIB: u64 = 4096;
+
+/// At most this much of the shim binary's code stays mapped in a spare server left waiting: what
+/// the wait itself touches, 64 KiB per fault (a debug build's spare maps ~18 MiB as it begins to
+/// wait, ~1 MiB once it has let go).
+const SPARE_CODE_KIB: u64 = 2048;
 
 /// Resident KiB of `pid`'s executable mappings of the shim core binary.
 fn resident_code_kib(pid: u32) -> u64 {

@@ -40,6 +40,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use wasmcell_shim_front::starter::{MAX_REQUEST_BYTES, StartRequest};
 
 /// `off` in containerd's environment: every server exits when its container is gone.
@@ -177,10 +178,29 @@ pub fn wait_for_request(containerd_address: &str) -> Option<Handed> {
     if kept.len() != 2 || !kept.iter().all(|&fd| is_socket(fd)) {
         return None;
     }
+    // Taken at once (containers keep arriving), a spare serves with the code its last container
+    // ran still mapped; one left waiting lets go of it as an idle server does (`footprint`), so
+    // the spares a burst leaves behind hold heap and stack only.
+    if !readable_within(&connection, crate::footprint::IDLE_CHECK) {
+        crate::footprint::release_code_pages();
+    }
     connection.set_read_timeout(Some(SPARE_WAIT)).ok()?;
     let handed = receive(&connection)?;
     SERVED.fetch_add(1, Ordering::Relaxed);
     Some(handed)
+}
+
+/// Whether something (a request, or the starter's end) arrives on `connection` within `wait`.
+fn readable_within(connection: &UnixStream, wait: Duration) -> bool {
+    let timeout = u16::try_from(wait.as_millis()).map_or(PollTimeout::MAX, PollTimeout::from);
+    loop {
+        let mut ready = [PollFd::new(connection.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut ready, timeout) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(0) => return false,
+            _ => return true,
+        }
+    }
 }
 
 /// Whether this process has exactly one thread: only then may it fork its next launcher and
