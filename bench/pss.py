@@ -8,8 +8,9 @@ long-lived shim servers; the short-lived `start`/`delete` invocations are gone b
 runs), and wasmcell's starter (`wasmcell-shim-starter ADDRESS`, which forks new pods' shims)
 unless RUNTIME is another runtime than wasmcell (the starter outlives wasmcell's containers).
 The starter's children count with it: the servers it forked, and the spare servers
-(`wasmcell-shim-spare ADDRESS`) waiting at it to serve the next container (also summed apart,
-as `spares`, for a figure about one container, which they are not part of).
+(`wasmcell-shim-spare ADDRESS`) waiting at it to serve the next container. The starter and the
+spares are also summed apart (`starter`, `spares`): one per containerd and a passing pool, for a
+figure about one container, which they are not part of.
 Every descendant of a shim counts too: wasmcell's guest processes
 (`containerd-shim-wasmcell-v1 __wasmcell-guest PLAN`), runc's container processes. Prints one
 JSON object: process counts and Pss/Rss totals in KiB from /proc/PID/smaps_rollup, split by
@@ -80,6 +81,7 @@ def main():
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
     parents = {p: ppid(p) for p in pids}
     shims = []
+    starters = set()
     for p in pids:
         argv = cmdline(p)
         if (argv and os.path.basename(argv[0]).startswith("containerd-shim")
@@ -88,6 +90,7 @@ def main():
             shims.append(p)
         elif argv[:2] == ["wasmcell-shim-starter", address] and runtime == "wasmcell":
             shims.append(p)  # wasmcell's starter: one per containerd, counted with the shims
+            starters.add(p)
     shim_set = set(shims)
     children = {}
     # descendants of any shim (guests, container processes and anything they started)
@@ -100,7 +103,8 @@ def main():
     result = {"shims": 0, "children": 0, "processes": 0,
               "shim": dict.fromkeys(FIELDS, 0), "child": dict.fromkeys(FIELDS, 0),
               "total": dict.fromkeys(FIELDS, 0), "child_commands": {},
-              "spares": dict(dict.fromkeys(FIELDS, 0), count=0)}
+              "spares": dict(dict.fromkeys(FIELDS, 0), count=0),
+              "starter": dict(dict.fromkeys(FIELDS, 0), count=0)}
     for role, group in (("shim", shims), ("child", list(children))):
         for p in group:
             r = rollup(p)
@@ -113,6 +117,10 @@ def main():
             result.setdefault("per_process", []).append(
                 {"pid": p, "role": role, "Pss": r["Pss"], "Pss_Anon": r["Pss_Anon"],
                  "Pss_File": r["Pss_File"], "Rss": r["Rss"]})
+            if p in starters:
+                result["starter"]["count"] += 1
+                for k in FIELDS:
+                    result["starter"][k] += r[k]
             if role == "child":
                 argv = cmdline(p)
                 if argv[:1] == ["wasmcell-shim-spare"]:
