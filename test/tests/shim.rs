@@ -37,6 +37,7 @@ on_2_1_and_1_7!(
     an_instance_leaves_no_cgroup_behind,
     later_servers_are_forked_by_the_starter_which_can_die,
     a_lone_containers_server_waits_as_a_spare_for_the_next,
+    a_spare_preloads_what_was_compiled_after_it_was_forked,
     no_starter_is_asked_or_started_under_shim_start_exec,
     a_sleeping_guest_is_one_thread_and_lets_go_of_its_start_up_code,
 );
@@ -901,6 +902,57 @@ fn second_run_uses_the_compile_cache_and_survives_corruption(version: Version) {
         "six",
         "after the cache was emptied, the optimized code is stored and preloaded again",
     );
+}
+
+/// A spare handed a container loads what the cache received since it was forked, as the
+/// starter does before a fork, and its guests find the program preloaded. A program compiled
+/// while a spare waited (here: the cache emptied, then `wasmcell import`) once left that
+/// spare's guests building engines of their own: the program's file took a descriptor number
+/// where a guest's handshake pipe is put, so the spare dropped its preloaded engine for good.
+fn a_spare_preloads_what_was_compiled_after_it_was_forked(version: Version) {
+    let Some(containerd) = containerd_with_demo_cache(version, true) else {
+        return;
+    };
+    let first = run_demo(&containerd, IMAGE, "p1", &[], &["echo", "one"], b"");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    new_starter(&containerd, None);
+    wait_for_optimized_code(&containerd);
+    let preloaded = |id: &str| {
+        let outcome = load_outcome(&containerd, id);
+        outcome.starts_with("cache hit; confined in ")
+            && outcome.ends_with("; preloaded by the starter")
+    };
+    run_demo_detached(&containerd, "p2", &["sleep", "600"]);
+    assert!(preloaded("p2"), "{}", load_outcome(&containerd, "p2"));
+    delete_stopped_after_kill(&containerd, "p2");
+    let [spare] = wait_for_spares(&containerd)[..] else {
+        panic!("one spare: {:?}", spares_of(&containerd));
+    };
+
+    // The cache emptied and filled again ahead of the next run, as the bench does before each
+    // first run after `wasmcell import`.
+    std::fs::remove_dir_all(containerd.cache_dir()).unwrap();
+    let import = std::process::Command::new(wasmcell_tests::wasmcell_bin())
+        .arg("import")
+        .args(containerd.wasmcell_options())
+        .arg(demo_tar("demo-app-image.tar"))
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{}", text(&import.stderr));
+    assert!(
+        text(&import.stdout).contains("compiled ahead"),
+        "{}",
+        text(&import.stdout)
+    );
+
+    let guest = run_demo_detached(&containerd, "p3", &["sleep", "600"]);
+    assert_eq!(parent_of(guest), Some(spare), "the spare serves p3");
+    assert!(
+        preloaded("p3"),
+        "the spare preloaded the program compiled after it was forked: {}",
+        load_outcome(&containerd, "p3")
+    );
+    delete_stopped_after_kill(&containerd, "p3");
 }
 
 /// Runs the demo's `echo WORD` as container `id` and checks that its program came from the

@@ -10,7 +10,7 @@
 //! another image stays mapped in a guest. Servers and launchers never touch it: their copies
 //! stay shared with the starter's pages.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -71,6 +71,7 @@ pub fn start() {
 /// call, and records which fds its programs' files have (only when that may have changed: this
 /// runs before every fork).
 pub fn refresh() {
+    let _held = hold_low_fds();
     let mut engine = preloaded();
     let Some(cache_dir) = engine.as_ref().and_then(|loaded| {
         let scan = loaded.preload_recent(PRELOAD_BUDGET);
@@ -97,6 +98,23 @@ pub fn refresh() {
         // the binary's code): let go of it, and of the heap it freed, as a settled guest does.
         crate::footprint::settle();
     }
+}
+
+/// Takes every free fd up to a guest's handshake fds (opening `/dev/null`), to be held while
+/// programs' files are opened so that none of those files gets a number where a guest's stdio
+/// or pipes are put with `dup2` (which would make [`refresh`] drop the engine). The starter has
+/// 0–4 open already; a spare has some free once it has let go of its last container's streams
+/// and connections.
+fn hold_low_fds() -> Vec<OwnedFd> {
+    let mut held = Vec::new();
+    while let Ok(file) = std::fs::File::open("/dev/null") {
+        let fd = OwnedFd::from(file);
+        if fd.as_raw_fd() > crate::guest::STATUS_FD {
+            break;
+        }
+        held.push(fd);
+    }
+    held
 }
 
 /// This process's open fds whose files lie under `dir`.
