@@ -4,11 +4,13 @@
 //! guests its launcher forks: a guest of a preloaded program creates no engine, reads nothing
 //! of the cache and checks nothing twice (measured in the README's performance section).
 //!
-//! A guest takes it ([`take_for`]) only if it is the engine the guest would build itself — the
-//! same options, so the same cache directory and configuration — and, before it is confined,
-//! drops every program but its own ([`WasmEngine::forget_preloaded_except`]), so nothing of
-//! another image stays mapped in a guest. Servers and launchers never touch it: their copies
-//! stay shared with the starter's pages.
+//! A guest takes it ([`take`]) and uses it ([`for_options`]) only if it is the engine the guest
+//! would build itself — the same options, so the same cache directory and configuration — and,
+//! before it is confined, drops every program but its own
+//! ([`WasmEngine::forget_preloaded_except`]), so nothing of another image stays mapped in a
+//! guest. Servers and launchers leave it as inherited, so their copies stay shared with the
+//! starter's pages — except a spare server, which refreshes it when it is handed a container
+//! ([`refresh`]: what the cache received while it waited is then its own).
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -67,9 +69,9 @@ pub fn start() {
     crate::footprint::settle();
 }
 
-/// In the starter, before it forks a server: loads what the cache received since the last
-/// call, and records which fds its programs' files have (only when that may have changed: this
-/// runs before every fork).
+/// In the starter, before it forks a server, and in a spare handed a container: loads what the
+/// cache received since the last call, and records which fds its programs' files have (only
+/// when that may have changed: this runs before every fork).
 pub fn refresh() {
     let _held = hold_low_fds();
     let mut engine = preloaded();
