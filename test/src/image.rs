@@ -12,6 +12,9 @@ pub enum Entry {
     File(Vec<u8>, u32),
     /// A symlink to this target.
     Symlink(String),
+    /// A character device node with this major and minor number (mode 0666), as a layer may
+    /// carry and containerd, unpacking as root, creates.
+    CharDevice(u32, u32),
 }
 
 fn digest(bytes: &[u8]) -> String {
@@ -59,6 +62,16 @@ pub fn write_platform_image_tar(
                 layer
                     .append_link(&mut header, entry_path, target)
                     .expect("symlink");
+            }
+            Entry::CharDevice(major, minor) => {
+                header.set_entry_type(tar::EntryType::Char);
+                header.set_size(0);
+                header.set_mode(0o666);
+                header.set_device_major(*major).expect("major");
+                header.set_device_minor(*minor).expect("minor");
+                layer
+                    .append_data(&mut header, entry_path, std::io::empty())
+                    .expect("device node");
             }
         }
     }

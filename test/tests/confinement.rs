@@ -55,6 +55,7 @@ on_2_1_and_1_7!(
     a_guests_credentials_match_runcs,
     binds_keep_owners_single_files_and_read_only_flags,
     procfs_and_sysfs_never_reach_a_guest,
+    device_nodes_never_open_for_a_guest,
     the_escape_drill_fails_at_everything,
     guests_without_a_network_share_one_empty_namespace,
     a_used_network_namespace_goes_to_the_next_guest_that_may_have_it,
@@ -371,6 +372,79 @@ fn procfs_and_sysfs_never_reach_a_guest(version: Version) {
         assert!(
             text(&out.stderr).contains(&message),
             "the refusal names the rule ({message}):\n{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// A device node a guest can reach — one an image's layer carries (containerd, unpacking as
+/// root, creates it), or one inside a bound directory — does not open: every mount of a
+/// guest's tree is `nodev`, as wasm guests use no devices. Without that, an image could ship
+/// the node of the host's disk and read it through WASI.
+fn device_nodes_never_open_for_a_guest(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    let temp = tempfile::tempdir().unwrap();
+    let tar = temp.path().join("devices.tar");
+    let name = "localhost/test/devices:latest";
+    write_platform_image_tar(
+        &tar,
+        name,
+        ("wasm", "wasip2"),
+        &[
+            (
+                "app.wasm",
+                Entry::File(wasmcell_tests::demo_component(), 0o755),
+            ),
+            ("plain.txt", Entry::File(b"plain file".to_vec(), 0o644)),
+            // The node of /dev/null (1:3): opening it is harmless where it is allowed.
+            ("null-node", Entry::CharDevice(1, 3)),
+        ],
+    );
+    containerd.ctr_ok(&["image", "import", "--all-platforms", tar.to_str().unwrap()]);
+    let bound = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("mknod")
+        .arg(bound.path().join("null-node"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success(), "mknod in {}", bound.path().display());
+    let mount = format!(
+        "type=bind,src={},dst=/bound,options=rbind:rw",
+        bound.path().display()
+    );
+    let run = |id: &str, args: &[&str]| {
+        let mut full = vec![
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--platform",
+            "wasip2/wasm",
+            "--mount",
+            &mount,
+            name,
+            id,
+            "/app.wasm",
+        ];
+        full.extend(args);
+        containerd.ctr(&full)
+    };
+    let out = run("devices-plain", &["cat", "/plain.txt"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "plain file");
+    for node in ["/null-node", "/bound/null-node"] {
+        let out = run("devices-node", &["cat", node]);
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "{node} opened: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).to_lowercase().contains("denied"),
+            "{node}: {}",
             text(&out.stderr)
         );
     }

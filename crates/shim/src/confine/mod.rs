@@ -16,7 +16,8 @@
 //!    `hosts: files dns`. wasm images have no C library and no `nsswitch.conf` of their own.
 //! 2. [`mounts`]: mounts made slave (or the spec's propagation), the spec's mounts inside the
 //!    rootfs in order (directory and single-file binds, tmpfs, …), masked and read-only
-//!    paths, `pivot_root` into the rootfs, the old root detached, root read-only if asked.
+//!    paths, every mount `nodev` (unless privileged), `pivot_root` into the rootfs, the old
+//!    root detached, root read-only if asked.
 //! 3. [`identity`]: rlimits, umask, the capability bounding set, groups and user, the other
 //!    capability sets, `no_new_privs`.
 //! 4. [`seccomp`]: the spec's filter, or wasmcell's default one — last, so every earlier step

@@ -5,8 +5,10 @@
 //! Kernel interfaces never reach a guest: mounts of type proc, sysfs, devpts, mqueue, cgroup
 //! and the like are not made (a guest that can open `/proc/self/mem` can rewrite its own
 //! sandbox), and a bind mount whose source is on such a filesystem, or is a device node, is
-//! refused unless the container is privileged. Mount points are resolved inside the rootfs
-//! with chroot semantics, so a symlink in an image cannot aim a mount at the host.
+//! refused unless the container is privileged. Nor does any other device node open: every mount
+//! of a non-privileged guest's tree is made `nodev` before `pivot_root`, which covers nodes an
+//! image's layer carries and nodes inside bound directories. Mount points are resolved inside
+//! the rootfs with chroot semantics, so a symlink in an image cannot aim a mount at the host.
 
 use std::path::{Path, PathBuf};
 
@@ -103,6 +105,10 @@ pub struct MountPlan {
     pub masked_paths: Vec<String>,
     /// `linux.readonlyPaths`.
     pub readonly_paths: Vec<String>,
+    /// Device nodes open in the guest's tree (privileged containers only). Otherwise every
+    /// mount of it is `nodev` ([`forbid_devices`]); absent from a plan means forbidden.
+    #[serde(default)]
+    pub devices_allowed: bool,
 }
 
 /// Why the mounts cannot be planned.
@@ -335,6 +341,7 @@ impl MountPlan {
             readonly_paths: linux
                 .and_then(|l| l.readonly_paths().clone())
                 .unwrap_or_default(),
+            devices_allowed: privileged,
             ..MountPlan::default()
         };
         for mount in spec.mounts().iter().flatten() {
@@ -409,6 +416,9 @@ impl MountPlan {
         }
         for path in &self.readonly_paths {
             make_read_only(root, path)?;
+        }
+        if !self.devices_allowed {
+            forbid_devices(root)?;
         }
         pivot_into(root)?;
         if self.read_only {
@@ -517,6 +527,113 @@ fn make_read_only(root: &Path, path: &str) -> Result<(), ConfineError> {
     )
 }
 
+/// Makes every mount of the tree at `root` `nodev`, so that no device node in it opens: one a
+/// layer carried (containerd creates those when it unpacks as root), or one in a bound
+/// directory. runc's wall against those is the devices cgroup's allowlist; a wasm guest uses no
+/// device at all, so none opens. One `mount_setattr` for the whole tree; on a kernel without it
+/// (before 5.12), a bind remount of each mount, keeping its other flags.
+fn forbid_devices(root: &Path) -> Result<(), ConfineError> {
+    let what = || format!("making the mounts under {} nodev", root.display());
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let path = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
+        .map_err(|e| ConfineError::apply_io(what())(std::io::Error::other(e)))?;
+    // SAFETY: mount_setattr reads a NUL-terminated path and `size_of::<mount_attr>()` bytes of
+    // `attr`, both alive for the call, and writes nothing.
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &raw const attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if result == 0 {
+        return Ok(());
+    }
+    let errno = nix::Error::last();
+    if errno != nix::Error::ENOSYS {
+        return Err(ConfineError::apply(what())(errno));
+    }
+    remount_each_nodev(root)
+}
+
+/// [`forbid_devices`] without `mount_setattr`: a bind remount of each mount at or below `root`,
+/// with `nodev` added to the flags it has.
+fn remount_each_nodev(root: &Path) -> Result<(), ConfineError> {
+    let what = || format!("making the mounts under {} nodev", root.display());
+    for target in mounts_under(root) {
+        let current = nix::sys::statvfs::statvfs(&target).map_err(ConfineError::apply(what()))?;
+        let flags = current.flags();
+        let mut keep = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV;
+        for (kept, flag) in [
+            (nix::sys::statvfs::FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+            (nix::sys::statvfs::FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (nix::sys::statvfs::FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (nix::sys::statvfs::FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (
+                nix::sys::statvfs::FsFlags::ST_NODIRATIME,
+                MsFlags::MS_NODIRATIME,
+            ),
+            (
+                nix::sys::statvfs::FsFlags::ST_RELATIME,
+                MsFlags::MS_RELATIME,
+            ),
+        ] {
+            if flags.contains(kept) {
+                keep |= flag;
+            }
+        }
+        remount(&target, keep, &what())?;
+    }
+    Ok(())
+}
+
+/// The mount points at or below `root` in this mount namespace, parents first.
+fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| PathBuf::from(unescape_mountinfo(point)))
+        .filter(|point| point.starts_with(root))
+        .collect();
+    points.sort_by_key(|point| point.components().count());
+    points.dedup();
+    points
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space, …) decoded.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes.get(i + 1..i + 4).and_then(|digits| {
+            let text = std::str::from_utf8(digits).ok()?;
+            u8::from_str_radix(text, 8).ok()
+        });
+        match (bytes[i], escaped) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `pivot_root` into `root` and detach the old root, so nothing of the host's tree remains
 /// reachable from this mount namespace.
 fn pivot_into(root: &Path) -> Result<(), ConfineError> {
@@ -554,6 +671,118 @@ mod tests {
             "linux": {"maskedPaths": ["/proc/kcore"], "rootfsPropagation": "rprivate"}
         }))
         .unwrap_or_else(|e| panic!("spec: {e}"))
+    }
+
+    /// Runs the ignored test `name` of this binary in a mount namespace of its own (`unshare
+    /// -m`, mounts private); whether it passed. Needs root: outside CI it is skipped, loudly.
+    fn passes_in_a_mount_namespace(name: &str) -> bool {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs the tests as root"
+            );
+            eprintln!("SKIPPED {name}: needs root for a mount namespace");
+            return true;
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("the test binary: {e}"));
+        std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private"])
+            .arg(exe)
+            .args(["--exact", name, "--ignored", "--test-threads", "1"])
+            .status()
+            .unwrap_or_else(|e| panic!("unshare: {e}"))
+            .success()
+    }
+
+    #[test]
+    fn without_mount_setattr_each_mount_is_remounted_nodev() {
+        assert!(passes_in_a_mount_namespace(
+            "confine::mounts::tests::each_mount_remounted_nodev_in_a_namespace"
+        ));
+    }
+
+    /// The fallback of [`forbid_devices`], on a tree of two mounts (the upper one read-only,
+    /// which it stays), each with a device node; run by the test above.
+    #[test]
+    #[ignore = "run inside a mount namespace of its own, by the test above"]
+    fn each_mount_remounted_nodev_in_a_namespace() {
+        let root = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let root = root.path();
+        let tmpfs = |target: &Path, flags: MsFlags| {
+            nix::mount::mount(Some("tmpfs"), target, Some("tmpfs"), flags, None::<&str>)
+                .unwrap_or_else(|e| panic!("tmpfs on {}: {e}", target.display()));
+        };
+        let node = |path: &Path| {
+            nix::sys::stat::mknod(
+                path,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(1, 3),
+            )
+            .unwrap_or_else(|e| panic!("mknod {}: {e}", path.display()));
+        };
+        tmpfs(root, MsFlags::empty());
+        std::fs::create_dir(root.join("upper")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        node(&root.join("null"));
+        tmpfs(&root.join("upper"), MsFlags::empty());
+        node(&root.join("upper/null"));
+        remount(
+            &root.join("upper"),
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            "read-only",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            std::fs::File::open(root.join("upper/null")).is_ok(),
+            "opens before"
+        );
+
+        remount_each_nodev(root).unwrap_or_else(|e| panic!("{e}"));
+        for path in [root.join("null"), root.join("upper/null")] {
+            let opened = std::fs::File::open(&path).map(|_| ());
+            assert!(
+                opened
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied),
+                "{}: {opened:?}",
+                path.display()
+            );
+        }
+        let upper = nix::sys::statvfs::statvfs(&root.join("upper"))
+            .unwrap_or_else(|e| panic!("statvfs: {e}"));
+        assert!(
+            upper
+                .flags()
+                .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+        );
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(
+            unescape_mountinfo(r"/run/a\040b\011c\134d"),
+            "/run/a b\tc\\d"
+        );
+        assert_eq!(unescape_mountinfo(r"/plain\04"), r"/plain\04");
+    }
+
+    #[test]
+    fn devices_are_allowed_only_to_privileged_containers() {
+        let spec = spec(serde_json::json!([]));
+        for privileged in [false, true] {
+            let plan = MountPlan::from_spec(&spec, PathBuf::from("/rootfs"), privileged)
+                .unwrap_or_else(|e| panic!("plan: {e}"));
+            assert_eq!(plan.devices_allowed, privileged);
+        }
+        let old_plan: MountPlan = serde_json::from_value(serde_json::json!({
+            "rootfs": "/rootfs", "read_only": false, "root_propagation": 0, "mounts": [],
+            "hidden": [], "masked_paths": [], "readonly_paths": []
+        }))
+        .unwrap_or_else(|e| panic!("plan: {e}"));
+        assert!(
+            !old_plan.devices_allowed,
+            "a plan that does not say forbids devices"
+        );
     }
 
     #[test]
