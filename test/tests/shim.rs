@@ -623,11 +623,13 @@ fn signals_and_cleanup(version: Version) {
 }
 
 /// On cgroup v1 a guest joins a cpuset cgroup of its own only when its spec sets CPUs (or memory
-/// nodes): creating and removing one rebuilds the kernel's scheduling domains. Every other
-/// controller is joined as always, and nothing is left behind either way. (`--cpuset-cpus`
-/// needs ctr 2.x.)
+/// nodes): creating and removing one rebuilds the kernel's scheduling domains. It never joins
+/// one in the hierarchies where wasmcell sets and reads nothing (devices, freezer); every other
+/// controller is joined as always, and nothing is left behind either way — not even a
+/// directory in a hierarchy it did not join, as an earlier wasmcell's container leaves one.
+/// (`--cpuset-cpus` needs ctr 2.x.)
 #[test]
-fn a_v1_cpuset_is_joined_only_when_the_spec_sets_cpus() {
+fn a_v1_guest_joins_only_the_hierarchies_it_uses() {
     if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         eprintln!("SKIPPED: cgroup v2 host; this checks cgroup v1's cpuset handling");
         return;
@@ -670,12 +672,19 @@ fn a_v1_cpuset_is_joined_only_when_the_spec_sets_cpus() {
             .unwrap_or_else(|| panic!("no {controller} line in /proc/{pid}/cgroup:\n{table}"))
     };
 
+    // As a container made by a wasmcell that joined every hierarchy leaves it.
+    let earlier = container_cgroup("freezer", "plain");
+    std::fs::create_dir_all(&earlier).unwrap();
     let plain = run("plain", &[]);
     let own = format!("/{}/plain", containerd.namespace);
-    assert_eq!(cgroup_of(plain, "memory"), own);
-    assert_eq!(cgroup_of(plain, "pids"), own);
-    assert_ne!(cgroup_of(plain, "cpuset"), own);
+    for joined in ["memory", "pids", "cpu", "cpuacct", "blkio"] {
+        assert_eq!(cgroup_of(plain, joined), own, "{joined}");
+    }
+    for not_joined in ["cpuset", "devices", "freezer"] {
+        assert_ne!(cgroup_of(plain, not_joined), own, "{not_joined}");
+    }
     assert!(!container_cgroup("cpuset", "plain").exists());
+    assert!(!container_cgroup("devices", "plain").exists());
 
     let pinned = run("pinned", &["--cpuset-cpus", "0"]);
     let own = format!("/{}/pinned", containerd.namespace);
@@ -693,7 +702,7 @@ fn a_v1_cpuset_is_joined_only_when_the_spec_sets_cpus() {
 
     for id in ["plain", "pinned"] {
         delete_stopped_after_kill(&containerd, id);
-        for controller in ["cpuset", "memory", "pids"] {
+        for controller in ["cpuset", "memory", "pids", "freezer", "devices"] {
             let cgroup = container_cgroup(controller, id);
             assert!(!cgroup.exists(), "{} left behind", cgroup.display());
         }
