@@ -13,8 +13,8 @@ use wasmcell_tests::skip_or_fail;
 use wasmcell_tests::DEMO_IMAGES;
 
 use crate::shim::{
-    IMAGE, RUNTIME, containerd_with_demo, containerd_with_demo_images, new_starter, run_demo, text,
-    wait_for_status,
+    IMAGE, RUNTIME, containerd_with_demo, containerd_with_demo_images, new_starter, run_argv,
+    run_demo, text, wait_for_status,
 };
 
 /// `--cap-drop` for each of containerd's default capabilities (ctr has no `ALL`).
@@ -415,21 +415,9 @@ fn device_nodes_never_open_for_a_guest(version: Version) {
         bound.path().display()
     );
     let run = |id: &str, args: &[&str]| {
-        let mut full = vec![
-            "run",
-            "--rm",
-            "--runtime",
-            RUNTIME,
-            "--platform",
-            "wasip2/wasm",
-            "--mount",
-            &mount,
-            name,
-            id,
-            "/app.wasm",
-        ];
-        full.extend(args);
-        containerd.ctr(&full)
+        let mut argv = vec!["/app.wasm"];
+        argv.extend(args);
+        run_argv(&containerd, name, id, &["--mount", &mount], &argv, b"")
     };
     let out = run("devices-plain", &["cat", "/plain.txt"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
