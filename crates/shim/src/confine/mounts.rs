@@ -569,7 +569,9 @@ fn forbid_devices(root: &Path) -> Result<(), ConfineError> {
 /// with `nodev` added to the flags it has.
 fn remount_each_nodev(root: &Path) -> Result<(), ConfineError> {
     let what = || format!("making the mounts under {} nodev", root.display());
-    for target in mounts_under(root) {
+    // Fail closed: a tree whose mounts cannot be listed is not confined.
+    let targets = mounts_under(root).map_err(ConfineError::apply_io(what()))?;
+    for target in targets {
         let current = nix::sys::statvfs::statvfs(&target).map_err(ConfineError::apply(what()))?;
         let flags = current.flags();
         let mut keep = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NODEV;
@@ -596,9 +598,10 @@ fn remount_each_nodev(root: &Path) -> Result<(), ConfineError> {
     Ok(())
 }
 
-/// The mount points at or below `root` in this mount namespace, parents first.
-fn mounts_under(root: &Path) -> Vec<PathBuf> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+/// The mount points at or below `root` in this mount namespace, parents first; an error if
+/// the mount table cannot be read or `root` itself is not a mount point in it.
+fn mounts_under(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut points: Vec<PathBuf> = table
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
@@ -607,7 +610,13 @@ fn mounts_under(root: &Path) -> Vec<PathBuf> {
         .collect();
     points.sort_by_key(|point| point.components().count());
     points.dedup();
-    points
+    if points.first().is_none_or(|first| first != root) {
+        return Err(std::io::Error::other(format!(
+            "{} is not a mount point in /proc/self/mountinfo",
+            root.display()
+        )));
+    }
+    Ok(points)
 }
 
 /// A mountinfo field with its octal escapes (`\040` for a space, …) decoded.
