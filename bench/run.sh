@@ -396,7 +396,10 @@ run_quiet() {
 api_throughput() {
   local kind=$1 par=$2 round=$3 before after us
   log "containerd $ver: throughput, $BENCH_THROUGHPUT_TASKS $kind containers, $par at a time, API, round $round"
-  if [ "$kind" = grouped ]; then echo 'group = "namespace"' >"$DIR/wasmcell.toml"; fi
+  case $kind in
+    grouped) echo 'group = "namespace"' >"$DIR/wasmcell.toml" ;;
+    synced) echo 'sync_rootfs = true' >"$DIR/wasmcell.toml" ;;
+  esac
   local profiler=()
   if [ "${BENCH_PROFILE:-0}" = 1 ]; then
     profiler=(perf record -q -a -g -e cpu-clock -o "$RAW/perf-$kind-$par-$round.data" --)
@@ -418,7 +421,7 @@ api_throughput() {
     "$round" >>"$RAW/cpu.tsv"
   printf '%s\tapi\t%s\t%s\t%s\t%s\n' "$kind" "$par" "$BENCH_THROUGHPUT_TASKS" "$us" "$round" \
     >>"$RAW/throughput.tsv"
-  if [ "$kind" = grouped ]; then rm -f "$DIR/wasmcell.toml"; fi
+  rm -f "$DIR/wasmcell.toml"
 }
 
 # throughput KIND PARALLEL: prints the wall time in microseconds of BENCH_THROUGHPUT_TASKS runs,
@@ -827,6 +830,10 @@ bench_one() {
   ctr_ container create --runtime "$WASM_RUNTIME" "$WASM_IMAGE" tpl-grouped /demo-app.wasm echo hello
   kinds="$kinds grouped"
   echo "wasmcell-namespace-$NS" >>"$IDS_FILE"
+  # wasmcell again with `sync_rootfs = true`: the rootfs overlay mounted as containerd gives it
+  # (not `volatile`), so every task's unmount syncs containerd's filesystem, as runc's does.
+  ctr_ container create --runtime "$WASM_RUNTIME" "$WASM_IMAGE" tpl-synced /demo-app.wasm echo hello
+  kinds="$kinds synced"
   # A command that imports no wasi:sockets (demo-p3, WASI 0.3): its guests share the starter's
   # empty network namespace instead of each making one. Compiled (and optimized) first; read
   # against the ceiling, so on 2.x only.
@@ -867,7 +874,7 @@ bench_one() {
         >>"$RAW/throughput.tsv"
     done
   done
-  ctr_ container delete tpl-wasmcell tpl-runc tpl-grouped >/dev/null
+  ctr_ container delete tpl-wasmcell tpl-runc tpl-grouped tpl-synced >/dev/null
   if [ "${ver%%.*}" -ge 2 ]; then ctr_ container delete tpl-null tpl-networkless >/dev/null; fi
 
   # 7. HTTP

@@ -28,6 +28,7 @@ on_2_1_and_1_7!(
     bind_mounts_appear_at_their_destination_honouring_read_only,
     a_listening_guest_answers_on_the_host_network,
     guests_die_with_a_killed_shim_and_nothing_is_left,
+    the_writable_layer_is_volatile_and_settled_at_each_stop,
     concurrent_cold_starts_compile_once,
     a_full_or_read_only_cache_runs_uncached_with_one_warning,
     a_storm_of_sigterms_ends_a_guest_once,
@@ -2117,6 +2118,7 @@ fn guests_die_with_a_killed_shim_and_nothing_is_left(version: Version) {
         assert!(Instant::now() < deadline, "the task stayed:\n{listed}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_settled(&containerd, "orphan");
     containerd.ctr_ok(&["container", "delete", "orphan"]);
     let bundle = containerd
         .dir
@@ -2147,6 +2149,116 @@ fn guests_die_with_a_killed_shim_and_nothing_is_left(version: Version) {
             .join("orphan");
         assert!(!cgroup.exists(), "{} left behind", cgroup.display());
     }
+}
+
+/// The work directory of container `id`'s writable layer (its overlay snapshot's `workdir`).
+fn snapshot_workdir(containerd: &Containerd, id: &str) -> std::path::PathBuf {
+    let mounts = containerd.ctr_ok(&["snapshots", "mounts", "/mnt", id]);
+    let workdir = mounts
+        .split([',', ' '])
+        .find_map(|option| option.strip_prefix("workdir="))
+        .unwrap_or_else(|| panic!("no workdir in the snapshot's mounts: {mounts}"));
+    std::path::PathBuf::from(workdir)
+}
+
+/// Container `id`'s writable layer carries no `volatile` marker: its last mount was settled.
+fn assert_settled(containerd: &Containerd, id: &str) {
+    let incompat = snapshot_workdir(containerd, id).join("work/incompat");
+    assert!(
+        !incompat.exists(),
+        "{} left behind: {:?}",
+        incompat.display(),
+        walk(&incompat)
+    );
+}
+
+/// The options of the mount at container `id`'s bundle rootfs, as the host sees them.
+fn rootfs_mount_options(containerd: &Containerd, id: &str) -> String {
+    let rootfs = containerd
+        .dir
+        .join("state/io.containerd.runtime.v2.task")
+        .join(&containerd.namespace)
+        .join(id)
+        .join("rootfs")
+        .display()
+        .to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .filter(|line| line.split(' ').nth(4) == Some(rootfs.as_str()))
+        .filter_map(|line| line.rsplit(' ').next())
+        .next_back()
+        .unwrap_or_else(|| panic!("{rootfs} is not mounted"))
+        .to_owned()
+}
+
+/// `volatile` as the mount table shows it (`fsync=volatile` from Linux 6.12).
+fn is_volatile(option: &str) -> bool {
+    option == "volatile" || option == "fsync=volatile"
+}
+
+/// The rootfs overlay is mounted `volatile` (no `syncfs` of containerd's filesystem at each
+/// stop), and each stop settles it: what the guest wrote is in the layer, and the layer
+/// mounts again for the container's next task. A layer left unsettled (the host stopped) is
+/// refused by name; `sync_rootfs = true` mounts the overlay as containerd gives it.
+fn the_writable_layer_is_volatile_and_settled_at_each_stop(version: Version) {
+    let Some(containerd) = containerd_with_demo(version) else {
+        return;
+    };
+    run_demo_detached(&containerd, "volatile", &["sleep", "600"]);
+    let options = rootfs_mount_options(&containerd, "volatile");
+    assert!(options.split(',').any(is_volatile), "{options}");
+    delete_stopped_after_kill(&containerd, "volatile");
+
+    // `ctr run` without --rm: the task goes, the container and its layer stay.
+    let run = [
+        "run",
+        "--runtime",
+        RUNTIME,
+        "--platform",
+        "wasip2/wasm",
+        IMAGE,
+        "layer",
+        "/demo-app.wasm",
+        "write",
+        "/note",
+        "kept",
+    ];
+    let out = containerd.ctr(&run);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_settled(&containerd, "layer");
+    let workdir = snapshot_workdir(&containerd, "layer");
+    let upper = workdir.with_file_name("fs");
+    assert_eq!(std::fs::read_to_string(upper.join("note")).unwrap(), "kept");
+    // The layer mounts again: a second task of the same container.
+    let again = containerd.ctr(&["task", "start", "layer"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    containerd.ctr(&["task", "delete", "layer"]);
+    assert_settled(&containerd, "layer");
+
+    // The host went down under a volatile mount: the marker stays, the layer is refused.
+    let marker = workdir.join("work/incompat/volatile");
+    std::fs::create_dir_all(&marker).unwrap();
+    let refused = containerd.ctr(&["task", "start", "layer"]);
+    let stderr = text(&refused.stderr);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        stderr.contains(&marker.display().to_string()) && stderr.contains("not unmounted cleanly"),
+        "{stderr}"
+    );
+    containerd.ctr(&["task", "delete", "layer"]);
+    std::fs::remove_dir_all(workdir.join("work/incompat")).unwrap();
+    let out = containerd.ctr(&["task", "start", "layer"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    containerd.ctr(&["task", "delete", "layer"]);
+    containerd.ctr_ok(&["container", "delete", "layer"]);
+
+    std::fs::write(containerd.shim_config(), "sync_rootfs = true\n").unwrap();
+    run_demo_detached(&containerd, "synced", &["sleep", "600"]);
+    let options = rootfs_mount_options(&containerd, "synced");
+    assert!(!options.split(',').any(is_volatile), "{options}");
+    delete_stopped_after_kill(&containerd, "synced");
+    std::fs::remove_file(containerd.shim_config()).unwrap();
 }
 
 /// A command guest runs on its one thread: the engine's I/O runtime is driven by the guest's

@@ -358,6 +358,11 @@ pub struct Policy {
     /// Signatures every image must carry before its container is created; `None` (the
     /// default): none are checked and nothing is fetched.
     pub require_signature: Option<SignaturePolicy>,
+    /// `sync_rootfs = true`: the rootfs overlay is mounted as containerd gives it, so a guest's
+    /// `fsync` of a rootfs file reaches the disk and every stop syncs the filesystem holding
+    /// the writable layer. `false` (the default): it is mounted `volatile`, and a stop syncs
+    /// only when the guest left files in it (the shim's `writable_layer`).
+    pub sync_rootfs: bool,
 }
 
 /// `require_signature = { keys = [...] }`: the cosign public keys one of which must have signed
@@ -418,6 +423,8 @@ struct PolicyToml {
     allow_outbound: Vec<String>,
     #[serde(default)]
     require_signature: Option<SignaturePolicy>,
+    #[serde(default)]
+    sync_rootfs: bool,
     // The shim config file also says how the shim groups containers; that is the shim's.
     #[serde(default, rename = "group")]
     _group: Option<toml::Value>,
@@ -431,8 +438,9 @@ struct PolicyToml {
 
 impl Policy {
     /// Parses policy TOML: `deny = ["pattern", ...]`, `allow_outbound = ["destination",
-    /// ...]` and `require_signature = { keys = [...] }`, all optional; unknown keys are errors, so a misspelt key cannot silently allow
-    /// everything. `source_name` says where it came from.
+    /// ...]`, `require_signature = { keys = [...] }` and `sync_rootfs = true`, all optional;
+    /// unknown keys are errors, so a misspelt key cannot silently allow everything.
+    /// `source_name` says where it came from.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
         let parsed: PolicyToml = toml::from_str(text).map_err(|e| PolicyError::Parse {
             source_name: source_name.to_owned(),
@@ -469,6 +477,7 @@ impl Policy {
             source: source_name.to_owned(),
             allow_outbound: parsed.allow_outbound,
             require_signature: parsed.require_signature,
+            sync_rootfs: parsed.sync_rootfs,
         })
     }
 }
@@ -1118,6 +1127,18 @@ mod tests {
             err.starts_with("wasmcell policy /etc/x.toml: allow_outbound entry \"127.0.0.1\":"),
             "{err}"
         );
+        assert_eq!(
+            Policy::from_toml("sync_rootfs = true", "opts").map(|p| p.sync_rootfs),
+            Ok(true)
+        );
+        assert_eq!(
+            Policy::from_toml("", "opts").map(|p| p.sync_rootfs),
+            Ok(false)
+        );
+        let err = Policy::from_toml("sync_rootfs = \"yes\"", "/etc/x.toml")
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("sync_rootfs")));
     }
 
     #[test]

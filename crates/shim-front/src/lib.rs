@@ -15,6 +15,7 @@
 
 pub mod group;
 pub mod starter;
+pub mod writable_layer;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -162,15 +163,46 @@ pub fn cgroup_exists(spec_path: &str) -> bool {
     cgroup_exists_under(Path::new("/sys/fs/cgroup"), spec_path)
 }
 
-/// Undoes what a create leaves in `bundle` that needs no cgroup work: detaches a rootfs
-/// mount and removes the plan and program files. Returns the spec's cgroup path if that
-/// cgroup still exists, which only the core empties and removes.
-pub fn remove_bundle_leftovers(bundle: &Path) -> Option<String> {
-    // Not mounted after a clean delete: EINVAL, nothing to do.
-    let _ = rustix::mount::unmount(bundle.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
+/// The spec's cgroup path, if that cgroup still exists: a container whose shim left without
+/// deleting it, which only the core empties and removes.
+pub fn leftover_cgroup(bundle: &Path) -> Option<String> {
+    spec_cgroups_path(bundle).filter(|path| cgroup_exists(path))
+}
+
+/// Undoes what a create leaves in `bundle` that needs no cgroup work, once no guest is left
+/// ([`leftover_cgroup`] is `None`, or the core emptied it): detaches a rootfs mount, settles
+/// its writable layer if it was mounted `volatile` ([`writable_layer`]), and removes the plan
+/// and program files. Returns what settling the layer failed with (the rest is best effort).
+pub fn remove_bundle_leftovers(bundle: &Path) -> Result<(), writable_layer::WritableLayerError> {
+    let rootfs = bundle.join("rootfs");
+    let mut settled = Ok(());
+    // After a clean delete nothing is mounted there: two `stat`s, and the mount table is not
+    // read.
+    if is_mount_point(&rootfs) {
+        let layer = std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|table| writable_layer::volatile_layer_at(&table, &rootfs));
+        if rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH).is_ok()
+            && let Some(layer) = layer
+        {
+            settled = layer.settle().map(|_| ());
+        }
+    }
     let _ = std::fs::remove_file(bundle.join(PLAN_FILE));
     let _ = std::fs::remove_file(bundle.join(PROGRAM_FILE));
-    spec_cgroups_path(bundle).filter(|path| cgroup_exists(path))
+    settled
+}
+
+/// Whether `path` is on another device than its parent: a mount point (of another
+/// filesystem, which containerd's rootfs mounts always are).
+fn is_mount_point(path: &Path) -> bool {
+    let Some(parent) = path.parent() else {
+        return false;
+    };
+    match (rustix::fs::stat(path), rustix::fs::stat(parent)) {
+        (Ok(inner), Ok(outer)) => inner.st_dev != outer.st_dev,
+        _ => false,
+    }
 }
 
 /// containerd's `containerd.task.v2.DeleteResponse`, the fields `delete` sets.

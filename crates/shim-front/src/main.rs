@@ -14,7 +14,9 @@ use wasmcell_shim_front::group::{GROUP_ENV, Grouping, LONE_ENV, StartPlace, serv
 use wasmcell_shim_front::starter::{
     START_ENV, StartRequest, request_start, starter_socket, starter_wanted,
 };
-use wasmcell_shim_front::{CORE_BINARY, ShimInvocation, delete_response, remove_bundle_leftovers};
+use wasmcell_shim_front::{
+    CORE_BINARY, ShimInvocation, delete_response, leftover_cgroup, remove_bundle_leftovers,
+};
 
 mod arena;
 
@@ -37,8 +39,11 @@ fn main() {
     if let Some(invocation) = invocation
         && invocation.action.as_deref() == Some("delete")
         && let Some(bundle) = invocation.bundle.or_else(|| std::env::current_dir().ok())
-        && remove_bundle_leftovers(&bundle).is_none()
+        && leftover_cgroup(&bundle).is_none()
     {
+        if let Err(e) = remove_bundle_leftovers(&bundle) {
+            eprintln!("io.containerd.wasmcell.v1: {e}");
+        }
         let response = delete_response(std::time::SystemTime::now());
         let mut stdout = std::io::stdout();
         if let Err(e) = stdout.write_all(&response).and_then(|()| stdout.flush()) {

@@ -71,8 +71,8 @@ pub struct Container {
     pub stderr: String,
     /// The cgroup, when the spec asked for one.
     pub cgroup: Option<ContainerCgroup>,
-    /// Whether the shim mounted the rootfs (and must unmount it).
-    pub rootfs_mounted: bool,
+    /// The rootfs the shim mounted (and must unmount), if containerd gave mounts.
+    pub rootfs: Option<crate::rootfs_mount::MountedRootfs>,
     /// The relay feeding containerd's stdin FIFO to the guest.
     pub stdin_relay: Option<crate::stdio::StdinRelay>,
     /// What the guest's exit waits on before it is reported (taken at the exit).

@@ -431,7 +431,7 @@ fn prepare(plan: &GuestPlan, inherited: Option<WasmEngine>) -> Result<Prepared, 
         deny: plan.deny.clone(),
         source: plan.policy_source.clone(),
         allow_outbound: plan.allow_outbound.clone(),
-        require_signature: None,
+        ..Policy::default()
     };
     engine
         .check_imports(&program, &policy)

@@ -32,6 +32,7 @@ mod policy;
 mod preload;
 mod process;
 mod rootfs;
+mod rootfs_mount;
 mod service;
 mod shim;
 mod shim_log;

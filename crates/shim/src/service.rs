@@ -39,6 +39,7 @@ use crate::network_pool;
 use crate::plan::{GuestPlan, PLAN_FILE, PROGRAM_FILE, PlanError, ProgramSource};
 use crate::policy;
 use crate::process::{Launched, Spawner, fork_exec_guest, launch_by_zygote};
+use crate::rootfs_mount::MountedRootfs;
 use crate::shim;
 use crate::signatures;
 use crate::stdio::{OutputDrain, StdinRelay, open_stdio};
@@ -339,14 +340,11 @@ impl Service {
         let spec = Spec::load(bundle.join("config.json"))
             .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
         let rootfs = bundle.join("rootfs");
-        let mut rootfs_mounted = false;
-        for mount in &req.rootfs {
-            mount_rootfs(mount, &rootfs)
-                .await
-                .map_err(|e| format!("mounting the rootfs ({}): {e}", mount.type_))?;
-            rootfs_mounted = true;
-        }
-        let result = self.prepare_guest(req, &bundle, &rootfs, &spec).await;
+        let policy = policy::resolve(req.options.as_ref()).map_err(|e| e.to_string())?;
+        let mounted = MountedRootfs::mount(&req.rootfs, &rootfs, !policy.sync_rootfs).await?;
+        let result = self
+            .prepare_guest(req, &bundle, &rootfs, &spec, &policy)
+            .await;
         match result {
             Ok(PreparedContainer {
                 cgroup,
@@ -365,14 +363,14 @@ impl Service {
                 stdout: req.stdout.clone(),
                 stderr: req.stderr.clone(),
                 cgroup,
-                rootfs_mounted,
+                rootfs: mounted,
                 used_network,
                 prepared: Some(prepared),
                 exit: watch::channel(None).0,
             }),
             Err(message) => {
-                if rootfs_mounted {
-                    unmount(&rootfs);
+                if let Some(mounted) = mounted {
+                    mounted.unmount().await;
                 }
                 Err(message)
             }
@@ -385,15 +383,15 @@ impl Service {
         bundle: &Path,
         rootfs: &Path,
         spec: &Spec,
+        policy: &Policy,
     ) -> Result<PreparedContainer, String> {
-        let policy = policy::resolve(req.options.as_ref()).map_err(|e| e.to_string())?;
         if let Some(required) = &policy.require_signature
             && !shim::is_sandbox(spec)
         {
             self.check_signature(&req.id, required, &policy.source)
                 .await?;
         }
-        let mut plan = self.plan(req, bundle, rootfs, spec, &policy).await?;
+        let mut plan = self.plan(req, bundle, rootfs, spec, policy).await?;
         if plan.may_share_a_used_network() {
             plan.network_pool = self.config.network_pool.clone();
         }
@@ -612,8 +610,8 @@ impl Service {
         if let Some(cgroup) = container.cgroup.take() {
             self.remove_cgroup(cgroup).await;
         }
-        if container.rootfs_mounted {
-            unmount(&container.bundle.join("rootfs"));
+        if let Some(mounted) = container.rootfs.take() {
+            mounted.unmount().await;
         }
         let _ = std::fs::remove_file(container.bundle.join(PLAN_FILE));
         let _ = std::fs::remove_file(container.bundle.join(PROGRAM_FILE));
@@ -666,12 +664,6 @@ fn with_policy(mut plan: GuestPlan, policy: &Policy) -> GuestPlan {
     plan.policy_source = policy.source.clone();
     plan.allow_outbound = policy.allow_outbound.clone();
     plan
-}
-
-fn unmount(target: &Path) {
-    if let Err(e) = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH) {
-        warn!("unmounting {}: {e}", target.display());
-    }
 }
 
 #[async_trait]
@@ -1056,24 +1048,3 @@ impl Task for Service {
         Err(not_supported("resize_pty (terminals)"))
     }
 }
-
-/// Mounts one of containerd's rootfs mounts at `rootfs`. A mount whose options fit in a page is
-/// done here, on the runtime (one `mount` call, no thread to start); one with a longer overlay
-/// lower-dir list is done on the blocking pool, because containerd-shim then shortens it with a
-/// working directory set on the calling thread.
-async fn mount_rootfs(
-    mount: &containerd_shim::protos::api::Mount,
-    rootfs: &Path,
-) -> containerd_shim::Result<()> {
-    let options_len: usize = mount.options.iter().map(|o| o.len() + 1).sum();
-    if options_len >= MOUNT_OPTIONS_INLINE {
-        return containerd_shim::asynchronous::util::mount_rootfs(mount, rootfs).await;
-    }
-    let fs_type = Some(mount.type_.as_str()).filter(|t| !t.is_empty());
-    let source = Some(mount.source.as_str()).filter(|s| !s.is_empty());
-    containerd_shim::mount::mount_rootfs(fs_type, source, &mount.options, rootfs)
-}
-
-/// Option bytes below which containerd-shim mounts without changing directory: its limit is a
-/// page less 512 bytes; this stays under it for any page size Linux uses.
-const MOUNT_OPTIONS_INLINE: usize = 3 * 1024;

@@ -45,7 +45,7 @@ pub fn is_sandbox(spec: &Spec) -> bool {
 /// when there is no cgroup to empty); undo what create did for this bundle (mount, files,
 /// cgroup) and report the task as killed.
 pub fn delete_leftovers(bundle: &Path) -> Vec<u8> {
-    if let Some(path) = wasmcell_shim_front::remove_bundle_leftovers(bundle)
+    if let Some(path) = wasmcell_shim_front::leftover_cgroup(bundle)
         && let Ok(cgroup) = ContainerCgroup::create(&path, None)
     {
         // The guest dies with its shim (parent-death signal); anything still in the cgroup
@@ -60,6 +60,10 @@ pub fn delete_leftovers(bundle: &Path) -> Vec<u8> {
         if let Err(e) = cgroup.delete() {
             warn!("{e}");
         }
+    }
+    // After the cgroup: a guest still running would hold the rootfs' writable layer.
+    if let Err(e) = wasmcell_shim_front::remove_bundle_leftovers(bundle) {
+        warn!("{}: {e}", bundle.display());
     }
     wasmcell_shim_front::delete_response(std::time::SystemTime::now())
 }

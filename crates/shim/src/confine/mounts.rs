@@ -605,7 +605,11 @@ fn mounts_under(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut points: Vec<PathBuf> = table
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .map(|point| PathBuf::from(unescape_mountinfo(point)))
+        .map(|point| {
+            PathBuf::from(wasmcell_shim_front::writable_layer::unescape_mountinfo(
+                point,
+            ))
+        })
         .filter(|point| point.starts_with(root))
         .collect();
     points.sort_by_key(|point| point.components().count());
@@ -617,30 +621,6 @@ fn mounts_under(root: &Path) -> std::io::Result<Vec<PathBuf>> {
         )));
     }
     Ok(points)
-}
-
-/// A mountinfo field with its octal escapes (`\040` for a space, …) decoded.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = bytes.get(i + 1..i + 4).and_then(|digits| {
-            let text = std::str::from_utf8(digits).ok()?;
-            u8::from_str_radix(text, 8).ok()
-        });
-        match (bytes[i], escaped) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `pivot_root` into `root` and detach the old root, so nothing of the host's tree remains
@@ -764,15 +744,6 @@ mod tests {
                 .flags()
                 .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
         );
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(
-            unescape_mountinfo(r"/run/a\040b\011c\134d"),
-            "/run/a b\tc\\d"
-        );
-        assert_eq!(unescape_mountinfo(r"/plain\04"), r"/plain\04");
     }
 
     #[test]
