@@ -206,6 +206,15 @@ pub fn with_volatile(fs_type: &str, options: &[String]) -> Option<Vec<String>> {
     Some(changed)
 }
 
+/// The writable layer of a mount of `fs_type` with these options if it is a `volatile`
+/// overlay.
+pub fn volatile_layer_of<S: AsRef<str>>(fs_type: &str, options: &[S]) -> Option<WritableLayer> {
+    if fs_type != "overlay" || !options.iter().any(|o| is_volatile(o.as_ref())) {
+        return None;
+    }
+    WritableLayer::of_options(options)
+}
+
 /// The writable layer of the `volatile` overlay mounted at `target`, read from a
 /// `/proc/self/mountinfo` table (the last mount at `target`, the one on top).
 pub fn volatile_layer_at(mountinfo: &str, target: &Path) -> Option<WritableLayer> {
@@ -216,14 +225,9 @@ pub fn volatile_layer_at(mountinfo: &str, target: &Path) -> Option<WritableLayer
     })?;
     let (_, after_separator) = line.split_once(" - ")?;
     let mut fields = after_separator.split(' ');
-    if fields.next()? != "overlay" {
-        return None;
-    }
+    let fs_type = fields.next()?;
     let options: Vec<String> = fields.nth(1)?.split(',').map(unescape_mountinfo).collect();
-    if !options.iter().any(|o| is_volatile(o)) {
-        return None;
-    }
-    WritableLayer::of_options(&options)
+    volatile_layer_of(fs_type, &options)
 }
 
 /// A mountinfo field with its octal escapes (`\040` for a space, `\054` for a comma in an
@@ -284,6 +288,17 @@ mod tests {
             "read-only"
         );
         assert_eq!(with_volatile("bind", &strings(&["rbind", "rw"])), None);
+        assert_eq!(
+            volatile_layer_of("overlay", &writable),
+            None,
+            "not volatile"
+        );
+        assert_eq!(
+            volatile_layer_of("overlay", &expected).map(|l| l.work),
+            Some("/s/1/work".into()),
+            "volatile, whoever asked for it"
+        );
+        assert_eq!(volatile_layer_of("bind", &strings(&["volatile"])), None);
         assert_eq!(
             WritableLayer::of_options(&writable),
             Some(WritableLayer {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use containerd_shim::protos::api::Mount;
 use log::{debug, warn};
-use wasmcell_shim_front::writable_layer::{WritableLayer, with_volatile};
+use wasmcell_shim_front::writable_layer::{WritableLayer, volatile_layer_of, with_volatile};
 
 /// Option bytes below which containerd-shim mounts without changing directory: its limit is a
 /// page less 512 bytes; this stays under it for any page size Linux uses.
@@ -49,23 +49,22 @@ impl MountedRootfs {
     }
 
     async fn mount_one(&mut self, mount: &Mount, volatile: bool) -> Result<(), String> {
-        let volatile_options = volatile
+        let added = volatile
             .then(|| with_volatile(&mount.type_, &mount.options))
             .flatten()
             .filter(|_| !VOLATILE_REFUSED.load(Ordering::Relaxed));
-        let Some(options) = volatile_options else {
-            return mount_with(mount, &mount.options, &self.target).await;
-        };
-        let Some(layer) = WritableLayer::of_options(&options) else {
-            return mount_with(mount, &mount.options, &self.target).await;
-        };
-        layer.check_settled().map_err(|e| e.to_string())?;
-        match mount_with(mount, &options, &self.target).await {
+        let options = added.as_deref().unwrap_or(&mount.options);
+        // Ours, or containerd's own (its overlay snapshotter's `mount_options`): settled the same.
+        let layer = volatile_layer_of(&mount.type_, options);
+        if let Some(layer) = &layer {
+            layer.check_settled().map_err(|e| e.to_string())?;
+        }
+        match mount_with(mount, options, &self.target).await {
             Ok(()) => {
-                self.volatile_layers.push(layer);
+                self.volatile_layers.extend(layer);
                 Ok(())
             }
-            Err(e) => {
+            Err(e) if added.is_some() => {
                 // The marker was checked above: a kernel without `volatile` (before 5.10)
                 // says EINVAL, and the options as given then mount.
                 mount_with(mount, &mount.options, &self.target).await?;
@@ -73,6 +72,7 @@ impl MountedRootfs {
                 VOLATILE_REFUSED.store(true, Ordering::Relaxed);
                 Ok(())
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -268,6 +268,33 @@ mod tests {
             "from the image"
         );
         rt.block_on(again.unmount());
+        Ok(())
+    }
+
+    /// containerd's own `volatile` (its snapshotter's `mount_options`) is kept under
+    /// `sync_rootfs`, and the layer settled all the same.
+    #[test]
+    fn containerds_volatile_is_settled_too() -> Result<(), Box<dyn std::error::Error>> {
+        if !root_or_skip() {
+            return Ok(());
+        }
+        let dir = tempfile::tempdir()?;
+        let overlay = Overlay::new(dir.path())?;
+        let rootfs = overlay.root.join("rootfs");
+        let mut mounts = overlay.mounts();
+        for mount in &mut mounts {
+            mount.options.push("volatile".into());
+        }
+        let rt = runtime()?;
+        let mounted = rt
+            .block_on(MountedRootfs::mount(&mounts, &rootfs, false))?
+            .ok_or("nothing mounted")?;
+        assert!(
+            overlay.marker().exists(),
+            "mounted volatile, as containerd asked"
+        );
+        rt.block_on(mounted.unmount());
+        assert!(!overlay.marker().exists(), "settled");
         Ok(())
     }
 
