@@ -176,26 +176,26 @@ pub fn leftover_cgroup(bundle: &Path) -> Option<String> {
 pub fn remove_bundle_leftovers(bundle: &Path) -> Result<(), writable_layer::WritableLayerError> {
     let rootfs = bundle.join("rootfs");
     let mut settled = Ok(());
-    // After a clean delete nothing is mounted there: two `stat`s, and the mount table is not
-    // read.
-    if is_mount_point(&rootfs) {
-        let layer = std::fs::read_to_string("/proc/self/mountinfo")
-            .ok()
-            .and_then(|table| writable_layer::volatile_layer_at(&table, &rootfs));
-        if rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH).is_ok()
-            && let Some(layer) = layer
-        {
-            settled = layer.settle().map(|_| ());
-        }
+    // Only an overlay (a filesystem of its own) can have a writable layer: after a clean delete
+    // that is two `stat`s, and the mount table is not read.
+    let layer = on_another_filesystem(&rootfs)
+        .then(|| std::fs::read_to_string("/proc/self/mountinfo").ok())
+        .flatten()
+        .and_then(|table| writable_layer::volatile_layer_at(&table, &rootfs));
+    // Tried whatever it is (a bind of the same filesystem too); not mounted: EINVAL.
+    if rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH).is_ok()
+        && let Some(layer) = layer
+    {
+        settled = layer.settle().map(|_| ());
     }
     let _ = std::fs::remove_file(bundle.join(PLAN_FILE));
     let _ = std::fs::remove_file(bundle.join(PROGRAM_FILE));
     settled
 }
 
-/// Whether `path` is on another device than its parent: a mount point (of another
-/// filesystem, which containerd's rootfs mounts always are).
-fn is_mount_point(path: &Path) -> bool {
+/// Whether `path` is on another device than its parent: the root of a mount of another
+/// filesystem (an overlay is; a bind mount of the same filesystem is not).
+fn on_another_filesystem(path: &Path) -> bool {
     let Some(parent) = path.parent() else {
         return false;
     };
